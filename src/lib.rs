@@ -1,0 +1,8 @@
+//! heroku2rds: move a production PostgreSQL database from Heroku to Amazon RDS with seconds of
+//! write downtime. See DESIGN.md for the architecture.
+
+pub mod cli;
+pub mod error;
+pub mod pg;
+pub mod state;
+pub mod status;

@@ -1,0 +1,160 @@
+//! The heroku2rds binary: parse arguments, set up logging, run, print the error once, exit.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use clap::Parser;
+use heroku2rds::cli::{Cli, Command};
+use heroku2rds::error::{Error, Kind, Result};
+use heroku2rds::pg::conn::{error_chain, ConnSpec};
+use heroku2rds::pg::{preflight, replicate, sequences, verify};
+use heroku2rds::status;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(5);
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {}", render_error(&e));
+            if let Some(fix) = e.fix() {
+                eprintln!("  fix: {fix}");
+            }
+            ExitCode::from(e.kind().exit_code() as u8)
+        }
+    }
+}
+
+fn init_tracing(filter: &str) {
+    // tokio-postgres logs query parameters at debug level: keep it at warn whatever is asked.
+    let filter = format!("{filter},tokio_postgres=warn,rustls=warn");
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn render_error(e: &Error) -> String {
+    match std::error::Error::source(e) {
+        Some(src) => format!("{e}: {}", error_chain(src)),
+        None => e.to_string(),
+    }
+}
+
+/// Sets the returned flag on SIGINT/SIGTERM; a second signal exits at once.
+fn cancellation() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let f = flag.clone();
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(_) => return,
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if f.swap(true, Ordering::SeqCst) {
+                eprintln!("interrupted again: exiting now");
+                std::process::exit(130);
+            }
+            eprintln!("interrupted: stopping after the chunks in flight (press Ctrl-C again to exit now)");
+        }
+    });
+    flag
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    let s = serde_json::to_string_pretty(value).map_err(|e| Error::other(format!("rendering JSON: {e}")))?;
+    println!("{s}");
+    Ok(())
+}
+
+async fn run(command: Command) -> Result<u8> {
+    match command {
+        Command::Preflight(a) => {
+            let source = ConnSpec::parse(&a.source.source, "source")?;
+            let target = a.target.as_deref().map(|t| ConnSpec::parse(t, "target")).transpose()?;
+            let report = preflight::run(&source, target.as_ref(), a.keyless).await?;
+            if a.json {
+                print_json(&serde_json::json!({ "blocked": report.blocked(), "report": report }))?;
+            } else {
+                print!("{}", preflight::render(&report));
+            }
+            Ok(if report.blocked() { Kind::Blocked.exit_code() as u8 } else { 0 })
+        }
+        Command::Replicate(a) => {
+            let source = ConnSpec::parse(&a.source.source, "source")?;
+            let target = ConnSpec::parse(&a.target.target, "target")?;
+            if a.chunk_mb == 0 {
+                return Err(Error::usage("--chunk-mb must be at least 1"));
+            }
+            if a.jobs == Some(0) {
+                return Err(Error::usage("--jobs must be at least 1"));
+            }
+            let opts = replicate::Options {
+                jobs: a.jobs.unwrap_or(0),
+                keyless: a.keyless,
+                chunk_bytes: i64::from(a.chunk_mb) << 20,
+                until: a.until,
+            };
+            let outcome = replicate::run(&source, &target, &opts, cancellation()).await?;
+            if outcome.already_done {
+                println!("nothing to do: the target already holds a complete copy (run `heroku2rds verify` to compare)");
+            } else {
+                println!(
+                    "copied {} rows ({:.1} MB) in {} chunks with {} workers; the target is complete",
+                    outcome.copied.rows,
+                    outcome.copied.bytes as f64 / 1e6,
+                    outcome.copied.chunks,
+                    outcome.jobs
+                );
+            }
+            Ok(0)
+        }
+        Command::Status(a) => {
+            let target = ConnSpec::parse(&a.target.target, "target")?;
+            let s = status::read(&target).await?;
+            if a.json {
+                print_json(&s)?;
+            } else {
+                print!("{}", status::render(&s));
+            }
+            Ok(0)
+        }
+        Command::Verify(a) => {
+            let source = ConnSpec::parse(&a.source.source, "source")?;
+            let target = ConnSpec::parse(&a.target.target, "target")?;
+            let report = verify::run(&source, &target, a.jobs.max(1)).await?;
+            if a.json {
+                print_json(&report)?;
+            } else {
+                print!("{}", verify::render(&report));
+            }
+            Ok(if report.equal { 0 } else { Kind::Differences.exit_code() as u8 })
+        }
+        Command::SyncSequences(a) => {
+            let source = ConnSpec::parse(&a.source.source, "source")?;
+            let target = ConnSpec::parse(&a.target.target, "target")?;
+            let n = sequences::sync(&source.connect().await?, &target.connect().await?).await?;
+            println!("set {n} sequence(s) on the target to the source's values");
+            Ok(0)
+        }
+        Command::RefreshMatviews(a) => {
+            let target = ConnSpec::parse(&a.target.target, "target")?;
+            let n = sequences::refresh_matviews(&target.connect().await?).await?;
+            println!("refreshed {n} materialized view(s) on the target");
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! The replication engine: moves data between two PostgreSQL URLs. Knows nothing about Heroku or
+//! AWS.
+
+pub mod catalog;
+pub mod conn;
+pub mod copy;
+pub mod preflight;
+pub mod replicate;
+pub mod schema;
+pub mod sequences;
+pub mod verify;

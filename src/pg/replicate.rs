@@ -1,0 +1,357 @@
+//! `replicate`: the engine's order of operations (DESIGN.md), each step recorded in the target's
+//! state so that a re-run resumes where the last one stopped.
+//!
+//! 1. preflight (read-only); 2. schema pre-data restored, tables and chunks planned and the state
+//! created, all in ONE target transaction; 3. chunks copied in parallel; 4. post-data items
+//! (indexes, constraints, triggers) built in parallel waves, each item recorded with its
+//! transaction; 5. ANALYZE, sequences, materialized views; 6. phase `copied`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::task::JoinSet;
+use tokio_postgres::Client;
+
+use super::catalog::{self, Table};
+use super::conn::{query_error, ConnSpec};
+use super::copy::{self, Chunk, CopyTotals, Range, SplitInput};
+use super::preflight::{self, KeylessMode};
+use super::schema::{self, PostDataItem};
+use super::sequences;
+use crate::error::{Error, Kind, Result};
+use crate::state::{self, Phase, RunnerLock, STATE_DDL};
+
+/// When `replicate` returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Until {
+    /// Once every table is copied and indexed.
+    Copied,
+}
+
+/// Options of a replicate run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Parallel workers; 0 picks from cores and free connection slots.
+    pub jobs: usize,
+    /// What to do with keyless tables.
+    pub keyless: KeylessMode,
+    /// Target chunk size in bytes.
+    pub chunk_bytes: i64,
+    /// When to return.
+    pub until: Until,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    /// True when the target was already complete and nothing was done.
+    pub already_done: bool,
+    /// Copy totals of this run.
+    pub copied: CopyTotals,
+    /// Workers used.
+    pub jobs: usize,
+}
+
+/// Runs replication until `opts.until`.
+pub async fn run(source: &ConnSpec, target: &ConnSpec, opts: &Options, cancel: Arc<AtomicBool>) -> Result<Outcome> {
+    let src = source.connect().await?;
+    let tgt = target.connect().await?;
+    let _lock = RunnerLock::acquire(target.connect().await?, "replicate").await?;
+    let existing = state::load(&tgt).await?;
+    let jobs = pick_jobs(&src, opts.jobs).await?;
+    let migration = match existing {
+        Some(m) => {
+            if m.source != source_identity(source) {
+                return Err(Error::usage(format!(
+                    "the target already holds a migration from {}, not from {}",
+                    m.source,
+                    source_identity(source)
+                ))
+                .with_fix("pass the same --source as the first run, or point --target at an empty database"));
+            }
+            if m.phase == Phase::Copied {
+                tracing::info!("the target is already complete: every table was copied; nothing to do");
+                return Ok(Outcome { already_done: true, copied: CopyTotals::default(), jobs });
+            }
+            tracing::info!("resuming the migration recorded on the target (phase {})", m.phase.as_str());
+            m
+        }
+        None => {
+            if catalog::has_user_relations(&tgt).await? {
+                return Err(Error::usage(format!("the target database {target} is not empty and holds no heroku2rds migration"))
+                    .with_fix("point --target at a new, empty database (heroku2rds creates the schema itself)"));
+            }
+            let report = preflight::run(source, Some(target), opts.keyless).await?;
+            if report.blocked() {
+                return Err(Error::new(Kind::Blocked, format!("preflight found blocking problems:\n{}", preflight::render(&report)))
+                    .with_fix("fix the BLOCKING items above (or run `heroku2rds preflight` for the full report), then re-run"));
+            }
+            for f in report.findings.iter().filter(|f| f.severity == preflight::Severity::Warning) {
+                tracing::warn!("{}", f.message);
+            }
+            start(source, target, &src, opts, &report.facts.tables).await?;
+            state::load(&tgt).await?.ok_or_else(|| Error::other("the migration state vanished after it was created"))?
+        }
+    };
+    let mut phase = migration.phase;
+    let mut totals = CopyTotals::default();
+    if phase == Phase::Copying {
+        let tables = Arc::new(load_tables(&tgt).await?);
+        let chunks = pending_chunks(&tgt).await?;
+        let (done, total) = chunk_counts(&tgt).await?;
+        tracing::info!("copying {} chunk(s) with {jobs} worker(s) ({done} of {total} already done)", chunks.len());
+        totals = copy::copy_all(source, target, tables, chunks, jobs, cancel.clone()).await?;
+        phase = Phase::PostData;
+        state::set_phase(&tgt, phase).await?;
+    }
+    if phase == Phase::PostData {
+        post_data(target, &tgt, &migration.post_data, jobs, cancel.clone()).await?;
+        phase = Phase::Finishing;
+        state::set_phase(&tgt, phase).await?;
+    }
+    if phase == Phase::Finishing {
+        let tables = load_tables(&tgt).await?;
+        let statements = tables.values().map(|t| format!("ANALYZE {}", t.qualified())).collect();
+        tracing::info!("analyzing {} table(s)", tables.len());
+        run_statements(target, jobs, statements, cancel.clone()).await?;
+        let n = sequences::sync(&src, &tgt).await?;
+        tracing::info!("set {n} sequence(s) to the source's values");
+        let m = sequences::refresh_matviews(&tgt).await?;
+        tracing::info!("refreshed {m} materialized view(s)");
+        state::set_phase(&tgt, Phase::Copied).await?;
+    }
+    tracing::info!("copy complete: the target holds every replicated table");
+    Ok(Outcome { already_done: false, copied: totals, jobs })
+}
+
+/// The identity of the source recorded with the migration (no user, no password: credentials
+/// rotate, the database does not).
+pub fn source_identity(source: &ConnSpec) -> String {
+    format!("{}:{}/{}", source.host(), source.port(), source.dbname())
+}
+
+async fn pick_jobs(src: &Client, requested: usize) -> Result<usize> {
+    if requested > 0 {
+        return Ok(requested);
+    }
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let free: i64 = src
+        .query_one(
+            "SELECT current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int
+                    - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')",
+            &[],
+        )
+        .await
+        .map_err(|e| query_error(e, "counting free connections"))?
+        .get(0);
+    // Leave half of the free slots to the application.
+    Ok(cores.max(2).min(((free / 2) as usize).max(1)).min(16))
+}
+
+/// Creates the target schema, the state and the chunk plan in one transaction.
+async fn start(source: &ConnSpec, target: &ConnSpec, src: &Client, opts: &Options, tables: &[Table]) -> Result<()> {
+    tracing::info!("dumping the source schema (pg_dump --schema-only)");
+    let scripts = schema::dump(source).await?;
+    let tid_range_scans = catalog::server_major(src).await? >= 14;
+    let mut plans = Vec::with_capacity(tables.len());
+    for t in tables {
+        let mode = if t.has_key() {
+            "copy"
+        } else {
+            match opts.keyless {
+                KeylessMode::Error => return Err(Error::new(Kind::Blocked, format!("table {} has no usable key", t.display_name()))),
+                KeylessMode::Recopy => "recopy",
+                KeylessMode::Exclude => "exclude",
+            }
+        };
+        let ranges = if mode == "exclude" {
+            Vec::new()
+        } else if mode == "recopy" {
+            vec![Range::Whole]
+        } else {
+            let int_key_range = if t.integer_key {
+                let k = super::conn::quote_ident(&t.key[0]);
+                let row = src
+                    .query_one(&format!("SELECT min({k})::bigint, max({k})::bigint FROM ONLY {}", t.qualified()), &[])
+                    .await
+                    .map_err(|e| query_error(e, &format!("reading the key range of {}", t.display_name())))?;
+                row.get::<_, Option<i64>>(0).zip(row.get::<_, Option<i64>>(1))
+            } else {
+                None
+            };
+            copy::split(SplitInput { bytes: t.bytes, pages: t.pages, int_key_range, tid_range_scans }, opts.chunk_bytes)
+        };
+        plans.push((t, mode, ranges));
+    }
+
+    let mut tgt = target.connect().await?;
+    let tx = tgt.transaction().await.map_err(|e| query_error(e, "starting the schema transaction"))?;
+    if catalog::has_user_relations(&tx).await? {
+        return Err(Error::usage(format!("the target database {target} is not empty")));
+    }
+    tx.batch_execute(STATE_DDL).await.map_err(|e| query_error(e, "creating the state schema on the target"))?;
+    tracing::info!("restoring the schema (pre-data) on the target");
+    tx.batch_execute(&scripts.pre_data).await.map_err(|e| {
+        query_error(e, "restoring the source schema on the target").with_fix(
+            "the target refused part of the source schema (often an extension or a role it lacks); fix that on the target, then re-run: nothing was kept",
+        )
+    })?;
+    tx.execute(
+        "INSERT INTO heroku2rds.migration (source, phase, keyless, pre_data, post_data) VALUES ($1, 'copying', $2, $3, $4)",
+        &[&source_identity(source), &format!("{:?}", opts.keyless).to_lowercase(), &scripts.pre_data, &scripts.post_data],
+    )
+    .await
+    .map_err(|e| query_error(e, "recording the migration"))?;
+    let mut chunk_count = 0;
+    for (t, mode, ranges) in &plans {
+        let def = serde_json::to_value(t).map_err(|e| Error::other(format!("serializing a table definition: {e}")))?;
+        let id: i32 = tx
+            .query_one(
+                "INSERT INTO heroku2rds.tables (schema_name, table_name, definition, mode, est_rows, est_bytes)
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                &[&t.schema, &t.name, &def, mode, &t.est_rows.max(0), &t.bytes],
+            )
+            .await
+            .map_err(|e| query_error(e, "recording a table"))?
+            .get(0);
+        let per = t.bytes / (ranges.len().max(1) as i64);
+        for (no, r) in ranges.iter().enumerate() {
+            let (lo, hi) = r.bounds();
+            tx.execute(
+                "INSERT INTO heroku2rds.chunks (table_id, chunk_no, kind, lo, hi, est_bytes) VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&id, &(no as i32), &r.kind(), &lo, &hi, &per],
+            )
+            .await
+            .map_err(|e| query_error(e, "recording a chunk"))?;
+            chunk_count += 1;
+        }
+    }
+    state::set_phase(&tx, Phase::Copying).await?;
+    tx.commit().await.map_err(|e| query_error(e, "committing the schema and the plan"))?;
+    tracing::info!("schema restored; {} table(s) planned in {chunk_count} chunk(s)", plans.len());
+    Ok(())
+}
+
+/// Table definitions recorded at start, by state id.
+pub async fn load_tables(tgt: &Client) -> Result<HashMap<i32, Table>> {
+    let rows = tgt
+        .query("SELECT id, definition FROM heroku2rds.tables", &[])
+        .await
+        .map_err(|e| query_error(e, "reading recorded tables"))?;
+    rows.iter()
+        .map(|r| {
+            let t: Table = serde_json::from_value(r.get(1))
+                .map_err(|e| Error::other(format!("a recorded table definition is unreadable: {e}")))?;
+            Ok((r.get(0), t))
+        })
+        .collect()
+}
+
+async fn pending_chunks(tgt: &Client) -> Result<Vec<Chunk>> {
+    let rows = tgt
+        .query("SELECT table_id, chunk_no, kind, lo, hi, est_bytes FROM heroku2rds.chunks WHERE done_at IS NULL", &[])
+        .await
+        .map_err(|e| query_error(e, "reading pending chunks"))?;
+    rows.iter()
+        .map(|r| {
+            Ok(Chunk {
+                table_id: r.get(0),
+                chunk_no: r.get(1),
+                range: Range::from_stored(r.get(2), r.get(3), r.get(4))?,
+                est_bytes: r.get(5),
+            })
+        })
+        .collect()
+}
+
+async fn chunk_counts(tgt: &Client) -> Result<(i64, i64)> {
+    let r = tgt
+        .query_one("SELECT count(*) FILTER (WHERE done_at IS NOT NULL), count(*) FROM heroku2rds.chunks", &[])
+        .await
+        .map_err(|e| query_error(e, "counting chunks"))?;
+    Ok((r.get(0), r.get(1)))
+}
+
+/// Builds the post-data items not yet built, in waves, `jobs` at a time.
+async fn post_data(target: &ConnSpec, tgt: &Client, script: &str, jobs: usize, cancel: Arc<AtomicBool>) -> Result<()> {
+    let (preamble, items) = schema::split_post_data(script);
+    let done: std::collections::HashSet<i32> = tgt
+        .query("SELECT ordinal FROM heroku2rds.schema_items", &[])
+        .await
+        .map_err(|e| query_error(e, "reading built schema items"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let todo: Vec<PostDataItem> = items.into_iter().filter(|i| !done.contains(&i.ordinal)).collect();
+    tracing::info!("building {} index(es), constraint(s) and trigger(s) ({} already built)", todo.len(), done.len());
+    for wave in 0..=2u8 {
+        let batch: Vec<PostDataItem> = todo.iter().filter(|i| i.wave() == wave).cloned().collect();
+        if batch.is_empty() {
+            continue;
+        }
+        let queue = Arc::new(Mutex::new(batch));
+        let mut set = JoinSet::new();
+        for _ in 0..jobs {
+            let (target, queue, preamble, cancel) = (target.clone(), queue.clone(), preamble.clone(), cancel.clone());
+            set.spawn(async move {
+                let mut client = target.connect().await?;
+                client.batch_execute(&preamble).await.map_err(|e| query_error(e, "preparing a post-data session"))?;
+                loop {
+                    if cancel.load(Ordering::SeqCst) {
+                        return Err(Error::other("interrupted; built items are kept: re-run the same command to resume"));
+                    }
+                    let Some(item) = queue.lock().map_err(|_| Error::other("post-data queue poisoned"))?.pop() else {
+                        return Ok(());
+                    };
+                    let tx = client.transaction().await.map_err(|e| query_error(e, "starting a post-data transaction"))?;
+                    tx.batch_execute(&item.sql).await.map_err(|e| query_error(e, &format!("building {}", item.header)))?;
+                    tx.execute(
+                        "INSERT INTO heroku2rds.schema_items (ordinal, object_type, header) VALUES ($1, $2, $3)",
+                        &[&item.ordinal, &item.object_type, &item.header],
+                    )
+                    .await
+                    .map_err(|e| query_error(e, "recording a built schema item"))?;
+                    tx.commit().await.map_err(|e| query_error(e, &format!("committing {}", item.header)))?;
+                    tracing::debug!("built {}", item.header);
+                }
+            });
+        }
+        join_all(set).await?;
+    }
+    Ok(())
+}
+
+/// Runs independent statements on the target, `jobs` at a time.
+async fn run_statements(target: &ConnSpec, jobs: usize, statements: Vec<String>, cancel: Arc<AtomicBool>) -> Result<()> {
+    let queue = Arc::new(Mutex::new(statements));
+    let mut set = JoinSet::new();
+    for _ in 0..jobs {
+        let (target, queue, cancel) = (target.clone(), queue.clone(), cancel.clone());
+        set.spawn(async move {
+            let client = target.connect().await?;
+            loop {
+                if cancel.load(Ordering::SeqCst) {
+                    return Err(Error::other("interrupted"));
+                }
+                let Some(sql) = queue.lock().map_err(|_| Error::other("queue poisoned"))?.pop() else {
+                    return Ok(());
+                };
+                client.batch_execute(&sql).await.map_err(|e| query_error(e, &sql))?;
+            }
+        });
+    }
+    join_all(set).await
+}
+
+/// Joins every task; the first error (or panic) wins, after all tasks have ended.
+pub async fn join_all(mut set: JoinSet<Result<()>>) -> Result<()> {
+    let mut first = None;
+    while let Some(j) = set.join_next().await {
+        let r = j.unwrap_or_else(|e| Err(Error::other(format!("a worker panicked: {e}"))));
+        if let Err(e) = r {
+            first.get_or_insert(e);
+        }
+    }
+    first.map_or(Ok(()), Err)
+}

@@ -1,0 +1,225 @@
+//! Schema copy through pg_dump: the pre-data section (types, tables, functions) is restored before
+//! the data, the post-data section (indexes, constraints, triggers) after it, item by item so that
+//! the work runs in parallel and resumes after a crash.
+
+use std::process::Stdio;
+
+use tokio::process::Command;
+
+use super::catalog::TOOL_SCHEMA;
+use super::conn::ConnSpec;
+use crate::error::{Error, Kind, Result};
+
+/// The schema of the source as two SQL scripts.
+#[derive(Debug, Clone)]
+pub struct SchemaScripts {
+    /// Restored before the data, in one transaction.
+    pub pre_data: String,
+    /// Restored after the data, split into [`PostDataItem`]s.
+    pub post_data: String,
+}
+
+/// The major version of `pg_dump` on PATH, or None when it is missing.
+pub async fn pg_dump_major() -> Option<u32> {
+    let out = Command::new("pg_dump").arg("--version").output().await.ok()?;
+    parse_tool_major(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// `pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)` -> 15.
+pub fn parse_tool_major(s: &str) -> Option<u32> {
+    let after = s.split(')').nth(1)?.trim();
+    let digits: String = after.chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
+}
+
+/// Dumps the source schema (no data, no owners, no privileges, the tool's schema left out).
+pub async fn dump(source: &ConnSpec) -> Result<SchemaScripts> {
+    let dir = std::env::temp_dir().join(format!("heroku2rds-schema-{}-{}", std::process::id(), rand_suffix()));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("schema.dump");
+    let result = async {
+        run_tool(
+            Command::new("pg_dump")
+                .args([
+                    "--schema-only",
+                    "--format=custom",
+                    "--no-owner",
+                    "--no-acl",
+                    "--no-publications",
+                    "--no-subscriptions",
+                    "--no-security-labels",
+                    "--lock-wait-timeout=60000",
+                ])
+                .arg(format!("--exclude-schema={TOOL_SCHEMA}"))
+                .arg("--file")
+                .arg(&file)
+                .arg("--dbname")
+                .arg(source.libpq_conninfo())
+                .envs(source.child_env()),
+            "pg_dump of the source schema",
+        )
+        .await?;
+        // Comments on extensions belong to the extension's owner: a non-superuser target (the
+        // RDS master user) cannot set them, so they are left out of the restore list.
+        let toc = run_tool(Command::new("pg_restore").arg("--list").arg(&file), "listing the schema dump").await?;
+        let list = dir.join("schema.list");
+        let kept: Vec<&str> = toc.lines().filter(|l| !l.contains(" COMMENT - EXTENSION ")).collect();
+        std::fs::write(&list, kept.join("\n"))?;
+        let mut sections = Vec::new();
+        for section in ["pre-data", "post-data"] {
+            let out = run_tool(
+                Command::new("pg_restore")
+                    .arg(format!("--section={section}"))
+                    .args(["--no-owner", "--no-acl", "--file", "-", "--use-list"])
+                    .arg(&list)
+                    .arg(&file),
+                "pg_restore of the schema dump",
+            )
+            .await?;
+            sections.push(strip_meta_commands(&out));
+        }
+        let post_data = sections.pop().unwrap_or_default();
+        let pre_data = sections.pop().unwrap_or_default();
+        Ok(SchemaScripts { pre_data, post_data })
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::process::id() as u64);
+    h.finish()
+}
+
+async fn run_tool(cmd: &mut Command, what: &str) -> Result<String> {
+    let out = cmd.stdin(Stdio::null()).output().await.map_err(|e| {
+        Error::other(format!("{what}: cannot run it: {e}"))
+            .with_fix("install the PostgreSQL client tools (pg_dump, pg_restore) of the source's major version or newer")
+    })?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let kind = if stderr.contains("permission denied") { Kind::Refused } else { Kind::Other };
+        return Err(Error::new(kind, format!("{what} failed: {}", stderr.trim())));
+    }
+    String::from_utf8(out.stdout).map_err(|_| Error::other(format!("{what} printed non-UTF-8 output")))
+}
+
+/// Drops psql meta-commands (`\restrict` / `\unrestrict`, added by recent pg_dump releases): the
+/// scripts run through a server connection, not psql.
+fn strip_meta_commands(script: &str) -> String {
+    script
+        .lines()
+        .filter(|l| !(l.starts_with("\\restrict ") || l.starts_with("\\unrestrict ")))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// One post-data object (an index, a constraint, a trigger, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostDataItem {
+    /// Position in the script: the item's identity in the state tables.
+    pub ordinal: i32,
+    /// pg_dump's object type, e.g. `INDEX`, `FK CONSTRAINT`, `TRIGGER`.
+    pub object_type: String,
+    /// The `-- Name: ...` header line.
+    pub header: String,
+    /// SQL to run.
+    pub sql: String,
+}
+
+impl PostDataItem {
+    /// Items of a lower wave run before items of a higher wave: indexes and key constraints
+    /// first, then index attachments to partitioned parents, then everything that depends on
+    /// them (foreign keys, triggers, rules, policies, comments).
+    pub fn wave(&self) -> u8 {
+        match self.object_type.as_str() {
+            "INDEX" | "CONSTRAINT" => 0,
+            "INDEX ATTACH" => 1,
+            _ => 2,
+        }
+    }
+}
+
+/// Splits a post-data script into items at pg_restore's `-- Name: ...; Type: ...;` headers. The
+/// settings at the top of the script are returned separately: each item runs after them.
+pub fn split_post_data(script: &str) -> (String, Vec<PostDataItem>) {
+    let mut preamble = String::new();
+    let mut items: Vec<PostDataItem> = Vec::new();
+    for line in script.lines() {
+        if let Some(object_type) = header_type(line) {
+            items.push(PostDataItem {
+                ordinal: items.len() as i32,
+                object_type,
+                header: line.trim_start_matches("-- ").to_string(),
+                sql: String::new(),
+            });
+            continue;
+        }
+        // pg_restore's own comment lines (`--`, `-- ...`) separate items; SQL never starts a
+        // line that way in post-data objects.
+        if line == "--" || line.starts_with("-- ") {
+            continue;
+        }
+        match items.last_mut() {
+            Some(item) => {
+                item.sql.push_str(line);
+                item.sql.push('\n');
+            }
+            None => {
+                preamble.push_str(line);
+                preamble.push('\n');
+            }
+        }
+    }
+    items.retain(|i| !i.sql.trim().is_empty());
+    (preamble, items)
+}
+
+fn header_type(line: &str) -> Option<String> {
+    let rest = line.strip_prefix("-- Name: ")?;
+    let t = rest.split("; Type: ").nth(1)?;
+    let t = t.split("; Schema: ").next()?;
+    Some(t.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_versions() {
+        assert_eq!(parse_tool_major("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n"), Some(15));
+        assert_eq!(parse_tool_major("pg_dump (PostgreSQL) 17.2\n"), Some(17));
+        assert_eq!(parse_tool_major("garbage"), None);
+    }
+
+    #[test]
+    fn splits_post_data_into_waves() {
+        let script = "--\n-- PostgreSQL database dump\n--\n\nSET statement_timeout = 0;\n\
+            SELECT pg_catalog.set_config('search_path', '', false);\n\n\
+            --\n-- Name: t t_pkey; Type: CONSTRAINT; Schema: public; Owner: -\n--\n\n\
+            ALTER TABLE ONLY public.t\n    ADD CONSTRAINT t_pkey PRIMARY KEY (id);\n\n\n\
+            --\n-- Name: p_1_pkey; Type: INDEX ATTACH; Schema: public; Owner: -\n--\n\n\
+            ALTER INDEX public.p_pkey ATTACH PARTITION public.p_1_pkey;\n\n\
+            --\n-- Name: u u_t_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -\n--\n\n\
+            ALTER TABLE ONLY public.u\n    ADD CONSTRAINT u_t_fkey FOREIGN KEY (t) REFERENCES public.t(id);\n\n\
+            --\n-- PostgreSQL database dump complete\n--\n\n";
+        let (pre, items) = split_post_data(script);
+        assert!(pre.contains("SET statement_timeout = 0;"));
+        assert!(pre.contains("set_config('search_path'"));
+        let got: Vec<(&str, u8)> = items.iter().map(|i| (i.object_type.as_str(), i.wave())).collect();
+        assert_eq!(got, vec![("CONSTRAINT", 0), ("INDEX ATTACH", 1), ("FK CONSTRAINT", 2)]);
+        assert!(items[0].sql.contains("ADD CONSTRAINT t_pkey PRIMARY KEY (id);"));
+        assert!(!items[2].sql.contains("dump complete"));
+        assert_eq!(items[2].ordinal, 2);
+    }
+
+    #[test]
+    fn strips_restrict_lines_only() {
+        let s = "\\restrict abc\nCREATE TABLE t();\nSELECT '\\restrict x';\n\\unrestrict abc\n";
+        assert_eq!(strip_meta_commands(s), "CREATE TABLE t();\nSELECT '\\restrict x';");
+    }
+}

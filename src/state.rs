@@ -1,0 +1,204 @@
+//! Durable progress, kept in the target database's `heroku2rds` schema and committed in the same
+//! transactions as the data it describes: a crash never records work that did not happen, and any
+//! machine with the target URL can read progress or resume.
+
+use tokio_postgres::{Client, GenericClient};
+
+use crate::error::{Error, Result};
+use crate::pg::conn::query_error;
+
+/// DDL of the state schema. Idempotent.
+pub const STATE_DDL: &str = r#"
+CREATE SCHEMA IF NOT EXISTS heroku2rds;
+CREATE TABLE IF NOT EXISTS heroku2rds.migration (
+    id              int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    source          text NOT NULL,
+    phase           text NOT NULL,
+    keyless         text NOT NULL,
+    pre_data        text NOT NULL,
+    post_data       text NOT NULL,
+    started_at      timestamptz NOT NULL DEFAULT now(),
+    copy_started_at timestamptz,
+    copied_at       timestamptz,
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS heroku2rds.tables (
+    id          serial PRIMARY KEY,
+    schema_name text NOT NULL,
+    table_name  text NOT NULL,
+    definition  jsonb NOT NULL,
+    mode        text NOT NULL,
+    est_rows    bigint NOT NULL,
+    est_bytes   bigint NOT NULL,
+    UNIQUE (schema_name, table_name)
+);
+CREATE TABLE IF NOT EXISTS heroku2rds.chunks (
+    table_id   int NOT NULL REFERENCES heroku2rds.tables(id),
+    chunk_no   int NOT NULL,
+    kind       text NOT NULL,
+    lo         bigint,
+    hi         bigint,
+    est_bytes  bigint NOT NULL,
+    rows       bigint,
+    bytes      bigint,
+    done_at    timestamptz,
+    PRIMARY KEY (table_id, chunk_no)
+);
+CREATE TABLE IF NOT EXISTS heroku2rds.schema_items (
+    ordinal     int PRIMARY KEY,
+    object_type text NOT NULL,
+    header      text NOT NULL,
+    done_at     timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS heroku2rds.events (
+    id      bigserial PRIMARY KEY,
+    at      timestamptz NOT NULL DEFAULT now(),
+    phase   text NOT NULL,
+    message text NOT NULL
+);
+"#;
+
+/// Phases of `replicate`, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Copying table data in chunks.
+    Copying,
+    /// Building indexes, constraints and triggers.
+    PostData,
+    /// ANALYZE, sequences, materialized views.
+    Finishing,
+    /// Every table copied; the target is complete as of the copy.
+    Copied,
+}
+
+impl Phase {
+    /// Name stored in the state table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Copying => "copying",
+            Phase::PostData => "post-data",
+            Phase::Finishing => "finishing",
+            Phase::Copied => "copied",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "copying" => Phase::Copying,
+            "post-data" => Phase::PostData,
+            "finishing" => Phase::Finishing,
+            "copied" => Phase::Copied,
+            other => return Err(Error::other(format!("unknown phase `{other}` in the target's heroku2rds.migration"))),
+        })
+    }
+}
+
+/// The stored migration row.
+#[derive(Debug, Clone)]
+pub struct Migration {
+    /// Source identity (`user@host:port/db`, no password).
+    pub source: String,
+    /// Current phase.
+    pub phase: Phase,
+    /// Keyless mode chosen at start.
+    pub keyless: String,
+    /// Post-data script.
+    pub post_data: String,
+}
+
+/// Reads the migration row, or None when the target holds no migration.
+pub async fn load(client: &Client) -> Result<Option<Migration>> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('heroku2rds.migration') IS NOT NULL", &[])
+        .await
+        .map_err(|e| query_error(e, "reading migration state"))?
+        .get(0);
+    if !exists {
+        return Ok(None);
+    }
+    let row = client
+        .query_opt("SELECT source, phase, keyless, post_data FROM heroku2rds.migration", &[])
+        .await
+        .map_err(|e| query_error(e, "reading migration state"))?;
+    row.map(|r| {
+        Ok(Migration { source: r.get(0), phase: Phase::parse(r.get(1))?, keyless: r.get(2), post_data: r.get(3) })
+    })
+    .transpose()
+}
+
+/// Moves the migration to `phase` and records the event.
+pub async fn set_phase(client: &impl GenericClient, phase: Phase) -> Result<()> {
+    let extra = match phase {
+        Phase::Copying => ", copy_started_at = coalesce(copy_started_at, now())",
+        Phase::Copied => ", copied_at = now()",
+        _ => "",
+    };
+    client
+        .execute(
+            &format!("UPDATE heroku2rds.migration SET phase = $1, updated_at = now(){extra}"),
+            &[&phase.as_str()],
+        )
+        .await
+        .map_err(|e| query_error(e, "recording the phase"))?;
+    event(client, phase, &format!("phase {}", phase.as_str())).await
+}
+
+/// Appends an event (never row data, never secrets).
+pub async fn event(client: &impl GenericClient, phase: Phase, message: &str) -> Result<()> {
+    client
+        .execute("INSERT INTO heroku2rds.events (phase, message) VALUES ($1, $2)", &[&phase.as_str(), &message])
+        .await
+        .map_err(|e| query_error(e, "recording an event"))?;
+    Ok(())
+}
+
+/// Holds the target's single-runner lock for as long as it lives: a session advisory lock on a
+/// dedicated connection whose `application_name` names the holder, so a second runner can say
+/// which process holds it. Creates nothing on the target.
+pub struct RunnerLock {
+    _client: Client,
+}
+
+const RUNNER_LOCK_KEY: i64 = 0x6865_726f_6b75; // "heroku"
+
+impl RunnerLock {
+    /// Takes the lock or fails naming the process that holds it.
+    pub async fn acquire(client: Client, what: &str) -> Result<Self> {
+        let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+        let me = format!("heroku2rds {what} on {host} pid {}", std::process::id());
+        client
+            .execute("SELECT set_config('application_name', $1, false)", &[&me])
+            .await
+            .map_err(|e| query_error(e, "naming the runner session"))?;
+        let got: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&RUNNER_LOCK_KEY])
+            .await
+            .map_err(|e| query_error(e, "taking the runner lock"))?
+            .get(0);
+        if !got {
+            let holder = runner(&client).await.ok().flatten();
+            return Err(Error::usage(format!(
+                "another heroku2rds process is already running against this target: {}",
+                holder.unwrap_or_else(|| "a process not visible to this role".into())
+            ))
+            .with_fix("wait for it to finish or stop it (Ctrl-C / SIGTERM) before starting another"));
+        }
+        Ok(RunnerLock { _client: client })
+    }
+}
+
+/// True when a runner currently holds the target's lock (for `status`).
+pub async fn runner(client: &Client) -> Result<Option<String>> {
+    let row = client
+        .query_opt(
+            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+              WHERE l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                AND ((l.classid::bigint << 32) | l.objid::bigint) = $1 LIMIT 1",
+            &[&RUNNER_LOCK_KEY],
+        )
+        .await
+        .map_err(|e| query_error(e, "looking for a running replicate"))?;
+    Ok(row.map(|r| r.get(0)))
+}

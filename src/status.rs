@@ -1,0 +1,180 @@
+//! `status`: reads progress from the target's state tables. Read-only, so it works from any
+//! machine while `replicate` runs elsewhere.
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::pg::conn::{query_error, ConnSpec};
+use crate::state;
+
+/// Progress of one table.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableProgress {
+    /// `schema.table`.
+    pub table: String,
+    /// copy / recopy / exclude.
+    pub mode: String,
+    /// Chunks copied.
+    pub chunks_done: i64,
+    /// Chunks planned.
+    pub chunks_total: i64,
+    /// Rows copied.
+    pub rows: i64,
+    /// Bytes of COPY text copied.
+    pub bytes: i64,
+    /// Estimated size on the source.
+    pub est_bytes: i64,
+}
+
+/// Progress of the migration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// Source identity.
+    pub source: String,
+    /// Current phase.
+    pub phase: String,
+    /// Process running replicate right now, if any.
+    pub runner: Option<String>,
+    /// Chunks copied.
+    pub chunks_done: i64,
+    /// Chunks planned.
+    pub chunks_total: i64,
+    /// Rows copied.
+    pub rows: i64,
+    /// Bytes copied.
+    pub bytes: i64,
+    /// Seconds since the copy started.
+    pub copy_seconds: f64,
+    /// Copy throughput in bytes of COPY text per second.
+    pub bytes_per_second: f64,
+    /// Copy throughput in rows per second.
+    pub rows_per_second: f64,
+    /// Estimated seconds until the copy is done (None when unknown or finished).
+    pub eta_seconds: Option<f64>,
+    /// Post-data items built.
+    pub schema_items_done: i64,
+    /// Per table.
+    pub tables: Vec<TableProgress>,
+}
+
+/// Reads the status from the target.
+pub async fn read(target: &ConnSpec) -> Result<Status> {
+    let tgt = target.connect().await?;
+    let migration = state::load(&tgt).await?.ok_or_else(|| {
+        Error::usage(format!("{target} holds no heroku2rds migration"))
+            .with_fix("check the --target URL, or start one with `heroku2rds replicate`")
+    })?;
+    let runner = state::runner(&tgt).await?;
+    let head = tgt
+        .query_one(
+            "SELECT extract(epoch FROM coalesce(m.copied_at, now()) - m.copy_started_at)::float8,
+                    (SELECT count(*) FROM heroku2rds.schema_items),
+                    (SELECT coalesce(sum(est_bytes), 0)::bigint FROM heroku2rds.chunks WHERE done_at IS NOT NULL),
+                    (SELECT coalesce(sum(est_bytes), 0)::bigint FROM heroku2rds.chunks WHERE done_at IS NULL),
+                    extract(epoch FROM (SELECT max(done_at) FROM heroku2rds.chunks) - m.copy_started_at)::float8
+               FROM heroku2rds.migration m",
+            &[],
+        )
+        .await
+        .map_err(|e| query_error(e, "reading progress"))?;
+    let rows = tgt
+        .query(
+            "SELECT t.schema_name || '.' || t.table_name, t.mode,
+                    count(c.chunk_no) FILTER (WHERE c.done_at IS NOT NULL), count(c.chunk_no),
+                    coalesce(sum(c.rows), 0)::bigint, coalesce(sum(c.bytes), 0)::bigint, t.est_bytes
+               FROM heroku2rds.tables t LEFT JOIN heroku2rds.chunks c ON c.table_id = t.id
+              GROUP BY t.id ORDER BY t.est_bytes DESC, 1",
+            &[],
+        )
+        .await
+        .map_err(|e| query_error(e, "reading per-table progress"))?;
+    let tables: Vec<TableProgress> = rows
+        .iter()
+        .map(|r| TableProgress {
+            table: r.get(0),
+            mode: r.get(1),
+            chunks_done: r.get(2),
+            chunks_total: r.get(3),
+            rows: r.get(4),
+            bytes: r.get(5),
+            est_bytes: r.get(6),
+        })
+        .collect();
+    let copy_seconds: Option<f64> = head.get(0);
+    let est_done: i64 = head.get(2);
+    let est_left: i64 = head.get(3);
+    let active: Option<f64> = head.get(4);
+    let sum = |f: fn(&TableProgress) -> i64| tables.iter().map(f).sum::<i64>();
+    let (rows_done, bytes_done) = (sum(|t| t.rows), sum(|t| t.bytes));
+    let secs = active.unwrap_or(0.0).max(0.001);
+    let eta = (est_left > 0 && est_done > 0).then(|| est_left as f64 / (est_done as f64 / secs));
+    Ok(Status {
+        source: migration.source,
+        phase: migration.phase.as_str().into(),
+        runner,
+        chunks_done: sum(|t| t.chunks_done),
+        chunks_total: sum(|t| t.chunks_total),
+        rows: rows_done,
+        bytes: bytes_done,
+        copy_seconds: copy_seconds.unwrap_or(0.0),
+        bytes_per_second: bytes_done as f64 / secs,
+        rows_per_second: rows_done as f64 / secs,
+        eta_seconds: eta,
+        schema_items_done: head.get(1),
+        tables,
+    })
+}
+
+/// Renders the status for a terminal.
+pub fn render(s: &Status) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let _ = writeln!(o, "source:   {}", s.source);
+    let _ = writeln!(o, "phase:    {}", s.phase);
+    let _ = writeln!(o, "runner:   {}", s.runner.as_deref().unwrap_or("none running"));
+    let pct = if s.chunks_total > 0 { 100.0 * s.chunks_done as f64 / s.chunks_total as f64 } else { 100.0 };
+    let _ = writeln!(o, "chunks:   {} / {} ({pct:.0}%)", s.chunks_done, s.chunks_total);
+    let _ = writeln!(
+        o,
+        "copied:   {} rows, {:.1} MB at {:.1} MB/s, {:.0} rows/s",
+        s.rows,
+        s.bytes as f64 / 1e6,
+        s.bytes_per_second / 1e6,
+        s.rows_per_second
+    );
+    let _ = writeln!(o, "eta:      {}", s.eta_seconds.map_or("-".to_string(), format_duration));
+    let _ = writeln!(o, "indexes, constraints, triggers built: {}", s.schema_items_done);
+    let _ = writeln!(o, "\n  {:<48} {:>9} {:>12} {:>10}  mode", "table", "chunks", "rows", "MB");
+    for t in &s.tables {
+        let _ = writeln!(
+            o,
+            "  {:<48} {:>9} {:>12} {:>10.1}  {}",
+            t.table,
+            format!("{}/{}", t.chunks_done, t.chunks_total),
+            t.rows,
+            t.bytes as f64 / 1e6,
+            t.mode
+        );
+    }
+    o
+}
+
+/// `1h 02m 03s` style durations.
+pub fn format_duration(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match (s / 3600, (s % 3600) / 60, s % 60) {
+        (0, 0, sec) => format!("{sec}s"),
+        (0, m, sec) => format!("{m}m {sec:02}s"),
+        (h, m, sec) => format!("{h}h {m:02}m {sec:02}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations() {
+        assert_eq!(super::format_duration(5.4), "5s");
+        assert_eq!(super::format_duration(65.0), "1m 05s");
+        assert_eq!(super::format_duration(3723.0), "1h 02m 03s");
+    }
+}

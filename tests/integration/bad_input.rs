@@ -1,0 +1,1 @@
+//! Bad input: clear message, the contract's exit code, nothing changed.

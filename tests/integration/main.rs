@@ -1,0 +1,7 @@
+//! Integration tests: real PostgreSQL clusters, the compiled binary as a black box.
+
+mod harness;
+
+mod bad_input;
+mod copy;
+mod verify;

@@ -1,0 +1,1 @@
+//! `verify` finds each planted difference and names the key.
