@@ -14,7 +14,10 @@ use heroku2rds::status;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -37,7 +40,9 @@ fn init_tracing(filter: &str) {
     // tokio-postgres logs query parameters at debug level: keep it at warn whatever is asked.
     let filter = format!("{filter},tokio_postgres=warn,rustls=warn");
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
@@ -55,10 +60,11 @@ fn cancellation() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let f = flag.clone();
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(_) => return,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => return,
+            };
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
@@ -68,14 +74,17 @@ fn cancellation() -> Arc<AtomicBool> {
                 eprintln!("interrupted again: exiting now");
                 std::process::exit(130);
             }
-            eprintln!("interrupted: stopping after the chunks in flight (press Ctrl-C again to exit now)");
+            eprintln!(
+                "interrupted: stopping after the chunks in flight (press Ctrl-C again to exit now)"
+            );
         }
     });
     flag
 }
 
 fn print_json(value: &impl serde::Serialize) -> Result<()> {
-    let s = serde_json::to_string_pretty(value).map_err(|e| Error::other(format!("rendering JSON: {e}")))?;
+    let s = serde_json::to_string_pretty(value)
+        .map_err(|e| Error::other(format!("rendering JSON: {e}")))?;
     println!("{s}");
     Ok(())
 }
@@ -84,14 +93,22 @@ async fn run(command: Command) -> Result<u8> {
     match command {
         Command::Preflight(a) => {
             let source = ConnSpec::parse(&a.source.source, "source")?;
-            let target = a.target.as_deref().map(|t| ConnSpec::parse(t, "target")).transpose()?;
+            let target = a
+                .target
+                .as_deref()
+                .map(|t| ConnSpec::parse(t, "target"))
+                .transpose()?;
             let report = preflight::run(&source, target.as_ref(), a.keyless).await?;
             if a.json {
                 print_json(&serde_json::json!({ "blocked": report.blocked(), "report": report }))?;
             } else {
                 print!("{}", preflight::render(&report));
             }
-            Ok(if report.blocked() { Kind::Blocked.exit_code() as u8 } else { 0 })
+            Ok(if report.blocked() {
+                Kind::Blocked.exit_code() as u8
+            } else {
+                0
+            })
         }
         Command::Replicate(a) => {
             let source = ConnSpec::parse(&a.source.source, "source")?;
@@ -141,7 +158,11 @@ async fn run(command: Command) -> Result<u8> {
             } else {
                 print!("{}", verify::render(&report));
             }
-            Ok(if report.equal { 0 } else { Kind::Differences.exit_code() as u8 })
+            Ok(if report.equal {
+                0
+            } else {
+                Kind::Differences.exit_code() as u8
+            })
         }
         Command::SyncSequences(a) => {
             let source = ConnSpec::parse(&a.source.source, "source")?;

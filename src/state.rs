@@ -90,7 +90,11 @@ impl Phase {
             "post-data" => Phase::PostData,
             "finishing" => Phase::Finishing,
             "copied" => Phase::Copied,
-            other => return Err(Error::other(format!("unknown phase `{other}` in the target's heroku2rds.migration"))),
+            other => {
+                return Err(Error::other(format!(
+                    "unknown phase `{other}` in the target's heroku2rds.migration"
+                )))
+            }
         })
     }
 }
@@ -111,7 +115,10 @@ pub struct Migration {
 /// Reads the migration row, or None when the target holds no migration.
 pub async fn load(client: &Client) -> Result<Option<Migration>> {
     let exists: bool = client
-        .query_one("SELECT to_regclass('heroku2rds.migration') IS NOT NULL", &[])
+        .query_one(
+            "SELECT to_regclass('heroku2rds.migration') IS NOT NULL",
+            &[],
+        )
         .await
         .map_err(|e| query_error(e, "reading migration state"))?
         .get(0);
@@ -119,11 +126,19 @@ pub async fn load(client: &Client) -> Result<Option<Migration>> {
         return Ok(None);
     }
     let row = client
-        .query_opt("SELECT source, phase, keyless, post_data FROM heroku2rds.migration", &[])
+        .query_opt(
+            "SELECT source, phase, keyless, post_data FROM heroku2rds.migration",
+            &[],
+        )
         .await
         .map_err(|e| query_error(e, "reading migration state"))?;
     row.map(|r| {
-        Ok(Migration { source: r.get(0), phase: Phase::parse(r.get(1))?, keyless: r.get(2), post_data: r.get(3) })
+        Ok(Migration {
+            source: r.get(0),
+            phase: Phase::parse(r.get(1))?,
+            keyless: r.get(2),
+            post_data: r.get(3),
+        })
     })
     .transpose()
 }
@@ -148,7 +163,10 @@ pub async fn set_phase(client: &impl GenericClient, phase: Phase) -> Result<()> 
 /// Appends an event (never row data, never secrets).
 pub async fn event(client: &impl GenericClient, phase: Phase, message: &str) -> Result<()> {
     client
-        .execute("INSERT INTO heroku2rds.events (phase, message) VALUES ($1, $2)", &[&phase.as_str(), &message])
+        .execute(
+            "INSERT INTO heroku2rds.events (phase, message) VALUES ($1, $2)",
+            &[&phase.as_str(), &message],
+        )
         .await
         .map_err(|e| query_error(e, "recording an event"))?;
     Ok(())
@@ -166,7 +184,9 @@ const RUNNER_LOCK_KEY: i64 = 0x6865_726f_6b75; // "heroku"
 impl RunnerLock {
     /// Takes the lock or fails naming the process that holds it.
     pub async fn acquire(client: Client, what: &str) -> Result<Self> {
-        let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+        let host = hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let me = format!("heroku2rds {what} on {host} pid {}", std::process::id());
         client
             .execute("SELECT set_config('application_name', $1, false)", &[&me])
@@ -183,7 +203,9 @@ impl RunnerLock {
                 "another heroku2rds process is already running against this target: {}",
                 holder.unwrap_or_else(|| "a process not visible to this role".into())
             ))
-            .with_fix("wait for it to finish or stop it (Ctrl-C / SIGTERM) before starting another"));
+            .with_fix(
+                "wait for it to finish or stop it (Ctrl-C / SIGTERM) before starting another",
+            ));
         }
         Ok(RunnerLock { _client: client })
     }

@@ -131,9 +131,21 @@ pub fn render(s: &Status) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "source:   {}", s.source);
     let _ = writeln!(o, "phase:    {}", s.phase);
-    let _ = writeln!(o, "runner:   {}", s.runner.as_deref().unwrap_or("none running"));
-    let pct = if s.chunks_total > 0 { 100.0 * s.chunks_done as f64 / s.chunks_total as f64 } else { 100.0 };
-    let _ = writeln!(o, "chunks:   {} / {} ({pct:.0}%)", s.chunks_done, s.chunks_total);
+    let _ = writeln!(
+        o,
+        "runner:   {}",
+        s.runner.as_deref().unwrap_or("none running")
+    );
+    let pct = if s.chunks_total > 0 {
+        100.0 * s.chunks_done as f64 / s.chunks_total as f64
+    } else {
+        100.0
+    };
+    let _ = writeln!(
+        o,
+        "chunks:   {} / {} ({pct:.0}%)",
+        s.chunks_done, s.chunks_total
+    );
     let _ = writeln!(
         o,
         "copied:   {} rows, {:.1} MB at {:.1} MB/s, {:.0} rows/s",
@@ -142,9 +154,21 @@ pub fn render(s: &Status) -> String {
         s.bytes_per_second / 1e6,
         s.rows_per_second
     );
-    let _ = writeln!(o, "eta:      {}", s.eta_seconds.map_or("-".to_string(), format_duration));
-    let _ = writeln!(o, "indexes, constraints, triggers built: {}", s.schema_items_done);
-    let _ = writeln!(o, "\n  {:<48} {:>9} {:>12} {:>10}  mode", "table", "chunks", "rows", "MB");
+    let _ = writeln!(
+        o,
+        "eta:      {}",
+        s.eta_seconds.map_or("-".to_string(), format_duration)
+    );
+    let _ = writeln!(
+        o,
+        "indexes, constraints, triggers built: {}",
+        s.schema_items_done
+    );
+    let _ = writeln!(
+        o,
+        "\n  {:<48} {:>9} {:>12} {:>10}  mode",
+        "table", "chunks", "rows", "MB"
+    );
     for t in &s.tables {
         let _ = writeln!(
             o,

@@ -76,12 +76,21 @@ impl Table {
 
     /// Quoted list of the columns COPY moves (generated columns left out).
     pub fn copy_columns(&self) -> String {
-        self.columns.iter().filter(|c| !c.generated).map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ")
+        self.columns
+            .iter()
+            .filter(|c| !c.generated)
+            .map(|c| quote_ident(&c.name))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Quoted list of every column, generated ones included (for comparisons).
     pub fn all_columns(&self) -> String {
-        self.columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ")
+        self.columns
+            .iter()
+            .map(|c| quote_ident(&c.name))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// True when the table has a usable key.
@@ -111,7 +120,10 @@ pub async fn tables(client: &Client) -> Result<Vec<Table>> {
                              AND d.objid = c.oid AND d.deptype = 'e')
          ORDER BY n.nspname, c.relname"#
     );
-    let rows = client.query(&sql, &[]).await.map_err(|e| query_error(e, "listing tables"))?;
+    let rows = client
+        .query(&sql, &[])
+        .await
+        .map_err(|e| query_error(e, "listing tables"))?;
     let cols = client
         .query(
             "SELECT a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod), a.attgenerated <> '', a.attnotnull
@@ -160,11 +172,17 @@ pub async fn tables(client: &Client) -> Result<Vec<Table>> {
             integer_key: false,
         })
         .collect();
-    let by_oid: std::collections::HashMap<u32, usize> = tables.iter().enumerate().map(|(i, t)| (t.oid, i)).collect();
+    let by_oid: std::collections::HashMap<u32, usize> =
+        tables.iter().enumerate().map(|(i, t)| (t.oid, i)).collect();
     for c in &cols {
         let oid: u32 = c.get(0);
         if let Some(&i) = by_oid.get(&oid) {
-            tables[i].columns.push(Column { name: c.get(1), type_name: c.get(2), generated: c.get(3), not_null: c.get(4) });
+            tables[i].columns.push(Column {
+                name: c.get(1),
+                type_name: c.get(2),
+                generated: c.get(3),
+                not_null: c.get(4),
+            });
         }
     }
     for k in &keys {
@@ -178,7 +196,11 @@ pub async fn tables(client: &Client) -> Result<Vec<Table>> {
         }
         t.key = k.get(3);
         t.integer_key = k.get(5);
-        t.key_kind = if primary { KeyKind::PrimaryKey } else { KeyKind::UniqueIndex(k.get(2)) };
+        t.key_kind = if primary {
+            KeyKind::PrimaryKey
+        } else {
+            KeyKind::UniqueIndex(k.get(2))
+        };
     }
     Ok(tables)
 }
@@ -208,7 +230,10 @@ pub async fn sequences(client: &Client) -> Result<Vec<String>> {
         )
         .await
         .map_err(|e| query_error(e, "listing sequences"))?;
-    Ok(rows.iter().map(|r| format!("{}.{}", quote_ident(r.get(0)), quote_ident(r.get(1)))).collect())
+    Ok(rows
+        .iter()
+        .map(|r| format!("{}.{}", quote_ident(r.get(0)), quote_ident(r.get(1))))
+        .collect())
 }
 
 /// Materialized views, in creation order, as `"schema"."name"`.
@@ -223,7 +248,10 @@ pub async fn materialized_views(client: &Client) -> Result<Vec<String>> {
         )
         .await
         .map_err(|e| query_error(e, "listing materialized views"))?;
-    Ok(rows.iter().map(|r| format!("{}.{}", quote_ident(r.get(0)), quote_ident(r.get(1)))).collect())
+    Ok(rows
+        .iter()
+        .map(|r| format!("{}.{}", quote_ident(r.get(0)), quote_ident(r.get(1))))
+        .collect())
 }
 
 /// True when the database holds any table, view or sequence outside system schemas.

@@ -50,8 +50,10 @@ impl SslMode {
             "verify-ca" => SslMode::VerifyCa,
             "verify-full" => SslMode::VerifyFull,
             other => {
-                return Err(Error::usage(format!("unknown sslmode `{other}` in the database URL"))
-                    .with_fix("use one of disable, prefer, require, verify-ca, verify-full"))
+                return Err(
+                    Error::usage(format!("unknown sslmode `{other}` in the database URL"))
+                        .with_fix("use one of disable, prefer, require, verify-ca, verify-full"),
+                )
             }
         })
     }
@@ -90,8 +92,16 @@ impl fmt::Debug for ConnSpec {
 impl fmt::Display for ConnSpec {
     /// `postgresql://user@host:port/db` with the password left out.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
-        write!(f, "postgresql://{}@{}:{}/{}", self.user, host, self.port, self.dbname)
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        write!(
+            f,
+            "postgresql://{}@{}:{}/{}",
+            self.user, host, self.port, self.dbname
+        )
     }
 }
 
@@ -113,7 +123,10 @@ impl ConnSpec {
     /// `what` names the URL in messages ("source", "target").
     pub fn parse(raw: &str, what: &str) -> Result<Self> {
         let bad = |why: &str| {
-            Error::usage(format!("the {what} URL is not a valid PostgreSQL URL: {why}")).with_fix(
+            Error::usage(format!(
+                "the {what} URL is not a valid PostgreSQL URL: {why}"
+            ))
+            .with_fix(
                 "write it as postgresql://USER:PASSWORD@HOST:5432/DBNAME?sslmode=require \
                  (percent-encode special characters in the password)",
             )
@@ -123,7 +136,9 @@ impl ConnSpec {
             return Err(bad("it must start with postgresql:// or postgres://"));
         }
         let url = url::Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
-        let mut host = url.host_str().map(|h| h.trim_matches(|c| c == '[' || c == ']').to_string());
+        let mut host = url
+            .host_str()
+            .map(|h| h.trim_matches(|c| c == '[' || c == ']').to_string());
         let port = url.port().unwrap_or(5432);
         let user = percent_decode(url.username());
         let password = url.password().map(percent_decode);
@@ -137,14 +152,18 @@ impl ConnSpec {
                 "sslrootcert" => sslrootcert = Some(PathBuf::from(v.as_ref())),
                 "host" => host = Some(v.into_owned()),
                 "connect_timeout" => {
-                    let secs: u64 = v.parse().map_err(|_| bad("connect_timeout must be a number of seconds"))?;
+                    let secs: u64 = v
+                        .parse()
+                        .map_err(|_| bad("connect_timeout must be a number of seconds"))?;
                     connect_timeout = Duration::from_secs(secs.max(1));
                 }
                 "application_name" | "options" => {}
                 other => return Err(bad(&format!("unsupported parameter `{other}`"))),
             }
         }
-        let host = host.filter(|h| !h.is_empty()).ok_or_else(|| bad("it names no host"))?;
+        let host = host
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| bad("it names no host"))?;
         if user.is_empty() {
             return Err(bad("it names no user"));
         }
@@ -205,7 +224,10 @@ impl ConnSpec {
 
     /// Environment for child processes: the password travels here, never in argv.
     pub fn child_env(&self) -> Vec<(&'static str, String)> {
-        let mut env = vec![("PGAPPNAME", "heroku2rds".to_string()), ("PGCONNECT_TIMEOUT", "10".into())];
+        let mut env = vec![
+            ("PGAPPNAME", "heroku2rds".to_string()),
+            ("PGCONNECT_TIMEOUT", "10".into()),
+        ];
         if let Some(p) = &self.password {
             env.push(("PGPASSWORD", p.clone()));
         }
@@ -242,7 +264,10 @@ impl ConnSpec {
                 tracing::debug!("connection closed: {e}");
             }
         });
-        client.batch_execute(SESSION_SETTINGS).await.map_err(|e| query_error(e, "setting up the session"))?;
+        client
+            .batch_execute(SESSION_SETTINGS)
+            .await
+            .map_err(|e| query_error(e, "setting up the session"))?;
         Ok(client)
     }
 
@@ -255,13 +280,20 @@ impl ConnSpec {
             SslMode::Disable | SslMode::Prefer | SslMode::Require => Arc::new(NoVerify(provider)),
             SslMode::VerifyCa | SslMode::VerifyFull => {
                 let roots = Arc::new(self.root_store()?);
-                let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider)
-                    .build()
-                    .map_err(|e| Error::other(format!("TLS setup failed: {e}")))?;
-                Arc::new(ChainVerifier { inner: webpki, check_name: self.sslmode == SslMode::VerifyFull })
+                let webpki =
+                    rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider)
+                        .build()
+                        .map_err(|e| Error::other(format!("TLS setup failed: {e}")))?;
+                Arc::new(ChainVerifier {
+                    inner: webpki,
+                    check_name: self.sslmode == SslMode::VerifyFull,
+                })
             }
         };
-        Ok(builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth())
+        Ok(builder
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth())
     }
 
     fn root_store(&self) -> Result<RootCertStore> {
@@ -288,13 +320,17 @@ impl ConnSpec {
             .with_fix("add sslrootcert=/path/to/ca.pem to the URL (for RDS: the RDS CA bundle)")
         })?;
         for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let cert = cert.map_err(|e| Error::usage(format!("{} is not a PEM file: {e}", path.display())))?;
+            let cert = cert
+                .map_err(|e| Error::usage(format!("{} is not a PEM file: {e}", path.display())))?;
             store
                 .add(cert)
                 .map_err(|e| Error::usage(format!("bad certificate in {}: {e}", path.display())))?;
         }
         if store.is_empty() {
-            return Err(Error::usage(format!("{} holds no certificate", path.display())));
+            return Err(Error::usage(format!(
+                "{} holds no certificate",
+                path.display()
+            )));
         }
         Ok(store)
     }
@@ -308,15 +344,22 @@ impl ConnSpec {
                 Error::new(Kind::Refused, format!("{self}: password authentication failed for user \"{}\"", self.user))
                     .with_fix("check the password in the URL (Heroku rotates credentials: get the current URL with `heroku config:get DATABASE_URL`)")
             } else if *code == SqlState::INVALID_CATALOG_NAME {
-                Error::usage(format!("{self}: database \"{}\" does not exist", self.dbname))
-                    .with_fix("check the database name at the end of the URL")
+                Error::usage(format!(
+                    "{self}: database \"{}\" does not exist",
+                    self.dbname
+                ))
+                .with_fix("check the database name at the end of the URL")
             } else if *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
                 let fix = if msg.contains("no encryption") || msg.contains("SSL off") {
                     "the server requires TLS: add ?sslmode=require (or verify-full) to the URL"
                 } else {
                     "check the user name, and that the server allows this user from this address"
                 };
-                Error::new(Kind::Refused, format!("{self}: the server refused the connection: {msg}")).with_fix(fix)
+                Error::new(
+                    Kind::Refused,
+                    format!("{self}: the server refused the connection: {msg}"),
+                )
+                .with_fix(fix)
             } else if *code == SqlState::TOO_MANY_CONNECTIONS {
                 Error::other(format!("{self}: no free connection slots: {msg}"))
                     .with_fix("lower --jobs, or stop other clients of this database")
@@ -365,8 +408,9 @@ pub fn query_error(e: tokio_postgres::Error, doing: &str) -> Error {
                 Error::other(msg)
             }
         }
-        None => Error::other(format!("{doing}: {}", error_chain(&e)))
-            .with_fix("the connection failed; re-run the command: completed work is kept and resumes"),
+        None => Error::other(format!("{doing}: {}", error_chain(&e))).with_fix(
+            "the connection failed; re-run the command: completed work is kept and resumes",
+        ),
     }
 }
 
@@ -375,7 +419,9 @@ pub fn is_connection_error(e: &tokio_postgres::Error) -> bool {
     e.is_closed()
         || e.as_db_error().is_none()
         || e.code().is_some_and(|c| {
-            c.code().starts_with("08") || *c == SqlState::ADMIN_SHUTDOWN || *c == SqlState::CRASH_SHUTDOWN
+            c.code().starts_with("08")
+                || *c == SqlState::ADMIN_SHUTDOWN
+                || *c == SqlState::CRASH_SHUTDOWN
         })
 }
 
@@ -411,7 +457,12 @@ impl ServerCertVerifier for NoVerify {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
     fn verify_tls13_signature(
         &self,
@@ -419,7 +470,12 @@ impl ServerCertVerifier for NoVerify {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
@@ -442,7 +498,10 @@ impl ServerCertVerifier for ChainVerifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+        match self
+            .inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) if !self.check_name => Ok(ServerCertVerified::assertion()),
@@ -476,8 +535,11 @@ mod tests {
 
     #[test]
     fn parses_urls_and_hides_the_password() {
-        let s = ConnSpec::parse("postgres://app:s3cr%40t@db.example.com:6543/prod?sslmode=verify-full", "source")
-            .expect("valid");
+        let s = ConnSpec::parse(
+            "postgres://app:s3cr%40t@db.example.com:6543/prod?sslmode=verify-full",
+            "source",
+        )
+        .expect("valid");
         assert_eq!(s.host(), "db.example.com");
         assert_eq!(s.port(), 6543);
         assert_eq!(s.user(), "app");
@@ -485,7 +547,10 @@ mod tests {
         assert_eq!(s.sslmode(), SslMode::VerifyFull);
         let shown = format!("{s} {s:?} {}", s.libpq_conninfo());
         assert!(!shown.contains("s3cr"), "{shown}");
-        assert!(s.child_env().iter().any(|(k, v)| *k == "PGPASSWORD" && v == "s3cr@t"));
+        assert!(s
+            .child_env()
+            .iter()
+            .any(|(k, v)| *k == "PGPASSWORD" && v == "s3cr@t"));
     }
 
     #[test]

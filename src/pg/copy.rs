@@ -43,7 +43,11 @@ impl Range {
             "whole" => Range::Whole,
             "int" => Range::Int { lo, hi },
             "ctid" => Range::Ctid { lo, hi },
-            other => return Err(Error::other(format!("unknown chunk kind `{other}` in heroku2rds.chunks"))),
+            other => {
+                return Err(Error::other(format!(
+                    "unknown chunk kind `{other}` in heroku2rds.chunks"
+                )))
+            }
         })
     }
 
@@ -126,7 +130,10 @@ pub fn split(input: SplitInput, chunk_bytes: i64) -> Vec<Range> {
         let per = (input.pages + n - 1) / n;
         let n = (input.pages + per - 1) / per;
         return (0..n)
-            .map(|i| Range::Ctid { lo: (i > 0).then_some(i * per), hi: (i < n - 1).then_some((i + 1) * per) })
+            .map(|i| Range::Ctid {
+                lo: (i > 0).then_some(i * per),
+                hi: (i < n - 1).then_some((i + 1) * per),
+            })
             .collect();
     }
     vec![Range::Whole]
@@ -175,38 +182,67 @@ pub async fn copy_chunk(
         chunk.range.predicate(key)
     );
     let in_sql = format!("COPY {} ({cols}) FROM STDIN", table.qualified());
-    let tx = tgt.transaction().await.map_err(|e| query_error(e, "starting a target transaction"))?;
-    let sink = tx.copy_in::<_, bytes::Bytes>(&in_sql).await.map_err(|e| query_error(e, &format!("COPY into {name}")))?;
-    let stream = src.copy_out(&out_sql).await.map_err(|e| query_error(e, &format!("COPY out of {name}")))?;
+    let tx = tgt
+        .transaction()
+        .await
+        .map_err(|e| query_error(e, "starting a target transaction"))?;
+    let sink = tx
+        .copy_in::<_, bytes::Bytes>(&in_sql)
+        .await
+        .map_err(|e| query_error(e, &format!("COPY into {name}")))?;
+    let stream = src
+        .copy_out(&out_sql)
+        .await
+        .map_err(|e| query_error(e, &format!("COPY out of {name}")))?;
     futures_util::pin_mut!(sink);
     futures_util::pin_mut!(stream);
     let mut buf = BytesMut::with_capacity(FLUSH_BYTES * 2);
     let mut bytes = 0u64;
-    while let Some(row) = stream.try_next().await.map_err(|e| query_error(e, &format!("reading {name} from the source")))? {
+    while let Some(row) = stream
+        .try_next()
+        .await
+        .map_err(|e| query_error(e, &format!("reading {name} from the source")))?
+    {
         bytes += row.len() as u64;
         buf.extend_from_slice(&row);
         if buf.len() >= FLUSH_BYTES {
-            sink.send(buf.split().freeze()).await.map_err(|e| query_error(e, &format!("writing {name} to the target")))?;
+            sink.send(buf.split().freeze())
+                .await
+                .map_err(|e| query_error(e, &format!("writing {name} to the target")))?;
         }
     }
     if !buf.is_empty() {
-        sink.send(buf.split().freeze()).await.map_err(|e| query_error(e, &format!("writing {name} to the target")))?;
+        sink.send(buf.split().freeze())
+            .await
+            .map_err(|e| query_error(e, &format!("writing {name} to the target")))?;
     }
-    let rows = sink.finish().await.map_err(|e| query_error(e, &format!("finishing COPY into {name}")))?;
+    let rows = sink
+        .finish()
+        .await
+        .map_err(|e| query_error(e, &format!("finishing COPY into {name}")))?;
     let marked = tx
         .execute(
             "UPDATE heroku2rds.chunks SET done_at = clock_timestamp(), rows = $3, bytes = $4
               WHERE table_id = $1 AND chunk_no = $2 AND done_at IS NULL",
-            &[&chunk.table_id, &chunk.chunk_no, &(rows as i64), &(bytes as i64)],
+            &[
+                &chunk.table_id,
+                &chunk.chunk_no,
+                &(rows as i64),
+                &(bytes as i64),
+            ],
         )
         .await
         .map_err(|e| query_error(e, "recording a copied chunk"))?;
     if marked != 1 {
         // Someone else finished this chunk: drop our copy of it.
-        tx.rollback().await.map_err(|e| query_error(e, "rolling back a duplicate chunk"))?;
+        tx.rollback()
+            .await
+            .map_err(|e| query_error(e, "rolling back a duplicate chunk"))?;
         return Ok((0, 0));
     }
-    tx.commit().await.map_err(|e| query_error(e, &format!("committing a chunk of {name}")))?;
+    tx.commit()
+        .await
+        .map_err(|e| query_error(e, &format!("committing a chunk of {name}")))?;
     Ok((rows, bytes))
 }
 
@@ -220,15 +256,26 @@ pub async fn copy_all(
     jobs: usize,
     cancel: Arc<AtomicBool>,
 ) -> Result<CopyTotals> {
-    chunks.sort_by(|a, b| b.est_bytes.cmp(&a.est_bytes).then(a.table_id.cmp(&b.table_id)).then(a.chunk_no.cmp(&b.chunk_no)));
+    chunks.sort_by(|a, b| {
+        b.est_bytes
+            .cmp(&a.est_bytes)
+            .then(a.table_id.cmp(&b.table_id))
+            .then(a.chunk_no.cmp(&b.chunk_no))
+    });
     let total = chunks.len();
     let queue = Arc::new(Mutex::new(chunks.into_iter().collect::<VecDeque<_>>()));
     let failed = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let mut set = JoinSet::new();
     for worker in 0..jobs.max(1).min(total.max(1)) {
-        let (source, target, tables, queue, failed, cancel) =
-            (source.clone(), target.clone(), tables.clone(), queue.clone(), failed.clone(), cancel.clone());
+        let (source, target, tables, queue, failed, cancel) = (
+            source.clone(),
+            target.clone(),
+            tables.clone(),
+            queue.clone(),
+            failed.clone(),
+            cancel.clone(),
+        );
         set.spawn(async move {
             let mut totals = CopyTotals::default();
             let src = source.connect().await?;
@@ -237,10 +284,16 @@ pub async fn copy_all(
                 if failed.load(Ordering::SeqCst) || cancel.load(Ordering::SeqCst) {
                     break;
                 }
-                let Some(chunk) = queue.lock().map_err(|_| Error::other("chunk queue poisoned"))?.pop_front() else {
+                let Some(chunk) = queue
+                    .lock()
+                    .map_err(|_| Error::other("chunk queue poisoned"))?
+                    .pop_front()
+                else {
                     break;
                 };
-                let table = tables.get(&chunk.table_id).ok_or_else(|| Error::other("chunk of an unknown table"))?;
+                let table = tables
+                    .get(&chunk.table_id)
+                    .ok_or_else(|| Error::other("chunk of an unknown table"))?;
                 let t0 = Instant::now();
                 let (rows, bytes) = match copy_chunk(&src, &mut tgt, table, &chunk).await {
                     Ok(v) => v,
@@ -288,7 +341,9 @@ pub async fn copy_all(
         return Err(e);
     }
     if cancel.load(Ordering::SeqCst) {
-        return Err(Error::other("interrupted; completed chunks are kept: re-run the same command to resume"));
+        return Err(Error::other(
+            "interrupted; completed chunks are kept: re-run the same command to resume",
+        ));
     }
     let secs = started.elapsed().as_secs_f64().max(0.001);
     tracing::info!(
@@ -314,7 +369,9 @@ mod tests {
                 .iter()
                 .filter(|r| match r {
                     Range::Whole => true,
-                    Range::Int { lo, hi } => lo.map_or(true, |l| p >= l) && hi.map_or(true, |h| p < h),
+                    Range::Int { lo, hi } => {
+                        lo.map_or(true, |l| p >= l) && hi.map_or(true, |h| p < h)
+                    }
                     Range::Ctid { .. } => false,
                 })
                 .count();
@@ -324,38 +381,99 @@ mod tests {
 
     #[test]
     fn small_tables_are_one_chunk() {
-        let r = split(SplitInput { bytes: MB, pages: 128, int_key_range: Some((1, 1000)), tid_range_scans: true }, 32 * MB);
+        let r = split(
+            SplitInput {
+                bytes: MB,
+                pages: 128,
+                int_key_range: Some((1, 1000)),
+                tid_range_scans: true,
+            },
+            32 * MB,
+        );
         assert_eq!(r, vec![Range::Whole]);
     }
 
     #[test]
     fn integer_ranges_partition_every_value_with_open_ends() {
-        let r = split(SplitInput { bytes: 100 * MB, pages: 12800, int_key_range: Some((-5, 1_000_003)), tid_range_scans: true }, 32 * MB);
+        let r = split(
+            SplitInput {
+                bytes: 100 * MB,
+                pages: 12800,
+                int_key_range: Some((-5, 1_000_003)),
+                tid_range_scans: true,
+            },
+            32 * MB,
+        );
         assert_eq!(r.len(), 4);
         assert_eq!(r[0].bounds().0, None);
         assert_eq!(r[3].bounds().1, None);
-        covers_all_integers(&r, &[i64::MIN, -6, -5, 0, 250_000, 250_001, 999_999, 1_000_003, i64::MAX]);
+        covers_all_integers(
+            &r,
+            &[
+                i64::MIN,
+                -6,
+                -5,
+                0,
+                250_000,
+                250_001,
+                999_999,
+                1_000_003,
+                i64::MAX,
+            ],
+        );
     }
 
     #[test]
     fn extreme_integer_keys_do_not_overflow() {
-        let r = split(SplitInput { bytes: 1000 * MB, pages: 1, int_key_range: Some((i64::MIN, i64::MAX)), tid_range_scans: false }, 32 * MB);
+        let r = split(
+            SplitInput {
+                bytes: 1000 * MB,
+                pages: 1,
+                int_key_range: Some((i64::MIN, i64::MAX)),
+                tid_range_scans: false,
+            },
+            32 * MB,
+        );
         assert!(r.len() > 10);
         covers_all_integers(&r, &[i64::MIN, -1, 0, 1, i64::MAX]);
     }
 
     #[test]
     fn few_distinct_keys_limit_the_chunks() {
-        let r = split(SplitInput { bytes: 1000 * MB, pages: 1000, int_key_range: Some((7, 9)), tid_range_scans: true }, 32 * MB);
+        let r = split(
+            SplitInput {
+                bytes: 1000 * MB,
+                pages: 1000,
+                int_key_range: Some((7, 9)),
+                tid_range_scans: true,
+            },
+            32 * MB,
+        );
         assert_eq!(r.len(), 3);
         covers_all_integers(&r, &[6, 7, 8, 9, 10]);
-        let one = split(SplitInput { bytes: 1000 * MB, pages: 1000, int_key_range: Some((7, 7)), tid_range_scans: true }, 32 * MB);
+        let one = split(
+            SplitInput {
+                bytes: 1000 * MB,
+                pages: 1000,
+                int_key_range: Some((7, 7)),
+                tid_range_scans: true,
+            },
+            32 * MB,
+        );
         assert_eq!(one, vec![Range::Whole]);
     }
 
     #[test]
     fn ctid_ranges_cover_every_page() {
-        let r = split(SplitInput { bytes: 100 * MB, pages: 12_801, int_key_range: None, tid_range_scans: true }, 32 * MB);
+        let r = split(
+            SplitInput {
+                bytes: 100 * MB,
+                pages: 12_801,
+                int_key_range: None,
+                tid_range_scans: true,
+            },
+            32 * MB,
+        );
         assert_eq!(r.len(), 4);
         let mut next = None;
         for c in &r {
@@ -364,19 +482,36 @@ mod tests {
             next = hi;
         }
         assert_eq!(next, None);
-        assert_eq!(r[1].predicate(None), "ctid >= '(3201,0)'::tid AND ctid < '(6402,0)'::tid");
+        assert_eq!(
+            r[1].predicate(None),
+            "ctid >= '(3201,0)'::tid AND ctid < '(6402,0)'::tid"
+        );
     }
 
     #[test]
     fn without_tid_range_scans_non_integer_keys_copy_whole() {
-        let r = split(SplitInput { bytes: 100 * MB, pages: 12_800, int_key_range: None, tid_range_scans: false }, 32 * MB);
+        let r = split(
+            SplitInput {
+                bytes: 100 * MB,
+                pages: 12_800,
+                int_key_range: None,
+                tid_range_scans: false,
+            },
+            32 * MB,
+        );
         assert_eq!(r, vec![Range::Whole]);
     }
 
     #[test]
     fn predicates_quote_the_key() {
-        let r = Range::Int { lo: Some(10), hi: Some(20) };
-        assert_eq!(r.predicate(Some("order")), "\"order\" >= 10 AND \"order\" < 20");
+        let r = Range::Int {
+            lo: Some(10),
+            hi: Some(20),
+        };
+        assert_eq!(
+            r.predicate(Some("order")),
+            "\"order\" >= 10 AND \"order\" < 20"
+        );
         assert_eq!(Range::Whole.predicate(None), "true");
     }
 }

@@ -103,7 +103,9 @@ pub struct Report {
 impl Report {
     /// True when any finding blocks the migration.
     pub fn blocked(&self) -> bool {
-        self.findings.iter().any(|f| f.severity == Severity::Blocking)
+        self.findings
+            .iter()
+            .any(|f| f.severity == Severity::Blocking)
     }
 }
 
@@ -136,7 +138,10 @@ pub async fn gather(source: &ConnSpec, target: Option<&ConnSpec>) -> Result<Fact
     let src = source.connect().await?;
     let source_facts = server_facts(source, &src).await?;
     let role_row = src
-        .query_one("SELECT current_user::text, has_database_privilege(current_database(), 'CREATE')", &[])
+        .query_one(
+            "SELECT current_user::text, has_database_privilege(current_database(), 'CREATE')",
+            &[],
+        )
         .await
         .map_err(|e| query_error(e, "reading the source role"))?;
     let tables = catalog::tables(&src).await?;
@@ -157,7 +162,10 @@ pub async fn gather(source: &ConnSpec, target: Option<&ConnSpec>) -> Result<Fact
         .map_err(|e| query_error(e, "counting large objects"))?
         .get(0);
     let source_extensions: Vec<String> = src
-        .query("SELECT extname::text FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1", &[])
+        .query(
+            "SELECT extname::text FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1",
+            &[],
+        )
         .await
         .map_err(|e| query_error(e, "listing extensions"))?
         .iter()
@@ -174,7 +182,11 @@ pub async fn gather(source: &ConnSpec, target: Option<&ConnSpec>) -> Result<Fact
                 .iter()
                 .map(|r| r.get(0))
                 .collect();
-            let missing = source_extensions.iter().filter(|e| !available.contains(e)).cloned().collect();
+            let missing = source_extensions
+                .iter()
+                .filter(|e| !available.contains(e))
+                .cloned()
+                .collect();
             (Some(facts), missing)
         }
         None => (None, Vec::new()),
@@ -207,7 +219,12 @@ pub fn keyless_fix(t: &Table) -> String {
 pub fn evaluate(f: &Facts, keyless: KeylessMode) -> Vec<Finding> {
     let mut out = Vec::new();
     let mut push = |severity, code, message: String, fix: Option<String>| {
-        out.push(Finding { severity, code, message, fix })
+        out.push(Finding {
+            severity,
+            code,
+            message,
+            fix,
+        })
     };
     let src_major = f.source.major;
     match f.pg_dump_major {
@@ -230,17 +247,32 @@ pub fn evaluate(f: &Facts, keyless: KeylessMode) -> Vec<Finding> {
             push(
                 Severity::Blocking,
                 "target_too_old",
-                format!("the target runs PostgreSQL {}, older than the source ({src_major})", t.major),
-                Some(format!("create the target with PostgreSQL {src_major} or newer")),
+                format!(
+                    "the target runs PostgreSQL {}, older than the source ({src_major})",
+                    t.major
+                ),
+                Some(format!(
+                    "create the target with PostgreSQL {src_major} or newer"
+                )),
             );
         }
         if t.encoding != f.source.encoding {
-            let sev = if f.source.encoding == "SQL_ASCII" { Severity::Blocking } else { Severity::Warning };
+            let sev = if f.source.encoding == "SQL_ASCII" {
+                Severity::Blocking
+            } else {
+                Severity::Warning
+            };
             push(
                 sev,
                 "encoding_differs",
-                format!("the source database is encoded {} and the target {}", f.source.encoding, t.encoding),
-                Some(format!("create the target database with ENCODING '{}'", f.source.encoding)),
+                format!(
+                    "the source database is encoded {} and the target {}",
+                    f.source.encoding, t.encoding
+                ),
+                Some(format!(
+                    "create the target database with ENCODING '{}'",
+                    f.source.encoding
+                )),
             );
         }
         for e in &f.missing_extensions {
@@ -259,11 +291,22 @@ pub fn evaluate(f: &Facts, keyless: KeylessMode) -> Vec<Finding> {
         push(
             Severity::Blocking,
             "cannot_create_schema",
-            format!("role {} cannot create schemas in the source database (needed for change capture)", f.source_role),
-            Some(format!("connect as the database owner, or run: GRANT CREATE ON DATABASE ... TO {}", quote_ident(&f.source_role))),
+            format!(
+                "role {} cannot create schemas in the source database (needed for change capture)",
+                f.source_role
+            ),
+            Some(format!(
+                "connect as the database owner, or run: GRANT CREATE ON DATABASE ... TO {}",
+                quote_ident(&f.source_role)
+            )),
         );
     }
-    let not_owned: Vec<String> = f.tables.iter().filter(|t| !t.owned).map(Table::display_name).collect();
+    let not_owned: Vec<String> = f
+        .tables
+        .iter()
+        .filter(|t| !t.owned)
+        .map(Table::display_name)
+        .collect();
     if !not_owned.is_empty() {
         push(
             Severity::Blocking,
@@ -288,7 +331,10 @@ pub fn evaluate(f: &Facts, keyless: KeylessMode) -> Vec<Finding> {
             "keyless_table",
             format!("table {} {what} ({} bytes)", t.display_name(), t.bytes),
             Some(if keyless == KeylessMode::Error {
-                format!("{}; or re-run with --keyless recopy (small tables) or --keyless exclude", keyless_fix(t))
+                format!(
+                    "{}; or re-run with --keyless recopy (small tables) or --keyless exclude",
+                    keyless_fix(t)
+                )
             } else {
                 keyless_fix(t)
             }),
@@ -320,7 +366,10 @@ pub fn evaluate(f: &Facts, keyless: KeylessMode) -> Vec<Finding> {
         push(
             Severity::Info,
             "generated_columns",
-            format!("generated columns are recomputed by the target, not copied: {}", summarize(&generated)),
+            format!(
+                "generated columns are recomputed by the target, not copied: {}",
+                summarize(&generated)
+            ),
             None,
         );
     }
@@ -328,7 +377,10 @@ pub fn evaluate(f: &Facts, keyless: KeylessMode) -> Vec<Finding> {
         push(
             Severity::Info,
             "partitioned_tables",
-            format!("partitioned tables are replicated partition by partition: {}", summarize(&f.partitioned)),
+            format!(
+                "partitioned tables are replicated partition by partition: {}",
+                summarize(&f.partitioned)
+            ),
             None,
         );
     }
@@ -346,7 +398,12 @@ pub fn evaluate(f: &Facts, keyless: KeylessMode) -> Vec<Finding> {
 
 fn summarize(names: &[String]) -> String {
     const SHOWN: usize = 10;
-    let mut s = names.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+    let mut s = names
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
     if names.len() > SHOWN {
         s.push_str(&format!(" and {} more", names.len() - SHOWN));
     }
@@ -354,7 +411,11 @@ fn summarize(names: &[String]) -> String {
 }
 
 /// Runs preflight: gather, then evaluate.
-pub async fn run(source: &ConnSpec, target: Option<&ConnSpec>, keyless: KeylessMode) -> Result<Report> {
+pub async fn run(
+    source: &ConnSpec,
+    target: Option<&ConnSpec>,
+    keyless: KeylessMode,
+) -> Result<Report> {
     let facts = gather(source, target).await?;
     let findings = evaluate(&facts, keyless);
     Ok(Report { facts, findings })
@@ -365,14 +426,35 @@ pub fn render(r: &Report) -> String {
     use std::fmt::Write;
     let f = &r.facts;
     let mut s = String::new();
-    let _ = writeln!(s, "source: {} (PostgreSQL {}, {}, {} free connections, {})", f.source.url, f.source.major, f.source.encoding, f.source.free_connections, human_bytes(f.source.database_bytes));
+    let _ = writeln!(
+        s,
+        "source: {} (PostgreSQL {}, {}, {} free connections, {})",
+        f.source.url,
+        f.source.major,
+        f.source.encoding,
+        f.source.free_connections,
+        human_bytes(f.source.database_bytes)
+    );
     if let Some(t) = &f.target {
-        let _ = writeln!(s, "target: {} (PostgreSQL {}, {})", t.url, t.major, t.encoding);
+        let _ = writeln!(
+            s,
+            "target: {} (PostgreSQL {}, {})",
+            t.url, t.major, t.encoding
+        );
     }
-    let _ = writeln!(s, "pg_dump: {}", f.pg_dump_major.map_or("not found".to_string(), |m| m.to_string()));
+    let _ = writeln!(
+        s,
+        "pg_dump: {}",
+        f.pg_dump_major
+            .map_or("not found".to_string(), |m| m.to_string())
+    );
     let _ = writeln!(s, "source role: {}", f.source_role);
     let _ = writeln!(s, "\n{} table(s) to replicate:", f.tables.len());
-    let _ = writeln!(s, "  {:<48} {:>12} {:>10}  key", "table", "est. rows", "size");
+    let _ = writeln!(
+        s,
+        "  {:<48} {:>12} {:>10}  key",
+        "table", "est. rows", "size"
+    );
     let mut tables: Vec<&Table> = f.tables.iter().collect();
     tables.sort_by(|a, b| b.bytes.cmp(&a.bytes));
     for t in tables {
@@ -381,7 +463,13 @@ pub fn render(r: &Report) -> String {
             KeyKind::UniqueIndex(i) => format!("unique index {i} ({})", t.key.join(", ")),
             KeyKind::None => "NONE".to_string(),
         };
-        let _ = writeln!(s, "  {:<48} {:>12} {:>10}  {key}", t.display_name(), t.est_rows.max(0), human_bytes(t.bytes));
+        let _ = writeln!(
+            s,
+            "  {:<48} {:>12} {:>10}  {key}",
+            t.display_name(),
+            t.est_rows.max(0),
+            human_bytes(t.bytes)
+        );
     }
     let _ = writeln!(s);
     if r.findings.is_empty() {
@@ -424,7 +512,14 @@ mod tests {
     use crate::pg::catalog::Column;
 
     fn server(major: u32) -> ServerFacts {
-        ServerFacts { url: "u".into(), version: "v".into(), major, encoding: "UTF8".into(), free_connections: 50, database_bytes: 1 }
+        ServerFacts {
+            url: "u".into(),
+            version: "v".into(),
+            major,
+            encoding: "UTF8".into(),
+            free_connections: 50,
+            database_bytes: 1,
+        }
     }
 
     fn table(name: &str, key: bool) -> Table {
@@ -432,9 +527,18 @@ mod tests {
             oid: 1,
             schema: "public".into(),
             name: name.into(),
-            columns: vec![Column { name: "id".into(), type_name: "integer".into(), generated: false, not_null: key }],
+            columns: vec![Column {
+                name: "id".into(),
+                type_name: "integer".into(),
+                generated: false,
+                not_null: key,
+            }],
             key: if key { vec!["id".into()] } else { vec![] },
-            key_kind: if key { KeyKind::PrimaryKey } else { KeyKind::None },
+            key_kind: if key {
+                KeyKind::PrimaryKey
+            } else {
+                KeyKind::None
+            },
             integer_key: key,
             unlogged: false,
             partition_of: None,
@@ -461,7 +565,10 @@ mod tests {
     }
 
     fn codes(f: &Facts, mode: KeylessMode) -> Vec<(&'static str, Severity)> {
-        evaluate(f, mode).into_iter().map(|x| (x.code, x.severity)).collect()
+        evaluate(f, mode)
+            .into_iter()
+            .map(|x| (x.code, x.severity))
+            .collect()
     }
 
     #[test]
@@ -476,7 +583,10 @@ mod tests {
         f.pg_dump_major = Some(13);
         let c = codes(&f, KeylessMode::Error);
         assert!(c.contains(&("target_too_old", Severity::Blocking)), "{c:?}");
-        assert!(c.contains(&("pg_dump_too_old", Severity::Blocking)), "{c:?}");
+        assert!(
+            c.contains(&("pg_dump_too_old", Severity::Blocking)),
+            "{c:?}"
+        );
         f.pg_dump_major = None;
         assert!(codes(&f, KeylessMode::Error).contains(&("pg_dump_missing", Severity::Blocking)));
         f.target = Some(server(16));
@@ -488,11 +598,26 @@ mod tests {
     fn keyless_depends_on_mode() {
         let mut f = facts();
         f.tables.push(table("nokey", false));
-        assert_eq!(codes(&f, KeylessMode::Error), vec![("keyless_table", Severity::Blocking)]);
-        assert_eq!(codes(&f, KeylessMode::Recopy), vec![("keyless_table", Severity::Warning)]);
-        assert_eq!(codes(&f, KeylessMode::Exclude), vec![("keyless_table", Severity::Warning)]);
-        let fix = evaluate(&f, KeylessMode::Error)[0].fix.clone().unwrap_or_default();
-        assert!(fix.contains("ALTER TABLE \"public\".\"nokey\" ADD COLUMN"), "{fix}");
+        assert_eq!(
+            codes(&f, KeylessMode::Error),
+            vec![("keyless_table", Severity::Blocking)]
+        );
+        assert_eq!(
+            codes(&f, KeylessMode::Recopy),
+            vec![("keyless_table", Severity::Warning)]
+        );
+        assert_eq!(
+            codes(&f, KeylessMode::Exclude),
+            vec![("keyless_table", Severity::Warning)]
+        );
+        let fix = evaluate(&f, KeylessMode::Error)[0]
+            .fix
+            .clone()
+            .unwrap_or_default();
+        assert!(
+            fix.contains("ALTER TABLE \"public\".\"nokey\" ADD COLUMN"),
+            "{fix}"
+        );
     }
 
     #[test]
@@ -504,7 +629,13 @@ mod tests {
         f.source.free_connections = 2;
         f.missing_extensions = vec!["postgis".into()];
         let c = codes(&f, KeylessMode::Error);
-        for code in ["tables_not_owned", "cannot_create_schema", "large_objects", "no_free_connections", "extension_missing"] {
+        for code in [
+            "tables_not_owned",
+            "cannot_create_schema",
+            "large_objects",
+            "no_free_connections",
+            "extension_missing",
+        ] {
             assert!(c.contains(&(code, Severity::Blocking)), "{code} in {c:?}");
         }
     }
@@ -521,8 +652,14 @@ mod tests {
         assert!(r[1..].iter().all(|x| x.severity != Severity::Blocking));
         let mut g = facts();
         g.target.as_mut().map(|t| t.encoding = "LATIN1".into());
-        assert_eq!(codes(&g, KeylessMode::Error), vec![("encoding_differs", Severity::Warning)]);
+        assert_eq!(
+            codes(&g, KeylessMode::Error),
+            vec![("encoding_differs", Severity::Warning)]
+        );
         g.source.encoding = "SQL_ASCII".into();
-        assert_eq!(codes(&g, KeylessMode::Error), vec![("encoding_differs", Severity::Blocking)]);
+        assert_eq!(
+            codes(&g, KeylessMode::Error),
+            vec![("encoding_differs", Severity::Blocking)]
+        );
     }
 }

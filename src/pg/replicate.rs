@@ -54,7 +54,12 @@ pub struct Outcome {
 }
 
 /// Runs replication until `opts.until`.
-pub async fn run(source: &ConnSpec, target: &ConnSpec, opts: &Options, cancel: Arc<AtomicBool>) -> Result<Outcome> {
+pub async fn run(
+    source: &ConnSpec,
+    target: &ConnSpec,
+    opts: &Options,
+    cancel: Arc<AtomicBool>,
+) -> Result<Outcome> {
     let src = source.connect().await?;
     let tgt = target.connect().await?;
     let _lock = RunnerLock::acquire(target.connect().await?, "replicate").await?;
@@ -71,10 +76,19 @@ pub async fn run(source: &ConnSpec, target: &ConnSpec, opts: &Options, cancel: A
                 .with_fix("pass the same --source as the first run, or point --target at an empty database"));
             }
             if m.phase == Phase::Copied {
-                tracing::info!("the target is already complete: every table was copied; nothing to do");
-                return Ok(Outcome { already_done: true, copied: CopyTotals::default(), jobs });
+                tracing::info!(
+                    "the target is already complete: every table was copied; nothing to do"
+                );
+                return Ok(Outcome {
+                    already_done: true,
+                    copied: CopyTotals::default(),
+                    jobs,
+                });
             }
-            tracing::info!("resuming the migration recorded on the target (phase {})", m.phase.as_str());
+            tracing::info!(
+                "resuming the migration recorded on the target (phase {})",
+                m.phase.as_str()
+            );
             m
         }
         None => {
@@ -87,11 +101,17 @@ pub async fn run(source: &ConnSpec, target: &ConnSpec, opts: &Options, cancel: A
                 return Err(Error::new(Kind::Blocked, format!("preflight found blocking problems:\n{}", preflight::render(&report)))
                     .with_fix("fix the BLOCKING items above (or run `heroku2rds preflight` for the full report), then re-run"));
             }
-            for f in report.findings.iter().filter(|f| f.severity == preflight::Severity::Warning) {
+            for f in report
+                .findings
+                .iter()
+                .filter(|f| f.severity == preflight::Severity::Warning)
+            {
                 tracing::warn!("{}", f.message);
             }
             start(source, target, &src, opts, &report.facts.tables).await?;
-            state::load(&tgt).await?.ok_or_else(|| Error::other("the migration state vanished after it was created"))?
+            state::load(&tgt)
+                .await?
+                .ok_or_else(|| Error::other("the migration state vanished after it was created"))?
         }
     };
     let mut phase = migration.phase;
@@ -100,7 +120,10 @@ pub async fn run(source: &ConnSpec, target: &ConnSpec, opts: &Options, cancel: A
         let tables = Arc::new(load_tables(&tgt).await?);
         let chunks = pending_chunks(&tgt).await?;
         let (done, total) = chunk_counts(&tgt).await?;
-        tracing::info!("copying {} chunk(s) with {jobs} worker(s) ({done} of {total} already done)", chunks.len());
+        tracing::info!(
+            "copying {} chunk(s) with {jobs} worker(s) ({done} of {total} already done)",
+            chunks.len()
+        );
         totals = copy::copy_all(source, target, tables, chunks, jobs, cancel.clone()).await?;
         phase = Phase::PostData;
         state::set_phase(&tgt, phase).await?;
@@ -112,7 +135,10 @@ pub async fn run(source: &ConnSpec, target: &ConnSpec, opts: &Options, cancel: A
     }
     if phase == Phase::Finishing {
         let tables = load_tables(&tgt).await?;
-        let statements = tables.values().map(|t| format!("ANALYZE {}", t.qualified())).collect();
+        let statements = tables
+            .values()
+            .map(|t| format!("ANALYZE {}", t.qualified()))
+            .collect();
         tracing::info!("analyzing {} table(s)", tables.len());
         run_statements(target, jobs, statements, cancel.clone()).await?;
         let n = sequences::sync(&src, &tgt).await?;
@@ -122,7 +148,11 @@ pub async fn run(source: &ConnSpec, target: &ConnSpec, opts: &Options, cancel: A
         state::set_phase(&tgt, Phase::Copied).await?;
     }
     tracing::info!("copy complete: the target holds every replicated table");
-    Ok(Outcome { already_done: false, copied: totals, jobs })
+    Ok(Outcome {
+        already_done: false,
+        copied: totals,
+        jobs,
+    })
 }
 
 /// The identity of the source recorded with the migration (no user, no password: credentials
@@ -135,7 +165,9 @@ async fn pick_jobs(src: &Client, requested: usize) -> Result<usize> {
     if requested > 0 {
         return Ok(requested);
     }
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     let free: i64 = src
         .query_one(
             "SELECT current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int
@@ -150,7 +182,13 @@ async fn pick_jobs(src: &Client, requested: usize) -> Result<usize> {
 }
 
 /// Creates the target schema, the state and the chunk plan in one transaction.
-async fn start(source: &ConnSpec, target: &ConnSpec, src: &Client, opts: &Options, tables: &[Table]) -> Result<()> {
+async fn start(
+    source: &ConnSpec,
+    target: &ConnSpec,
+    src: &Client,
+    opts: &Options,
+    tables: &[Table],
+) -> Result<()> {
     tracing::info!("dumping the source schema (pg_dump --schema-only)");
     let scripts = schema::dump(source).await?;
     let tid_range_scans = catalog::server_major(src).await? >= 14;
@@ -160,7 +198,12 @@ async fn start(source: &ConnSpec, target: &ConnSpec, src: &Client, opts: &Option
             "copy"
         } else {
             match opts.keyless {
-                KeylessMode::Error => return Err(Error::new(Kind::Blocked, format!("table {} has no usable key", t.display_name()))),
+                KeylessMode::Error => {
+                    return Err(Error::new(
+                        Kind::Blocked,
+                        format!("table {} has no usable key", t.display_name()),
+                    ))
+                }
                 KeylessMode::Recopy => "recopy",
                 KeylessMode::Exclude => "exclude",
             }
@@ -173,24 +216,48 @@ async fn start(source: &ConnSpec, target: &ConnSpec, src: &Client, opts: &Option
             let int_key_range = if t.integer_key {
                 let k = super::conn::quote_ident(&t.key[0]);
                 let row = src
-                    .query_one(&format!("SELECT min({k})::bigint, max({k})::bigint FROM ONLY {}", t.qualified()), &[])
+                    .query_one(
+                        &format!(
+                            "SELECT min({k})::bigint, max({k})::bigint FROM ONLY {}",
+                            t.qualified()
+                        ),
+                        &[],
+                    )
                     .await
-                    .map_err(|e| query_error(e, &format!("reading the key range of {}", t.display_name())))?;
-                row.get::<_, Option<i64>>(0).zip(row.get::<_, Option<i64>>(1))
+                    .map_err(|e| {
+                        query_error(e, &format!("reading the key range of {}", t.display_name()))
+                    })?;
+                row.get::<_, Option<i64>>(0)
+                    .zip(row.get::<_, Option<i64>>(1))
             } else {
                 None
             };
-            copy::split(SplitInput { bytes: t.bytes, pages: t.pages, int_key_range, tid_range_scans }, opts.chunk_bytes)
+            copy::split(
+                SplitInput {
+                    bytes: t.bytes,
+                    pages: t.pages,
+                    int_key_range,
+                    tid_range_scans,
+                },
+                opts.chunk_bytes,
+            )
         };
         plans.push((t, mode, ranges));
     }
 
     let mut tgt = target.connect().await?;
-    let tx = tgt.transaction().await.map_err(|e| query_error(e, "starting the schema transaction"))?;
+    let tx = tgt
+        .transaction()
+        .await
+        .map_err(|e| query_error(e, "starting the schema transaction"))?;
     if catalog::has_user_relations(&tx).await? {
-        return Err(Error::usage(format!("the target database {target} is not empty")));
+        return Err(Error::usage(format!(
+            "the target database {target} is not empty"
+        )));
     }
-    tx.batch_execute(STATE_DDL).await.map_err(|e| query_error(e, "creating the state schema on the target"))?;
+    tx.batch_execute(STATE_DDL)
+        .await
+        .map_err(|e| query_error(e, "creating the state schema on the target"))?;
     tracing::info!("restoring the schema (pre-data) on the target");
     tx.batch_execute(&scripts.pre_data).await.map_err(|e| {
         query_error(e, "restoring the source schema on the target").with_fix(
@@ -205,7 +272,8 @@ async fn start(source: &ConnSpec, target: &ConnSpec, src: &Client, opts: &Option
     .map_err(|e| query_error(e, "recording the migration"))?;
     let mut chunk_count = 0;
     for (t, mode, ranges) in &plans {
-        let def = serde_json::to_value(t).map_err(|e| Error::other(format!("serializing a table definition: {e}")))?;
+        let def = serde_json::to_value(t)
+            .map_err(|e| Error::other(format!("serializing a table definition: {e}")))?;
         let id: i32 = tx
             .query_one(
                 "INSERT INTO heroku2rds.tables (schema_name, table_name, definition, mode, est_rows, est_bytes)
@@ -228,8 +296,13 @@ async fn start(source: &ConnSpec, target: &ConnSpec, src: &Client, opts: &Option
         }
     }
     state::set_phase(&tx, Phase::Copying).await?;
-    tx.commit().await.map_err(|e| query_error(e, "committing the schema and the plan"))?;
-    tracing::info!("schema restored; {} table(s) planned in {chunk_count} chunk(s)", plans.len());
+    tx.commit()
+        .await
+        .map_err(|e| query_error(e, "committing the schema and the plan"))?;
+    tracing::info!(
+        "schema restored; {} table(s) planned in {chunk_count} chunk(s)",
+        plans.len()
+    );
     Ok(())
 }
 
@@ -241,8 +314,9 @@ pub async fn load_tables(tgt: &Client) -> Result<HashMap<i32, Table>> {
         .map_err(|e| query_error(e, "reading recorded tables"))?;
     rows.iter()
         .map(|r| {
-            let t: Table = serde_json::from_value(r.get(1))
-                .map_err(|e| Error::other(format!("a recorded table definition is unreadable: {e}")))?;
+            let t: Table = serde_json::from_value(r.get(1)).map_err(|e| {
+                Error::other(format!("a recorded table definition is unreadable: {e}"))
+            })?;
             Ok((r.get(0), t))
         })
         .collect()
@@ -267,14 +341,23 @@ async fn pending_chunks(tgt: &Client) -> Result<Vec<Chunk>> {
 
 async fn chunk_counts(tgt: &Client) -> Result<(i64, i64)> {
     let r = tgt
-        .query_one("SELECT count(*) FILTER (WHERE done_at IS NOT NULL), count(*) FROM heroku2rds.chunks", &[])
+        .query_one(
+            "SELECT count(*) FILTER (WHERE done_at IS NOT NULL), count(*) FROM heroku2rds.chunks",
+            &[],
+        )
         .await
         .map_err(|e| query_error(e, "counting chunks"))?;
     Ok((r.get(0), r.get(1)))
 }
 
 /// Builds the post-data items not yet built, in waves, `jobs` at a time.
-async fn post_data(target: &ConnSpec, tgt: &Client, script: &str, jobs: usize, cancel: Arc<AtomicBool>) -> Result<()> {
+async fn post_data(
+    target: &ConnSpec,
+    tgt: &Client,
+    script: &str,
+    jobs: usize,
+    cancel: Arc<AtomicBool>,
+) -> Result<()> {
     let (preamble, items) = schema::split_post_data(script);
     let done: std::collections::HashSet<i32> = tgt
         .query("SELECT ordinal FROM heroku2rds.schema_items", &[])
@@ -283,8 +366,15 @@ async fn post_data(target: &ConnSpec, tgt: &Client, script: &str, jobs: usize, c
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let todo: Vec<PostDataItem> = items.into_iter().filter(|i| !done.contains(&i.ordinal)).collect();
-    tracing::info!("building {} index(es), constraint(s) and trigger(s) ({} already built)", todo.len(), done.len());
+    let todo: Vec<PostDataItem> = items
+        .into_iter()
+        .filter(|i| !done.contains(&i.ordinal))
+        .collect();
+    tracing::info!(
+        "building {} index(es), constraint(s) and trigger(s) ({} already built)",
+        todo.len(),
+        done.len()
+    );
     for wave in 0..=2u8 {
         let batch: Vec<PostDataItem> = todo.iter().filter(|i| i.wave() == wave).cloned().collect();
         if batch.is_empty() {
@@ -293,7 +383,12 @@ async fn post_data(target: &ConnSpec, tgt: &Client, script: &str, jobs: usize, c
         let queue = Arc::new(Mutex::new(batch));
         let mut set = JoinSet::new();
         for _ in 0..jobs {
-            let (target, queue, preamble, cancel) = (target.clone(), queue.clone(), preamble.clone(), cancel.clone());
+            let (target, queue, preamble, cancel) = (
+                target.clone(),
+                queue.clone(),
+                preamble.clone(),
+                cancel.clone(),
+            );
             set.spawn(async move {
                 let mut client = target.connect().await?;
                 client.batch_execute(&preamble).await.map_err(|e| query_error(e, "preparing a post-data session"))?;
@@ -323,7 +418,12 @@ async fn post_data(target: &ConnSpec, tgt: &Client, script: &str, jobs: usize, c
 }
 
 /// Runs independent statements on the target, `jobs` at a time.
-async fn run_statements(target: &ConnSpec, jobs: usize, statements: Vec<String>, cancel: Arc<AtomicBool>) -> Result<()> {
+async fn run_statements(
+    target: &ConnSpec,
+    jobs: usize,
+    statements: Vec<String>,
+    cancel: Arc<AtomicBool>,
+) -> Result<()> {
     let queue = Arc::new(Mutex::new(statements));
     let mut set = JoinSet::new();
     for _ in 0..jobs {
@@ -334,10 +434,17 @@ async fn run_statements(target: &ConnSpec, jobs: usize, statements: Vec<String>,
                 if cancel.load(Ordering::SeqCst) {
                     return Err(Error::other("interrupted"));
                 }
-                let Some(sql) = queue.lock().map_err(|_| Error::other("queue poisoned"))?.pop() else {
+                let Some(sql) = queue
+                    .lock()
+                    .map_err(|_| Error::other("queue poisoned"))?
+                    .pop()
+                else {
                     return Ok(());
                 };
-                client.batch_execute(&sql).await.map_err(|e| query_error(e, &sql))?;
+                client
+                    .batch_execute(&sql)
+                    .await
+                    .map_err(|e| query_error(e, &sql))?;
             }
         });
     }

@@ -21,7 +21,11 @@ pub struct SchemaScripts {
 
 /// The major version of `pg_dump` on PATH, or None when it is missing.
 pub async fn pg_dump_major() -> Option<u32> {
-    let out = Command::new("pg_dump").arg("--version").output().await.ok()?;
+    let out = Command::new("pg_dump")
+        .arg("--version")
+        .output()
+        .await
+        .ok()?;
     parse_tool_major(&String::from_utf8_lossy(&out.stdout))
 }
 
@@ -34,7 +38,11 @@ pub fn parse_tool_major(s: &str) -> Option<u32> {
 
 /// Dumps the source schema (no data, no owners, no privileges, the tool's schema left out).
 pub async fn dump(source: &ConnSpec) -> Result<SchemaScripts> {
-    let dir = std::env::temp_dir().join(format!("heroku2rds-schema-{}-{}", std::process::id(), rand_suffix()));
+    let dir = std::env::temp_dir().join(format!(
+        "heroku2rds-schema-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
     std::fs::create_dir_all(&dir)?;
     let file = dir.join("schema.dump");
     let result = async {
@@ -61,9 +69,16 @@ pub async fn dump(source: &ConnSpec) -> Result<SchemaScripts> {
         .await?;
         // Comments on extensions belong to the extension's owner: a non-superuser target (the
         // RDS master user) cannot set them, so they are left out of the restore list.
-        let toc = run_tool(Command::new("pg_restore").arg("--list").arg(&file), "listing the schema dump").await?;
+        let toc = run_tool(
+            Command::new("pg_restore").arg("--list").arg(&file),
+            "listing the schema dump",
+        )
+        .await?;
         let list = dir.join("schema.list");
-        let kept: Vec<&str> = toc.lines().filter(|l| !l.contains(" COMMENT - EXTENSION ")).collect();
+        let kept: Vec<&str> = toc
+            .lines()
+            .filter(|l| !l.contains(" COMMENT - EXTENSION "))
+            .collect();
         std::fs::write(&list, kept.join("\n"))?;
         let mut sections = Vec::new();
         for section in ["pre-data", "post-data"] {
@@ -80,7 +95,10 @@ pub async fn dump(source: &ConnSpec) -> Result<SchemaScripts> {
         }
         let post_data = sections.pop().unwrap_or_default();
         let pre_data = sections.pop().unwrap_or_default();
-        Ok(SchemaScripts { pre_data, post_data })
+        Ok(SchemaScripts {
+            pre_data,
+            post_data,
+        })
     }
     .await;
     let _ = std::fs::remove_dir_all(&dir);
@@ -101,10 +119,18 @@ async fn run_tool(cmd: &mut Command, what: &str) -> Result<String> {
     })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let kind = if stderr.contains("permission denied") { Kind::Refused } else { Kind::Other };
-        return Err(Error::new(kind, format!("{what} failed: {}", stderr.trim())));
+        let kind = if stderr.contains("permission denied") {
+            Kind::Refused
+        } else {
+            Kind::Other
+        };
+        return Err(Error::new(
+            kind,
+            format!("{what} failed: {}", stderr.trim()),
+        ));
     }
-    String::from_utf8(out.stdout).map_err(|_| Error::other(format!("{what} printed non-UTF-8 output")))
+    String::from_utf8(out.stdout)
+        .map_err(|_| Error::other(format!("{what} printed non-UTF-8 output")))
 }
 
 /// Drops psql meta-commands (`\restrict` / `\unrestrict`, added by recent pg_dump releases): the
@@ -191,7 +217,10 @@ mod tests {
 
     #[test]
     fn tool_versions() {
-        assert_eq!(parse_tool_major("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n"), Some(15));
+        assert_eq!(
+            parse_tool_major("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n"),
+            Some(15)
+        );
         assert_eq!(parse_tool_major("pg_dump (PostgreSQL) 17.2\n"), Some(17));
         assert_eq!(parse_tool_major("garbage"), None);
     }
@@ -210,9 +239,17 @@ mod tests {
         let (pre, items) = split_post_data(script);
         assert!(pre.contains("SET statement_timeout = 0;"));
         assert!(pre.contains("set_config('search_path'"));
-        let got: Vec<(&str, u8)> = items.iter().map(|i| (i.object_type.as_str(), i.wave())).collect();
-        assert_eq!(got, vec![("CONSTRAINT", 0), ("INDEX ATTACH", 1), ("FK CONSTRAINT", 2)]);
-        assert!(items[0].sql.contains("ADD CONSTRAINT t_pkey PRIMARY KEY (id);"));
+        let got: Vec<(&str, u8)> = items
+            .iter()
+            .map(|i| (i.object_type.as_str(), i.wave()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![("CONSTRAINT", 0), ("INDEX ATTACH", 1), ("FK CONSTRAINT", 2)]
+        );
+        assert!(items[0]
+            .sql
+            .contains("ADD CONSTRAINT t_pkey PRIMARY KEY (id);"));
         assert!(!items[2].sql.contains("dump complete"));
         assert_eq!(items[2].ordinal, 2);
     }
@@ -220,6 +257,9 @@ mod tests {
     #[test]
     fn strips_restrict_lines_only() {
         let s = "\\restrict abc\nCREATE TABLE t();\nSELECT '\\restrict x';\n\\unrestrict abc\n";
-        assert_eq!(strip_meta_commands(s), "CREATE TABLE t();\nSELECT '\\restrict x';");
+        assert_eq!(
+            strip_meta_commands(s),
+            "CREATE TABLE t();\nSELECT '\\restrict x';"
+        );
     }
 }

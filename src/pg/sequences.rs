@@ -15,9 +15,12 @@ pub async fn sync(src: &Client, tgt: &Client) -> Result<usize> {
             .await
             .map_err(|e| query_error(e, &format!("reading sequence {seq} on the source")))?;
         let (last, called): (i64, bool) = (row.get(0), row.get(1));
-        tgt.execute(&format!("SELECT setval({}::regclass, $1, $2)", quote_literal(seq)), &[&last, &called])
-            .await
-            .map_err(|e| query_error(e, &format!("setting sequence {seq} on the target")))?;
+        tgt.execute(
+            &format!("SELECT setval({}::regclass, $1, $2)", quote_literal(seq)),
+            &[&last, &called],
+        )
+        .await
+        .map_err(|e| query_error(e, &format!("setting sequence {seq} on the target")))?;
     }
     Ok(seqs.len())
 }
@@ -28,7 +31,12 @@ pub async fn refresh_matviews(tgt: &Client) -> Result<usize> {
     for v in &views {
         tgt.batch_execute(&format!("REFRESH MATERIALIZED VIEW {v}"))
             .await
-            .map_err(|e| query_error(e, &format!("refreshing materialized view {v} on the target")))?;
+            .map_err(|e| {
+                query_error(
+                    e,
+                    &format!("refreshing materialized view {v} on the target"),
+                )
+            })?;
     }
     Ok(views.len())
 }

@@ -63,6 +63,9 @@ pub struct TableVerdict {
     pub mismatched_ranges: usize,
     /// Up to [`MAX_REPORTED`] differing rows.
     pub differences: Vec<Difference>,
+    /// Differing rows found (narrowing stops early on tables with many differences, so this is
+    /// a lower bound when `mismatched_ranges` is large).
+    pub differences_found: usize,
     /// Why the table could not be compared (missing on the target, different columns, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -73,7 +76,10 @@ pub struct TableVerdict {
 impl TableVerdict {
     /// True when the table is equal on both sides (or deliberately skipped).
     pub fn equal(&self) -> bool {
-        self.skipped || (self.error.is_none() && self.mismatched_ranges == 0 && self.source_rows == self.target_rows)
+        self.skipped
+            || (self.error.is_none()
+                && self.mismatched_ranges == 0
+                && self.source_rows == self.target_rows)
     }
 }
 
@@ -105,7 +111,7 @@ impl Plan {
     fn bucketed(&self, predicate: &str) -> String {
         let t = &self.table;
         format!(
-            "SELECT {b} AS heroku2rds_b, {key} AS heroku2rds_k, heroku2rds_h \
+            "SELECT ({b})::bigint AS heroku2rds_b, {key} AS heroku2rds_k, heroku2rds_h \
              FROM (SELECT *, md5(ROW({cols})::text) AS heroku2rds_h FROM ONLY {q} WHERE {predicate}) r",
             b = self.bucket,
             key = self.key_text,
@@ -136,10 +142,18 @@ type Summary = BTreeMap<i64, (i64, String)>;
 async fn int_key_range(c: &Client, t: &Table) -> Result<Option<(i64, i64)>> {
     let k = quote_ident(&t.key[0]);
     let row = c
-        .query_one(&format!("SELECT min({k})::bigint, max({k})::bigint FROM ONLY {}", t.qualified()), &[])
+        .query_one(
+            &format!(
+                "SELECT min({k})::bigint, max({k})::bigint FROM ONLY {}",
+                t.qualified()
+            ),
+            &[],
+        )
         .await
         .map_err(|e| query_error(e, &format!("reading the key range of {}", t.display_name())))?;
-    Ok(row.get::<_, Option<i64>>(0).zip(row.get::<_, Option<i64>>(1)))
+    Ok(row
+        .get::<_, Option<i64>>(0)
+        .zip(row.get::<_, Option<i64>>(1)))
 }
 
 async fn plan_table(src: &Client, tgt: &Client, t: Table) -> Result<Plan> {
@@ -152,7 +166,10 @@ async fn plan_table(src: &Client, tgt: &Client, t: Table) -> Result<Plan> {
             (None, None) => (0, 0),
             (a, b) => {
                 let v: Vec<(i64, i64)> = [a, b].into_iter().flatten().collect();
-                (v.iter().map(|x| x.0).min().unwrap_or(0), v.iter().map(|x| x.1).max().unwrap_or(0))
+                (
+                    v.iter().map(|x| x.0).min().unwrap_or(0),
+                    v.iter().map(|x| x.1).max().unwrap_or(0),
+                )
             }
         };
         let span = (hi as i128 - lo as i128 + 1) as f64;
@@ -173,21 +190,45 @@ async fn plan_table(src: &Client, tgt: &Client, t: Table) -> Result<Plan> {
                 }
             })
             .collect();
-        return Ok(Plan { table: t, key_text, bucket, units, source_key_range: s, target_key_range: g });
+        return Ok(Plan {
+            table: t,
+            key_text,
+            bucket,
+            units,
+            source_key_range: s,
+            target_key_range: g,
+        });
     }
-    let mask = ((est / ROWS_PER_BUCKET).max(1) as u64).next_power_of_two().min(1 << 16) as i64 - 1;
+    let mask = ((est / ROWS_PER_BUCKET).max(1) as u64)
+        .next_power_of_two()
+        .min(1 << 16) as i64
+        - 1;
     let (key_text, hashed) = if t.has_key() {
         let text = if t.key.len() == 1 {
             format!("{}::text", quote_ident(&t.key[0]))
         } else {
-            format!("ROW({})::text", t.key.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", "))
+            format!(
+                "ROW({})::text",
+                t.key
+                    .iter()
+                    .map(|c| quote_ident(c))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
         };
         (text.clone(), format!("md5({text})"))
     } else {
         ("heroku2rds_h".to_string(), "heroku2rds_h".to_string())
     };
     let bucket = format!("(('x' || substr({hashed}, 1, 8))::bit(32)::int & {mask})");
-    Ok(Plan { table: t, key_text, bucket, units: vec!["true".into()], source_key_range: None, target_key_range: None })
+    Ok(Plan {
+        table: t,
+        key_text,
+        bucket,
+        units: vec!["true".into()],
+        source_key_range: None,
+        target_key_range: None,
+    })
 }
 
 async fn summarize(c: &Client, plan: &Plan, predicate: &str) -> Result<Summary> {
@@ -195,32 +236,72 @@ async fn summarize(c: &Client, plan: &Plan, predicate: &str) -> Result<Summary> 
         .query(&plan.summary_sql(predicate), &[])
         .await
         .map_err(|e| query_error(e, &format!("checksumming {}", plan.table.display_name())))?;
-    Ok(rows.iter().map(|r| (r.get::<_, i64>(0), (r.get::<_, i64>(1), r.get::<_, String>(2)))).collect())
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                r.get::<_, i64>(0),
+                (r.get::<_, i64>(1), r.get::<_, String>(2)),
+            )
+        })
+        .collect())
 }
 
-async fn details(c: &Client, plan: &Plan, predicate: &str, buckets: &[i64]) -> Result<Vec<(String, String)>> {
+async fn details(
+    c: &Client,
+    plan: &Plan,
+    predicate: &str,
+    buckets: &[i64],
+) -> Result<Vec<(String, String)>> {
     let rows = c
         .query(&plan.detail_sql(predicate), &[&buckets])
         .await
-        .map_err(|e| query_error(e, &format!("narrowing differences in {}", plan.table.display_name())))?;
-    Ok(rows.iter().map(|r| (r.get::<_, Option<String>>(0).unwrap_or_default(), r.get::<_, String>(1))).collect())
+        .map_err(|e| {
+            query_error(
+                e,
+                &format!("narrowing differences in {}", plan.table.display_name()),
+            )
+        })?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                r.get::<_, Option<String>>(0).unwrap_or_default(),
+                r.get::<_, String>(1),
+            )
+        })
+        .collect())
 }
 
 /// Compares the rows of mismatching buckets and returns the differences found.
-fn diff_rows(keyed: bool, key_label: &str, src: Vec<(String, String)>, tgt: Vec<(String, String)>) -> Vec<Difference> {
+fn diff_rows(
+    keyed: bool,
+    key_label: &str,
+    src: Vec<(String, String)>,
+    tgt: Vec<(String, String)>,
+) -> Vec<Difference> {
     let mut out = Vec::new();
     if keyed {
         let s: HashMap<String, String> = src.into_iter().collect();
         let t: HashMap<String, String> = tgt.into_iter().collect();
         for (k, h) in &s {
             match t.get(k) {
-                None => out.push(Difference { key: format!("{key_label}={k}"), kind: DiffKind::MissingOnTarget }),
-                Some(th) if th != h => out.push(Difference { key: format!("{key_label}={k}"), kind: DiffKind::Changed }),
+                None => out.push(Difference {
+                    key: format!("{key_label}={k}"),
+                    kind: DiffKind::MissingOnTarget,
+                }),
+                Some(th) if th != h => out.push(Difference {
+                    key: format!("{key_label}={k}"),
+                    kind: DiffKind::Changed,
+                }),
                 _ => {}
             }
         }
         for k in t.keys().filter(|k| !s.contains_key(*k)) {
-            out.push(Difference { key: format!("{key_label}={k}"), kind: DiffKind::ExtraOnTarget });
+            out.push(Difference {
+                key: format!("{key_label}={k}"),
+                kind: DiffKind::ExtraOnTarget,
+            });
         }
     } else {
         // Keyless: compare multisets of row hashes.
@@ -232,9 +313,16 @@ fn diff_rows(keyed: bool, key_label: &str, src: Vec<(String, String)>, tgt: Vec<
             *counts.entry(h).or_default() -= 1;
         }
         for (h, n) in counts {
-            let kind = if n > 0 { DiffKind::MissingOnTarget } else { DiffKind::ExtraOnTarget };
+            let kind = if n > 0 {
+                DiffKind::MissingOnTarget
+            } else {
+                DiffKind::ExtraOnTarget
+            };
             for _ in 0..n.abs() {
-                out.push(Difference { key: format!("row md5 {h}"), kind });
+                out.push(Difference {
+                    key: format!("row md5 {h}"),
+                    kind,
+                });
             }
         }
     }
@@ -243,21 +331,36 @@ fn diff_rows(keyed: bool, key_label: &str, src: Vec<(String, String)>, tgt: Vec<
 }
 
 /// Compares one unit of one table.
-async fn compare_unit(src: &Client, tgt: &Client, plan: &Plan, predicate: &str) -> Result<(usize, usize, i64, i64, Vec<Difference>)> {
-    let (s, t) = tokio::try_join!(summarize(src, plan, predicate), summarize(tgt, plan, predicate))?;
+async fn compare_unit(
+    src: &Client,
+    tgt: &Client,
+    plan: &Plan,
+    predicate: &str,
+) -> Result<(usize, usize, i64, i64, Vec<Difference>)> {
+    let (s, t) = tokio::try_join!(
+        summarize(src, plan, predicate),
+        summarize(tgt, plan, predicate)
+    )?;
     let src_rows = s.values().map(|v| v.0).sum();
     let tgt_rows = t.values().map(|v| v.0).sum();
     let mut all: Vec<i64> = s.keys().chain(t.keys()).copied().collect();
     all.sort_unstable();
     all.dedup();
-    let bad: Vec<i64> = all.iter().copied().filter(|b| s.get(b) != t.get(b)).collect();
+    let bad: Vec<i64> = all
+        .iter()
+        .copied()
+        .filter(|b| s.get(b) != t.get(b))
+        .collect();
     let mut diffs = Vec::new();
     let key_label = plan.table.key.join(",");
     for group in bad.chunks(16) {
-        if diffs.len() > MAX_REPORTED {
+        if diffs.len() >= 10 * MAX_REPORTED {
             break;
         }
-        let (sd, td) = tokio::try_join!(details(src, plan, predicate, group), details(tgt, plan, predicate, group))?;
+        let (sd, td) = tokio::try_join!(
+            details(src, plan, predicate, group),
+            details(tgt, plan, predicate, group)
+        )?;
         diffs.extend(diff_rows(plan.table.has_key(), &key_label, sd, td));
     }
     Ok((all.len(), bad.len(), src_rows, tgt_rows, diffs))
@@ -269,8 +372,11 @@ pub async fn run(source: &ConnSpec, target: &ConnSpec, jobs: usize) -> Result<Re
     let tgt = target.connect().await?;
     let tables = catalog::tables(&src).await?;
     let excluded = excluded_tables(&tgt).await?;
-    let target_tables: std::collections::HashSet<String> =
-        catalog::tables(&tgt).await?.into_iter().map(|t| t.display_name()).collect();
+    let target_tables: std::collections::HashSet<String> = catalog::tables(&tgt)
+        .await?
+        .into_iter()
+        .map(|t| t.display_name())
+        .collect();
 
     let mut verdicts: BTreeMap<String, TableVerdict> = BTreeMap::new();
     let mut plans = Vec::new();
@@ -285,6 +391,7 @@ pub async fn run(source: &ConnSpec, target: &ConnSpec, jobs: usize) -> Result<Re
             ranges: 0,
             mismatched_ranges: 0,
             differences: Vec::new(),
+            differences_found: 0,
             error: None,
             skipped: excluded.contains(&name),
         };
@@ -306,22 +413,37 @@ pub async fn run(source: &ConnSpec, target: &ConnSpec, jobs: usize) -> Result<Re
     }
     drop((src, tgt));
 
-    let units: Vec<(Arc<Plan>, String)> =
-        plans.iter().flat_map(|p| p.units.iter().map(move |u| (p.clone(), u.clone()))).collect();
+    let units: Vec<(Arc<Plan>, String)> = plans
+        .iter()
+        .flat_map(|p| p.units.iter().map(move |u| (p.clone(), u.clone())))
+        .collect();
     let queue = Arc::new(Mutex::new(units));
     let verdicts = Arc::new(Mutex::new(verdicts));
     let mut set = JoinSet::new();
     for _ in 0..jobs.max(1) {
-        let (source, target, queue, verdicts) = (source.clone(), target.clone(), queue.clone(), verdicts.clone());
+        let (source, target, queue, verdicts) = (
+            source.clone(),
+            target.clone(),
+            queue.clone(),
+            verdicts.clone(),
+        );
         set.spawn(async move {
             let (src, tgt) = tokio::try_join!(source.connect(), target.connect())?;
             loop {
-                let Some((plan, pred)) = queue.lock().map_err(|_| Error::other("queue poisoned"))?.pop() else {
+                let Some((plan, pred)) = queue
+                    .lock()
+                    .map_err(|_| Error::other("queue poisoned"))?
+                    .pop()
+                else {
                     return Ok(());
                 };
                 let result = compare_unit(&src, &tgt, &plan, &pred).await;
-                let mut all = verdicts.lock().map_err(|_| Error::other("verdicts poisoned"))?;
-                let Some(v) = all.get_mut(&plan.table.display_name()) else { continue };
+                let mut all = verdicts
+                    .lock()
+                    .map_err(|_| Error::other("verdicts poisoned"))?;
+                let Some(v) = all.get_mut(&plan.table.display_name()) else {
+                    continue;
+                };
                 match result {
                     Ok((ranges, bad, s, t, diffs)) => {
                         v.ranges += ranges;
@@ -338,16 +460,26 @@ pub async fn run(source: &ConnSpec, target: &ConnSpec, jobs: usize) -> Result<Re
         });
     }
     super::replicate::join_all(set).await?;
-    let verdicts = std::mem::take(&mut *verdicts.lock().map_err(|_| Error::other("verdicts poisoned"))?);
+    let verdicts = std::mem::take(
+        &mut *verdicts
+            .lock()
+            .map_err(|_| Error::other("verdicts poisoned"))?,
+    );
     let tables: Vec<TableVerdict> = verdicts
         .into_values()
         .map(|mut v| {
-            v.differences.sort_by(|a, b| a.key.cmp(&b.key));
+            v.differences_found = v.differences.len();
+            // Shorter keys first so that `id=9` comes before `id=10`.
+            v.differences
+                .sort_by(|a, b| (a.key.len(), &a.key).cmp(&(b.key.len(), &b.key)));
             v.differences.truncate(MAX_REPORTED);
             v
         })
         .collect();
-    Ok(Report { equal: tables.iter().all(TableVerdict::equal), tables })
+    Ok(Report {
+        equal: tables.iter().all(TableVerdict::equal),
+        tables,
+    })
 }
 
 async fn excluded_tables(tgt: &Client) -> Result<std::collections::HashSet<String>> {
@@ -360,7 +492,10 @@ async fn excluded_tables(tgt: &Client) -> Result<std::collections::HashSet<Strin
         return Ok(Default::default());
     }
     let rows = tgt
-        .query("SELECT schema_name || '.' || table_name FROM heroku2rds.tables WHERE mode = 'exclude'", &[])
+        .query(
+            "SELECT schema_name || '.' || table_name FROM heroku2rds.tables WHERE mode = 'exclude'",
+            &[],
+        )
         .await
         .map_err(|e| query_error(e, "reading excluded tables"))?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
@@ -380,7 +515,11 @@ pub fn render(r: &Report) -> String {
         } else {
             format!("DIFFERENT ({} of {} ranges)", v.mismatched_ranges, v.ranges)
         };
-        let _ = writeln!(s, "{:<48} {:>10} {:>10}  {status}", v.table, v.source_rows, v.target_rows);
+        let _ = writeln!(
+            s,
+            "{:<48} {:>10} {:>10}  {status}",
+            v.table, v.source_rows, v.target_rows
+        );
         for d in &v.differences {
             let what = match d.kind {
                 DiffKind::MissingOnTarget => "missing on target",
@@ -408,12 +547,19 @@ mod tests {
     use super::*;
 
     fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
-        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
     fn keyed_differences_name_the_key_and_kind() {
-        let d = diff_rows(true, "id", pairs(&[("1", "a"), ("2", "b"), ("3", "c")]), pairs(&[("1", "a"), ("2", "x"), ("4", "d")]));
+        let d = diff_rows(
+            true,
+            "id",
+            pairs(&[("1", "a"), ("2", "b"), ("3", "c")]),
+            pairs(&[("1", "a"), ("2", "x"), ("4", "d")]),
+        );
         let got: Vec<(String, DiffKind)> = d.into_iter().map(|d| (d.key, d.kind)).collect();
         assert_eq!(
             got,
@@ -427,10 +573,23 @@ mod tests {
 
     #[test]
     fn keyless_differences_compare_multisets() {
-        let d = diff_rows(false, "", pairs(&[("", "a"), ("", "a"), ("", "b")]), pairs(&[("", "a"), ("", "b"), ("", "c")]));
+        let d = diff_rows(
+            false,
+            "",
+            pairs(&[("", "a"), ("", "a"), ("", "b")]),
+            pairs(&[("", "a"), ("", "b"), ("", "c")]),
+        );
         let kinds: Vec<DiffKind> = d.iter().map(|d| d.kind).collect();
         assert_eq!(d.len(), 2);
-        assert!(kinds.contains(&DiffKind::MissingOnTarget) && kinds.contains(&DiffKind::ExtraOnTarget));
-        assert!(diff_rows(false, "", pairs(&[("", "a"), ("", "b")]), pairs(&[("", "b"), ("", "a")])).is_empty());
+        assert!(
+            kinds.contains(&DiffKind::MissingOnTarget) && kinds.contains(&DiffKind::ExtraOnTarget)
+        );
+        assert!(diff_rows(
+            false,
+            "",
+            pairs(&[("", "a"), ("", "b")]),
+            pairs(&[("", "b"), ("", "a")])
+        )
+        .is_empty());
     }
 }

@@ -17,9 +17,21 @@ ANALYZE public.big_ints; ANALYZE public.big_uuids;
 async fn rich_schema_copies_and_verifies() {
     let pair = Pair::new("rich_copy").await;
     pair.load_rich_fixture().await;
-    pair.source_owner().await.batch_execute(BIG_TABLES).await.expect("big tables");
+    pair.source_owner()
+        .await
+        .batch_execute(BIG_TABLES)
+        .await
+        .expect("big tables");
 
-    let run = pair.h2r(&["replicate", "--until", "copied", "--jobs", "3", "--chunk-mb", "1"]);
+    let run = pair.h2r(&[
+        "replicate",
+        "--until",
+        "copied",
+        "--jobs",
+        "3",
+        "--chunk-mb",
+        "1",
+    ]);
     run.expect_code(0);
     assert!(run.stdout.contains("the target is complete"), "{run:?}");
 
@@ -28,8 +40,14 @@ async fn rich_schema_copies_and_verifies() {
     let (a, b) = (fingerprint(&src).await, fingerprint(&tgt).await);
     assert!(a.len() >= 20, "fixture has only {} relations", a.len());
     assert_eq!(a, b, "source and target differ");
-    assert!(a.get("public.audit_log").is_some_and(|(n, _)| *n > 0), "audit rows must exist on the source");
-    assert!(a.get("billing.invoice_totals").is_some_and(|(n, _)| *n > 0), "materialized view refreshed");
+    assert!(
+        a.get("public.audit_log").is_some_and(|(n, _)| *n > 0),
+        "audit rows must exist on the source"
+    );
+    assert!(
+        a.get("billing.invoice_totals").is_some_and(|(n, _)| *n > 0),
+        "materialized view refreshed"
+    );
     assert_eq!(sequence_values(&src).await, sequence_values(&tgt).await);
 
     // Chunking really happened, each chunk is recorded once and done.
@@ -41,7 +59,12 @@ async fn rich_schema_copies_and_verifies() {
         )
         .await
         .expect("chunks");
-    let find = |name: &str| chunks.iter().find(|r| r.get::<_, String>(0) == name).expect(name);
+    let find = |name: &str| {
+        chunks
+            .iter()
+            .find(|r| r.get::<_, String>(0) == name)
+            .expect(name)
+    };
     let ints = find("big_ints");
     assert_eq!(ints.get::<_, String>(1), "int");
     assert!(ints.get::<_, i64>(2) > 2, "big_ints in several chunks");
@@ -54,13 +77,19 @@ async fn rich_schema_copies_and_verifies() {
     }
     // Indexes, constraints and triggers exist on the target, and the key constraints are valid.
     let n: i64 = tgt
-        .query_one("SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal", &[])
+        .query_one(
+            "SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal",
+            &[],
+        )
         .await
         .expect("triggers")
         .get(0);
     assert!(n >= 2, "user triggers restored after the copy");
     let fks: i64 = tgt
-        .query_one("SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND convalidated", &[])
+        .query_one(
+            "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND convalidated",
+            &[],
+        )
         .await
         .expect("fks")
         .get(0);
@@ -72,7 +101,12 @@ async fn rich_schema_copies_and_verifies() {
     report.expect_code(0);
     let j = report.json();
     assert_eq!(j["equal"], true);
-    let big = j["tables"].as_array().expect("tables").iter().find(|t| t["table"] == "public.big_ints").expect("big_ints");
+    let big = j["tables"]
+        .as_array()
+        .expect("tables")
+        .iter()
+        .find(|t| t["table"] == "public.big_ints")
+        .expect("big_ints");
     assert_eq!(big["source_rows"], 60000);
     assert_eq!(big["source_key_range"], serde_json::json!([1, 60000]));
 
@@ -102,7 +136,15 @@ async fn kill_during_copy_then_resume_copies_each_chunk_once() {
         .await
         .expect("data");
 
-    let mut child = pair.spawn_h2r(&["replicate", "--until", "copied", "--jobs", "2", "--chunk-mb", "2"]);
+    let mut child = pair.spawn_h2r(&[
+        "replicate",
+        "--until",
+        "copied",
+        "--jobs",
+        "2",
+        "--chunk-mb",
+        "2",
+    ]);
     // Wait until some chunks are done (read by `status` from another process), then kill -9.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -115,38 +157,79 @@ async fn kill_during_copy_then_resume_copies_each_chunk_once() {
             let j = s.json();
             let done = j["chunks_done"].as_i64().unwrap_or(0);
             if done >= 3 {
-                assert!(j["runner"].as_str().is_some_and(|r| r.contains("replicate")), "{j}");
+                assert!(
+                    j["runner"]
+                        .as_str()
+                        .is_some_and(|r| r.contains("replicate")),
+                    "{j}"
+                );
                 assert!(j["chunks_total"].as_i64().unwrap_or(0) > done);
                 break;
             }
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    // A second replicate against the same target refuses, naming the first.
+    let second = pair.h2r(&["replicate", "--until", "copied"]);
+    second.expect_code(2);
+    assert!(
+        second.stderr.contains("already running")
+            && second.stderr.contains(&format!("pid {}", child.id())),
+        "{}",
+        second.stderr
+    );
     child.kill().expect("kill -9");
     child.wait().expect("reap");
 
     let tgt = pair.target_master().await;
     let before: i64 = tgt
-        .query_one("SELECT count(*) FROM heroku2rds.chunks WHERE done_at IS NOT NULL", &[])
+        .query_one(
+            "SELECT count(*) FROM heroku2rds.chunks WHERE done_at IS NOT NULL",
+            &[],
+        )
         .await
         .expect("count")
         .get(0);
-    let total: i64 = tgt.query_one("SELECT count(*) FROM heroku2rds.chunks", &[]).await.expect("count").get(0);
-    assert!(before < total, "the kill happened mid-copy ({before}/{total})");
+    let total: i64 = tgt
+        .query_one("SELECT count(*) FROM heroku2rds.chunks", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert!(
+        before < total,
+        "the kill happened mid-copy ({before}/{total})"
+    );
     // Rows on the target are exactly those of the chunks recorded done: nothing half-copied.
     let recorded: i64 = tgt
-        .query_one("SELECT coalesce(sum(rows), 0)::bigint FROM heroku2rds.chunks", &[])
+        .query_one(
+            "SELECT coalesce(sum(rows), 0)::bigint FROM heroku2rds.chunks",
+            &[],
+        )
         .await
         .expect("sum")
         .get(0);
     let present: i64 = tgt
-        .query_one("SELECT (SELECT count(*) FROM public.t) + (SELECT count(*) FROM public.k)", &[])
+        .query_one(
+            "SELECT (SELECT count(*) FROM public.t) + (SELECT count(*) FROM public.k)",
+            &[],
+        )
         .await
         .expect("count rows")
         .get(0);
-    assert_eq!(recorded, present, "rows on the target match the chunks recorded done");
+    assert_eq!(
+        recorded, present,
+        "rows on the target match the chunks recorded done"
+    );
 
-    let run = pair.h2r(&["replicate", "--until", "copied", "--jobs", "2", "--chunk-mb", "2"]);
+    let run = pair.h2r(&[
+        "replicate",
+        "--until",
+        "copied",
+        "--jobs",
+        "2",
+        "--chunk-mb",
+        "2",
+    ]);
     run.expect_code(0);
     assert!(run.stderr.contains("already done"), "{}", run.stderr);
     let done: Vec<(i64, i64)> = tgt

@@ -21,7 +21,11 @@ pub const INTRUDER: &str = "intruder";
 pub const TARGET_MASTER: &str = "rds_master";
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
 }
 
 /// Runs a PostgreSQL server binary, as the `postgres` user when we are root.
@@ -52,10 +56,15 @@ pub fn pg_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     let mut versions: Vec<u32> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|d| d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
         .unwrap_or_default();
     versions.sort_unstable();
-    let v = versions.pop().expect("no PostgreSQL server found: install postgresql (or set PG_BIN)");
+    let v = versions
+        .pop()
+        .expect("no PostgreSQL server found: install postgresql (or set PG_BIN)");
     PathBuf::from(format!("/usr/lib/postgresql/{v}/bin"))
 }
 
@@ -68,7 +77,10 @@ pub struct Root {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 pub fn root() -> &'static Root {
@@ -102,26 +114,74 @@ pub fn root() -> &'static Root {
 }
 
 fn openssl(args: &[&str], dir: &Path) {
-    check(Command::new("openssl").args(args).current_dir(dir).output(), &format!("openssl {}", args[0]));
+    check(
+        Command::new("openssl").args(args).current_dir(dir).output(),
+        &format!("openssl {}", args[0]),
+    );
 }
 
 fn make_ca(dir: &Path, cn: &str) -> PathBuf {
     std::fs::create_dir_all(dir).expect("ca dir");
     openssl(
         &[
-            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "ca.key",
-            "-out", "ca.pem", "-days", "3", "-subj", &format!("/CN={cn}"),
-            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "3",
+            "-subj",
+            &format!("/CN={cn}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
         ],
         dir,
     );
     openssl(
-        &["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"],
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
         dir,
     );
     std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n").expect("ext");
     openssl(
-        &["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.crt", "-days", "3", "-extfile", "ext.cnf"],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "3",
+            "-extfile",
+            "ext.cnf",
+        ],
         dir,
     );
     dir.join("ca.pem")
@@ -142,13 +202,28 @@ impl Cluster {
         let pwfile = dir.join("pw");
         std::fs::write(&pwfile, &root.password).expect("pwfile");
         if is_root() {
-            check(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).output(), "chown");
+            check(
+                Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(&dir)
+                    .output(),
+                "chown",
+            );
         }
         let data = dir.join("data");
         check(
             pg_command(&pg_bin().join("initdb"))
-                .arg("-D").arg(&data)
-                .args(["-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8"])
+                .arg("-D")
+                .arg(&data)
+                .args([
+                    "-U",
+                    "postgres",
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                ])
                 .arg(format!("--pwfile={}", pwfile.display()))
                 .output(),
             "initdb",
@@ -159,9 +234,22 @@ impl Cluster {
             std::fs::copy(ca_dir.join(f), data.join(f)).expect("copy cert");
         }
         if is_root() {
-            check(Command::new("chown").args(["postgres:postgres"]).arg(data.join("server.crt")).arg(data.join("server.key")).output(), "chown cert");
+            check(
+                Command::new("chown")
+                    .args(["postgres:postgres"])
+                    .arg(data.join("server.crt"))
+                    .arg(data.join("server.key"))
+                    .output(),
+                "chown cert",
+            );
         }
-        check(Command::new("chmod").args(["600"]).arg(data.join("server.key")).output(), "chmod key");
+        check(
+            Command::new("chmod")
+                .args(["600"])
+                .arg(data.join("server.key"))
+                .output(),
+            "chmod key",
+        );
         let conf = format!(
             "\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nssl = on\n\
              ssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nfsync = off\nsynchronous_commit = off\n\
@@ -176,8 +264,10 @@ impl Cluster {
         .expect("pg_hba");
         check(
             pg_command(&pg_bin().join("pg_ctl"))
-                .arg("-D").arg(&data)
-                .arg("-l").arg(dir.join("log"))
+                .arg("-D")
+                .arg(&data)
+                .arg("-l")
+                .arg(dir.join("log"))
                 .args(["-w", "start"])
                 .output(),
             "pg_ctl start",
@@ -197,15 +287,21 @@ impl Cluster {
 
     /// A superuser session on `db`.
     pub async fn admin(&self, db: &str) -> Client {
-        ConnSpec::parse(&self.url("postgres", db), "admin").expect("url").connect().await.expect("admin connect")
+        ConnSpec::parse(&self.url("postgres", db), "admin")
+            .expect("url")
+            .connect()
+            .await
+            .expect("admin connect")
     }
 
     /// Restarts the server (stop fast, start).
     pub fn restart(&self) {
         check(
             pg_command(&pg_bin().join("pg_ctl"))
-                .arg("-D").arg(self.dir.join("data"))
-                .arg("-l").arg(self.dir.join("log"))
+                .arg("-D")
+                .arg(self.dir.join("data"))
+                .arg("-l")
+                .arg(self.dir.join("log"))
                 .args(["-w", "-m", "fast", "restart"])
                 .output(),
             "pg_ctl restart",
@@ -215,7 +311,10 @@ impl Cluster {
 
 fn append(path: &Path, text: &str) {
     use std::io::Write;
-    let mut f = std::fs::OpenOptions::new().append(true).open(path).expect("open conf");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .expect("open conf");
     f.write_all(text.as_bytes()).expect("write conf");
 }
 
@@ -268,7 +367,9 @@ impl Pair {
     pub async fn new(name: &str) -> Pair {
         let (source, target) = (source().await, target().await);
         let a = source.admin("postgres").await;
-        a.batch_execute(&format!("CREATE DATABASE {name} OWNER {SOURCE_OWNER}")).await.expect("create source db");
+        a.batch_execute(&format!("CREATE DATABASE {name} OWNER {SOURCE_OWNER}"))
+            .await
+            .expect("create source db");
         source
             .admin(name)
             .await
@@ -283,7 +384,11 @@ impl Pair {
             .batch_execute(&format!("CREATE DATABASE {name} OWNER {TARGET_MASTER}"))
             .await
             .expect("create target db");
-        Pair { name: name.to_string(), source, target }
+        Pair {
+            name: name.to_string(),
+            source,
+            target,
+        }
     }
 
     pub fn source_url(&self) -> String {
@@ -296,24 +401,44 @@ impl Pair {
 
     /// A session as the source's owner role (what the application uses).
     pub async fn source_owner(&self) -> Client {
-        ConnSpec::parse(&self.source_url(), "source").expect("url").connect().await.expect("connect source")
+        ConnSpec::parse(&self.source_url(), "source")
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect source")
     }
 
     /// A session as the target's master user.
     pub async fn target_master(&self) -> Client {
-        ConnSpec::parse(&self.target_url(), "target").expect("url").connect().await.expect("connect target")
+        ConnSpec::parse(&self.target_url(), "target")
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect target")
     }
 
     /// Loads the rich fixture into the source.
     pub async fn load_rich_fixture(&self) {
-        let sql = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/fixtures/rich.sql"))
-            .expect("fixture");
-        self.source_owner().await.batch_execute(&sql).await.expect("load the rich fixture");
+        let sql = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/fixtures/rich.sql"),
+        )
+        .expect("fixture");
+        self.source_owner()
+            .await
+            .batch_execute(&sql)
+            .await
+            .expect("load the rich fixture");
     }
 
     /// Runs the heroku2rds binary with the pair's URLs in the environment.
     pub fn h2r(&self, args: &[&str]) -> Run {
-        h2r_env(args, &[("HEROKU2RDS_SOURCE_URL", &self.source_url()), ("HEROKU2RDS_TARGET_URL", &self.target_url())])
+        h2r_env(
+            args,
+            &[
+                ("HEROKU2RDS_SOURCE_URL", &self.source_url()),
+                ("HEROKU2RDS_TARGET_URL", &self.target_url()),
+            ],
+        )
     }
 
     /// Starts the binary in the background (for kill tests).
@@ -339,11 +464,16 @@ pub struct Run {
 
 impl Run {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
     }
     #[track_caller]
     pub fn expect_code(&self, code: i32) -> &Self {
-        assert_eq!(self.code, code, "unexpected exit code; stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "unexpected exit code; stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 }
@@ -351,7 +481,9 @@ impl Run {
 /// Runs the binary with extra environment; the URL variables are cleared unless given.
 pub fn h2r_env(args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut c = Command::new(env!("CARGO_BIN_EXE_heroku2rds"));
-    c.args(args).env_remove("HEROKU2RDS_SOURCE_URL").env_remove("HEROKU2RDS_TARGET_URL");
+    c.args(args)
+        .env_remove("HEROKU2RDS_SOURCE_URL")
+        .env_remove("HEROKU2RDS_TARGET_URL");
     for (k, v) in env {
         c.env(k, v);
     }
@@ -403,7 +535,10 @@ pub async fn sequence_values(c: &Client) -> std::collections::BTreeMap<String, (
     let mut out = std::collections::BTreeMap::new();
     for s in seqs {
         let name: String = s.get(0);
-        let r = c.query_one(&format!("SELECT last_value, is_called FROM {name}"), &[]).await.expect("read sequence");
+        let r = c
+            .query_one(&format!("SELECT last_value, is_called FROM {name}"), &[])
+            .await
+            .expect("read sequence");
         out.insert(name, (r.get(0), r.get(1)));
     }
     out
