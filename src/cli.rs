@@ -32,6 +32,21 @@ pub enum Command {
     SyncSequences(PairArgs),
     /// Refresh every materialized view on the target.
     RefreshMatviews(TargetArgs),
+    /// Remove capture triggers, functions, the change log and the tool's schemas. Idempotent.
+    Clean(CleanArgs),
+}
+
+/// `clean` arguments.
+#[derive(Debug, Args)]
+pub struct CleanArgs {
+    #[command(flatten)]
+    pub source: SourceArg,
+    /// Also remove the migration state from this target database.
+    #[arg(long, env = "HEROKU2RDS_TARGET_URL", hide_env_values = true)]
+    pub target: Option<String>,
+    /// Clean even while a replicate seems to be running.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// The source database URL.
@@ -87,6 +102,16 @@ pub struct ReplicateArgs {
     /// Size of a copy chunk in MB.
     #[arg(long, default_value_t = 64)]
     pub chunk_mb: u32,
+    /// Lock timeout of each attempt to install a capture trigger, in milliseconds: the longest the
+    /// application can queue behind the tool.
+    #[arg(long, default_value_t = 1000)]
+    pub lock_timeout_ms: u64,
+    /// Give up installing capture on a table after waiting this many seconds for its lock.
+    #[arg(long, default_value_t = 900)]
+    pub capture_max_wait_s: u64,
+    /// Change-log rows applied per batch.
+    #[arg(long, default_value_t = 5000)]
+    pub batch: i64,
 }
 
 /// `status` arguments.

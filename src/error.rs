@@ -41,6 +41,7 @@ pub struct Error {
     kind: Kind,
     message: String,
     fix: Option<String>,
+    transient: bool,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
@@ -54,6 +55,7 @@ impl Error {
             kind,
             message: message.into(),
             fix: None,
+            transient: false,
             source: None,
         }
     }
@@ -78,6 +80,18 @@ impl Error {
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         self.source = Some(Box::new(source));
         self
+    }
+
+    /// Marks the error as a lost connection or server restart: safe to retry idempotent work
+    /// after reconnecting.
+    pub fn transient(mut self) -> Self {
+        self.transient = true;
+        self
+    }
+
+    /// True for lost connections and server restarts.
+    pub fn is_transient(&self) -> bool {
+        self.transient
     }
 
     /// The kind of this error.

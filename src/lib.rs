@@ -1,6 +1,7 @@
 //! heroku2rds: move a production PostgreSQL database from Heroku to Amazon RDS with seconds of
 //! write downtime. See DESIGN.md for the architecture.
 
+pub mod clean;
 pub mod cli;
 pub mod error;
 pub mod pg;

@@ -9,7 +9,7 @@ use heroku2rds::cli::{Cli, Command};
 use heroku2rds::error::{Error, Kind, Result};
 use heroku2rds::pg::conn::{error_chain, ConnSpec};
 use heroku2rds::pg::{preflight, replicate, sequences, verify};
-use heroku2rds::status;
+use heroku2rds::{clean, status};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -124,8 +124,24 @@ async fn run(command: Command) -> Result<u8> {
                 keyless: a.keyless,
                 chunk_bytes: i64::from(a.chunk_mb) << 20,
                 until: a.until,
+                lock_timeout: std::time::Duration::from_millis(a.lock_timeout_ms.max(10)),
+                capture_max_wait: std::time::Duration::from_secs(a.capture_max_wait_s),
+                batch: a.batch.max(1),
             };
             let outcome = replicate::run(&source, &target, &opts, cancellation()).await?;
+            if outcome.applied.changes > 0 || a.until != replicate::Until::Copied {
+                println!(
+                    "applied {} change(s): {} key(s) rewritten, {} truncate(s){}",
+                    outcome.applied.changes,
+                    outcome.applied.keys,
+                    outcome.applied.truncates,
+                    if outcome.interrupted {
+                        "; stopped by a signal, re-run to continue"
+                    } else {
+                        "; caught up"
+                    }
+                );
+            }
             if outcome.already_done {
                 println!("nothing to do: the target already holds a complete copy (run `heroku2rds verify` to compare)");
             } else {
@@ -169,6 +185,17 @@ async fn run(command: Command) -> Result<u8> {
             let target = ConnSpec::parse(&a.target.target, "target")?;
             let n = sequences::sync(&source.connect().await?, &target.connect().await?).await?;
             println!("set {n} sequence(s) on the target to the source's values");
+            Ok(0)
+        }
+        Command::Clean(a) => {
+            let source = ConnSpec::parse(&a.source.source, "source")?;
+            let target = a
+                .target
+                .as_deref()
+                .map(|t| ConnSpec::parse(t, "target"))
+                .transpose()?;
+            let report = clean::run(&source, target.as_ref(), a.force).await?;
+            println!("{report}");
             Ok(0)
         }
         Command::RefreshMatviews(a) => {

@@ -50,6 +50,18 @@ CREATE TABLE IF NOT EXISTS heroku2rds.schema_items (
     header      text NOT NULL,
     done_at     timestamptz NOT NULL DEFAULT now()
 );
+CREATE TABLE IF NOT EXISTS heroku2rds.follow (
+    id              int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    applied_changes bigint NOT NULL DEFAULT 0,
+    applied_rows    bigint NOT NULL DEFAULT 0,
+    last_apply_at   timestamptz,
+    backlog         bigint,
+    oldest_change_s float8,
+    caught_up       boolean NOT NULL DEFAULT false,
+    stopped_reason  text,
+    updated_at      timestamptz
+);
+INSERT INTO heroku2rds.follow (id) VALUES (1) ON CONFLICT DO NOTHING;
 CREATE TABLE IF NOT EXISTS heroku2rds.events (
     id      bigserial PRIMARY KEY,
     at      timestamptz NOT NULL DEFAULT now(),

@@ -53,6 +53,20 @@ pub struct Status {
     pub eta_seconds: Option<f64>,
     /// Post-data items built.
     pub schema_items_done: i64,
+    /// Following: change-log rows waiting on the source (as of `follow_updated_s` ago).
+    pub backlog: Option<i64>,
+    /// Age in seconds of the oldest unapplied change.
+    pub oldest_change_s: Option<f64>,
+    /// True when the last apply cycle found nothing committed to apply.
+    pub caught_up: bool,
+    /// Change-log rows applied so far.
+    pub applied_changes: i64,
+    /// Apply rate over the whole follow, changes per second.
+    pub apply_rate: Option<f64>,
+    /// Why following stopped, when it did (schema change, interrupted).
+    pub stopped_reason: Option<String>,
+    /// Seconds since the follow figures were written.
+    pub follow_updated_s: Option<f64>,
     /// Per table.
     pub tables: Vec<TableProgress>,
 }
@@ -100,6 +114,16 @@ pub async fn read(target: &ConnSpec) -> Result<Status> {
             est_bytes: r.get(6),
         })
         .collect();
+    let follow = tgt
+        .query_one(
+            "SELECT f.backlog, f.oldest_change_s, f.caught_up, f.applied_changes,
+                    f.applied_changes / nullif(extract(epoch FROM f.last_apply_at - m.copied_at), 0)::float8,
+                    f.stopped_reason, extract(epoch FROM now() - f.updated_at)::float8
+               FROM heroku2rds.follow f, heroku2rds.migration m",
+            &[],
+        )
+        .await
+        .map_err(|e| query_error(e, "reading follow progress"))?;
     let copy_seconds: Option<f64> = head.get(0);
     let est_done: i64 = head.get(2);
     let est_left: i64 = head.get(3);
@@ -121,6 +145,13 @@ pub async fn read(target: &ConnSpec) -> Result<Status> {
         rows_per_second: rows_done as f64 / secs,
         eta_seconds: eta,
         schema_items_done: head.get(1),
+        backlog: follow.get(0),
+        oldest_change_s: follow.get(1),
+        caught_up: follow.get(2),
+        applied_changes: follow.get(3),
+        apply_rate: follow.get(4),
+        stopped_reason: follow.get(5),
+        follow_updated_s: follow.get(6),
         tables,
     })
 }

@@ -124,6 +124,12 @@ pub async fn tables(client: &Client) -> Result<Vec<Table>> {
         .query(&sql, &[])
         .await
         .map_err(|e| query_error(e, "listing tables"))?;
+    // Type names fully qualified (search_path = pg_catalog) so that they resolve the same way
+    // in every session, on both servers.
+    client
+        .batch_execute("BEGIN READ ONLY; SET LOCAL search_path = pg_catalog")
+        .await
+        .map_err(|e| query_error(e, "listing columns"))?;
     let cols = client
         .query(
             "SELECT a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod), a.attgenerated <> '', a.attnotnull
@@ -132,6 +138,10 @@ pub async fn tables(client: &Client) -> Result<Vec<Table>> {
               ORDER BY a.attrelid, a.attnum",
             &[],
         )
+        .await
+        .map_err(|e| query_error(e, "listing columns"))?;
+    client
+        .batch_execute("COMMIT")
         .await
         .map_err(|e| query_error(e, "listing columns"))?;
     // Candidate keys: the primary key first, then unique, valid, non-partial, non-expression

@@ -360,6 +360,11 @@ impl ConnSpec {
                     format!("{self}: the server refused the connection: {msg}"),
                 )
                 .with_fix(fix)
+            } else if *code == SqlState::CANNOT_CONNECT_NOW {
+                Error::other(format!(
+                    "{self}: the server is starting up or shutting down: {msg}"
+                ))
+                .transient()
             } else if *code == SqlState::TOO_MANY_CONNECTIONS {
                 Error::other(format!("{self}: no free connection slots: {msg}"))
                     .with_fix("lower --jobs, or stop other clients of this database")
@@ -375,6 +380,7 @@ impl ConnSpec {
         }
         Error::other(format!("{self}: cannot connect: {chain}"))
             .with_fix("check the host and port in the URL and that this machine can reach them (firewall, security group, VPN)")
+            .transient()
     }
 }
 
@@ -396,6 +402,16 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 /// Maps an error from a query to an [`Error`], saying what the tool was doing. Only the server's
 /// primary message is kept: DETAIL lines can hold row values.
 pub fn query_error(e: tokio_postgres::Error, doing: &str) -> Error {
+    let transient = is_connection_error(&e);
+    let err = query_error_inner(e, doing);
+    if transient {
+        err.transient()
+    } else {
+        err
+    }
+}
+
+fn query_error_inner(e: tokio_postgres::Error, doing: &str) -> Error {
     match e.as_db_error() {
         Some(db) => {
             let code = db.code();

@@ -1,6 +1,8 @@
 //! The replication engine: moves data between two PostgreSQL URLs. Knows nothing about Heroku or
 //! AWS.
 
+pub mod apply;
+pub mod capture;
 pub mod catalog;
 pub mod conn;
 pub mod copy;

@@ -9,10 +9,13 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 use tokio_postgres::Client;
 
+use super::apply;
+use super::capture::{self, InstallOptions};
 use super::catalog::{self, Table};
 use super::conn::{query_error, ConnSpec};
 use super::copy::{self, Chunk, CopyTotals, Range, SplitInput};
@@ -27,6 +30,10 @@ use crate::state::{self, Phase, RunnerLock, STATE_DDL};
 pub enum Until {
     /// Once every table is copied and indexed.
     Copied,
+    /// Once the change log holds nothing committed (stop writes first for an exact copy).
+    CaughtUp,
+    /// Follow changes until interrupted (SIGINT/SIGTERM stop cleanly between batches).
+    Forever,
 }
 
 /// Options of a replicate run.
@@ -40,10 +47,16 @@ pub struct Options {
     pub chunk_bytes: i64,
     /// When to return.
     pub until: Until,
+    /// Lock timeout of each attempt to install a capture trigger.
+    pub lock_timeout: Duration,
+    /// Longest wait for the lock of one table before giving up.
+    pub capture_max_wait: Duration,
+    /// Change-log rows per apply batch.
+    pub batch: i64,
 }
 
 /// What a run did.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Outcome {
     /// True when the target was already complete and nothing was done.
     pub already_done: bool,
@@ -51,6 +64,10 @@ pub struct Outcome {
     pub copied: CopyTotals,
     /// Workers used.
     pub jobs: usize,
+    /// Apply totals of this run.
+    pub applied: apply::BatchResult,
+    /// Whether following was stopped by a signal.
+    pub interrupted: bool,
 }
 
 /// Runs replication until `opts.until`.
@@ -75,14 +92,15 @@ pub async fn run(
                 ))
                 .with_fix("pass the same --source as the first run, or point --target at an empty database"));
             }
-            if m.phase == Phase::Copied {
+            ensure_capture_intact(&src, &tgt).await?;
+            if m.phase == Phase::Copied && opts.until == Until::Copied {
                 tracing::info!(
                     "the target is already complete: every table was copied; nothing to do"
                 );
                 return Ok(Outcome {
                     already_done: true,
-                    copied: CopyTotals::default(),
                     jobs,
+                    ..Default::default()
                 });
             }
             tracing::info!(
@@ -146,13 +164,193 @@ pub async fn run(
         let m = sequences::refresh_matviews(&tgt).await?;
         tracing::info!("refreshed {m} materialized view(s)");
         state::set_phase(&tgt, Phase::Copied).await?;
+        tracing::info!("copy complete: the target holds every replicated table as of the copy");
     }
-    tracing::info!("copy complete: the target holds every replicated table");
-    Ok(Outcome {
+    let mut outcome = Outcome {
         already_done: false,
         copied: totals,
         jobs,
-    })
+        ..Default::default()
+    };
+    if opts.until != Until::Copied {
+        let (applied, interrupted) = follow(source, target, opts, cancel).await?;
+        outcome.applied = applied;
+        outcome.interrupted = interrupted;
+    }
+    Ok(outcome)
+}
+
+/// Refuses to resume when the capture triggers are gone from the source: changes made while
+/// they were missing are lost, so the copy can no longer be trusted.
+async fn ensure_capture_intact(src: &Client, tgt: &Client) -> Result<()> {
+    let tables = load_tables(tgt).await?;
+    let modes = table_modes(tgt).await?;
+    let oids: Vec<u32> = tables
+        .iter()
+        .filter(|(id, t)| t.has_key() && modes.get(id).is_some_and(|m| m == "copy"))
+        .map(|(_, t)| t.oid)
+        .collect();
+    let row = src
+        .query_one(
+            "SELECT to_regclass('heroku2rds.changes') IS NOT NULL,
+                    (SELECT count(DISTINCT tgrelid) FROM pg_trigger WHERE tgname = $2 AND tgrelid = ANY($1))",
+            &[&oids, &capture::ROW_TRIGGER],
+        )
+        .await
+        .map_err(|e| query_error(e, "checking change capture on the source"))?;
+    let (log, triggers): (bool, i64) = (row.get(0), row.get(1));
+    if !log || triggers != oids.len() as i64 {
+        return Err(Error::other(format!(
+            "change capture is missing on the source ({triggers} of {} tables captured, change log {}): \
+             changes made since then were not recorded",
+            oids.len(),
+            if log { "present" } else { "missing" }
+        ))
+        .with_fix("start over: `heroku2rds clean --source ... --target ...`, empty the target database, then run replicate again"));
+    }
+    Ok(())
+}
+
+async fn table_modes(tgt: &Client) -> Result<HashMap<i32, String>> {
+    Ok(tgt
+        .query("SELECT id, mode FROM heroku2rds.tables", &[])
+        .await
+        .map_err(|e| query_error(e, "reading table modes"))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
+/// Follows the change log until caught up (or forever), reconnecting after lost connections.
+async fn follow(
+    source: &ConnSpec,
+    target: &ConnSpec,
+    opts: &Options,
+    cancel: Arc<AtomicBool>,
+) -> Result<(apply::BatchResult, bool)> {
+    let mut totals = apply::BatchResult::default();
+    let mut outage: Option<Instant> = None;
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match follow_session(source, target, opts, &cancel, &mut totals).await {
+            Ok(interrupted) => return Ok((totals, interrupted)),
+            Err(e) if e.is_transient() && !cancel.load(Ordering::SeqCst) => {
+                let since = *outage.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(300) {
+                    return Err(e.context("gave up after 5 minutes of reconnecting"));
+                }
+                tracing::warn!(
+                    "{e}; reconnecting in {:.1}s (applied work is kept; batches are idempotent)",
+                    backoff.as_secs_f64()
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One connected stretch of following. Returns Ok(true) when interrupted, Ok(false) when
+/// caught up (`--until caught-up`).
+async fn follow_session(
+    source: &ConnSpec,
+    target: &ConnSpec,
+    opts: &Options,
+    cancel: &AtomicBool,
+    totals: &mut apply::BatchResult,
+) -> Result<bool> {
+    let src = source.connect().await?;
+    let mut tgt = target.connect().await?;
+    let modes = table_modes(&tgt).await?;
+    let tables: HashMap<u32, Table> = load_tables(&tgt)
+        .await?
+        .into_iter()
+        .filter(|(id, t)| t.has_key() && modes.get(id).is_some_and(|m| m == "copy"))
+        .map(|(_, t)| (t.oid, t))
+        .collect();
+    tracing::info!("following changes on {} table(s)", tables.len());
+    let mut last_stats = Instant::now() - Duration::from_secs(60);
+    let mut last_sequences = Instant::now();
+    let mut window = (Instant::now(), 0u64);
+    loop {
+        if cancel.load(Ordering::SeqCst) {
+            record_follow(&src, &tgt, false, Some("interrupted")).await?;
+            tracing::info!("stopped following: interrupted (re-run to continue)");
+            return Ok(true);
+        }
+        let changes = apply::schema_changes(&src, &tables).await?;
+        if !changes.is_empty() {
+            let list: Vec<String> = changes
+                .iter()
+                .map(|c| format!("{}: {}", c.table, c.what))
+                .collect();
+            let reason = format!("schema change on the source: {}", list.join("; "));
+            record_follow(&src, &tgt, false, Some(&reason)).await?;
+            return Err(Error::new(Kind::Blocked, format!("{reason}; applying stopped so that nothing diverges"))
+                .with_fix("apply the same DDL to the target, then start the migration of that table over (this version cannot yet re-copy a single table)"));
+        }
+        let r = apply::apply_batch(&src, &mut tgt, &tables, opts.batch).await?;
+        totals.changes += r.changes;
+        totals.keys += r.keys;
+        totals.rows += r.rows;
+        totals.truncates += r.truncates;
+        window.1 += r.changes;
+        let caught_up = r.changes == 0;
+        if caught_up || last_stats.elapsed() > Duration::from_secs(2) {
+            record_follow(&src, &tgt, caught_up, None).await?;
+            let secs = window.0.elapsed().as_secs_f64().max(0.001);
+            if window.1 > 0 {
+                tracing::info!(
+                    "applied {} change(s) in {:.1}s ({:.0}/s)",
+                    window.1,
+                    secs,
+                    window.1 as f64 / secs
+                );
+            }
+            window = (Instant::now(), 0);
+            last_stats = Instant::now();
+        }
+        if last_sequences.elapsed() > Duration::from_secs(30) {
+            sequences::sync(&src, &tgt).await?;
+            last_sequences = Instant::now();
+        }
+        if caught_up {
+            if opts.until == Until::CaughtUp {
+                let n = sequences::sync(&src, &tgt).await?;
+                tracing::info!(
+                    "caught up: the change log holds nothing committed; {n} sequence(s) synced"
+                );
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Writes backlog, lag and whether the target is caught up, for `status`.
+async fn record_follow(
+    src: &Client,
+    tgt: &Client,
+    caught_up: bool,
+    stopped: Option<&str>,
+) -> Result<()> {
+    let row = src
+        .query_one(
+            "SELECT count(*), extract(epoch FROM now() - min(at))::float8 FROM heroku2rds.changes",
+            &[],
+        )
+        .await
+        .map_err(|e| query_error(e, "measuring the backlog"))?;
+    let (backlog, oldest): (i64, Option<f64>) = (row.get(0), row.get(1));
+    tgt.execute(
+        "UPDATE heroku2rds.follow SET backlog = $1, oldest_change_s = $2, caught_up = $3, stopped_reason = $4,
+                updated_at = now()",
+        &[&backlog, &oldest, &caught_up, &stopped],
+    )
+    .await
+    .map_err(|e| query_error(e, "recording follow progress"))?;
+    Ok(())
 }
 
 /// The identity of the source recorded with the migration (no user, no password: credentials
@@ -191,6 +389,12 @@ async fn start(
 ) -> Result<()> {
     tracing::info!("dumping the source schema (pg_dump --schema-only)");
     let scripts = schema::dump(source).await?;
+    // Capture goes in BEFORE any chunk is copied: every change from here on is logged.
+    let install = InstallOptions {
+        lock_timeout: opts.lock_timeout,
+        max_wait: opts.capture_max_wait,
+    };
+    capture::install(src, tables, install).await?;
     let tid_range_scans = catalog::server_major(src).await? >= 14;
     let mut plans = Vec::with_capacity(tables.len());
     for t in tables {

@@ -78,6 +78,8 @@ pub async fn dump(source: &ConnSpec) -> Result<SchemaScripts> {
         let kept: Vec<&str> = toc
             .lines()
             .filter(|l| !l.contains(" COMMENT - EXTENSION "))
+            // The capture triggers this tool installs on the source are not the application's.
+            .filter(|l| !(l.contains(" TRIGGER ") && l.contains(" heroku2rds_capture_")))
             .collect();
         std::fs::write(&list, kept.join("\n"))?;
         let mut sections = Vec::new();

@@ -1,0 +1,60 @@
+//! `clean`: removes every object of the tool from the source (capture triggers, functions, the
+//! change log, the `heroku2rds` schema) and, when given, the migration state from the target.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::pg::capture;
+use crate::pg::conn::{query_error, ConnSpec};
+use crate::state::{self, RunnerLock};
+
+/// Cleans both sides. Refuses while a replicate runs unless `force`.
+pub async fn run(source: &ConnSpec, target: Option<&ConnSpec>, force: bool) -> Result<String> {
+    let src = source.connect().await?;
+    let _lock = match target {
+        Some(t) if !force => Some(
+            RunnerLock::acquire(t.connect().await?, "clean")
+                .await
+                .map_err(|e| {
+                    Error::usage(format!(
+                        "{}: refusing to clean under a running replicate",
+                        e.message()
+                    ))
+                    .with_fix("stop it first, or pass --force")
+                })?,
+        ),
+        _ => None,
+    };
+    if !force {
+        let others: i64 = src
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'heroku2rds%' AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .map_err(|e| query_error(e, "looking for running heroku2rds sessions"))?
+            .get(0);
+        if others > 0 {
+            return Err(Error::usage(format!(
+                "{others} other heroku2rds session(s) are connected to the source: a replicate seems to be running"
+            ))
+            .with_fix("stop it first, or pass --force"));
+        }
+    }
+    let removed = capture::remove(&src, Duration::from_secs(1)).await?;
+    let mut report =
+        format!("source: removed {removed} capture trigger(s) and the heroku2rds schema");
+    if let Some(t) = target {
+        let tgt = t.connect().await?;
+        let had = state::load(&tgt).await?.is_some();
+        tgt.batch_execute("DROP SCHEMA IF EXISTS heroku2rds CASCADE")
+            .await
+            .map_err(|e| query_error(e, "dropping the heroku2rds schema on the target"))?;
+        report.push_str(if had {
+            "\ntarget: removed the migration state (the copied data stays)"
+        } else {
+            "\ntarget: no migration state to remove"
+        });
+    }
+    Ok(report)
+}
