@@ -28,15 +28,16 @@ pub async fn run(source: &ConnSpec, target: Option<&ConnSpec>, force: bool) -> R
     if !force {
         let others: i64 = src
             .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'heroku2rds%' AND pid <> pg_backend_pid()",
-                &[],
+                "SELECT count(*) FROM pg_stat_activity
+                  WHERE application_name = $1 AND datname = current_database() AND pid <> pg_backend_pid()",
+                &[&crate::pg::replicate::SOURCE_APPLICATION_NAME],
             )
             .await
             .map_err(|e| query_error(e, "looking for running heroku2rds sessions"))?
             .get(0);
         if others > 0 {
             return Err(Error::usage(format!(
-                "{others} other heroku2rds session(s) are connected to the source: a replicate seems to be running"
+                "{others} session(s) of a heroku2rds replicate are connected to the source: it seems to be running"
             ))
             .with_fix("stop it first, or pass --force"));
         }

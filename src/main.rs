@@ -128,6 +128,7 @@ async fn run(command: Command) -> Result<u8> {
                 capture_max_wait: std::time::Duration::from_secs(a.capture_max_wait_s),
                 batch: a.batch.max(1),
             };
+            let source = source.with_application_name(replicate::SOURCE_APPLICATION_NAME);
             let outcome = replicate::run(&source, &target, &opts, cancellation()).await?;
             if outcome.applied.changes > 0 || a.until != replicate::Until::Copied {
                 println!(

@@ -81,6 +81,7 @@ pub struct ConnSpec {
     sslmode: SslMode,
     sslrootcert: Option<PathBuf>,
     connect_timeout: Duration,
+    application_name: String,
 }
 
 impl fmt::Debug for ConnSpec {
@@ -179,7 +180,14 @@ impl ConnSpec {
             sslmode: sslmode.unwrap_or(SslMode::Prefer),
             sslrootcert,
             connect_timeout,
+            application_name: "heroku2rds".into(),
         })
+    }
+
+    /// The same database, with sessions named `application_name` (shown in pg_stat_activity).
+    pub fn with_application_name(mut self, name: &str) -> Self {
+        self.application_name = name.to_string();
+        self
     }
 
     /// Host name or address.
@@ -245,7 +253,7 @@ impl ConnSpec {
         cfg.port(self.port)
             .user(&self.user)
             .dbname(&self.dbname)
-            .application_name("heroku2rds")
+            .application_name(&self.application_name)
             .connect_timeout(self.connect_timeout)
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(30));

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 use super::apply;
@@ -24,6 +25,9 @@ use super::schema::{self, PostDataItem};
 use super::sequences;
 use crate::error::{Error, Kind, Result};
 use crate::state::{self, Phase, RunnerLock, STATE_DDL};
+
+/// `application_name` of replicate's sessions on the source (how `clean` recognizes them).
+pub const SOURCE_APPLICATION_NAME: &str = "heroku2rds replicate";
 
 /// When `replicate` returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -147,7 +151,16 @@ pub async fn run(
         state::set_phase(&tgt, phase).await?;
     }
     if phase == Phase::PostData {
-        post_data(target, &tgt, &migration.post_data, jobs, cancel.clone()).await?;
+        post_data(
+            source,
+            target,
+            &tgt,
+            &migration.post_data,
+            opts,
+            jobs,
+            cancel.clone(),
+        )
+        .await?;
         phase = Phase::Finishing;
         state::set_phase(&tgt, phase).await?;
     }
@@ -161,6 +174,7 @@ pub async fn run(
         run_statements(target, jobs, statements, cancel.clone()).await?;
         let n = sequences::sync(&src, &tgt).await?;
         tracing::info!("set {n} sequence(s) to the source's values");
+        validate_foreign_keys(&tgt).await?;
         let m = sequences::refresh_matviews(&tgt).await?;
         tracing::info!("refreshed {m} materialized view(s)");
         state::set_phase(&tgt, Phase::Copied).await?;
@@ -183,13 +197,7 @@ pub async fn run(
 /// Refuses to resume when the capture triggers are gone from the source: changes made while
 /// they were missing are lost, so the copy can no longer be trusted.
 async fn ensure_capture_intact(src: &Client, tgt: &Client) -> Result<()> {
-    let tables = load_tables(tgt).await?;
-    let modes = table_modes(tgt).await?;
-    let oids: Vec<u32> = tables
-        .iter()
-        .filter(|(id, t)| t.has_key() && modes.get(id).is_some_and(|m| m == "copy"))
-        .map(|(_, t)| t.oid)
-        .collect();
+    let oids: Vec<u32> = replicated_tables(tgt).await?.into_keys().collect();
     let row = src
         .query_one(
             "SELECT to_regclass('heroku2rds.changes') IS NOT NULL,
@@ -209,6 +217,17 @@ async fn ensure_capture_intact(src: &Client, tgt: &Client) -> Result<()> {
         .with_fix("start over: `heroku2rds clean --source ... --target ...`, empty the target database, then run replicate again"));
     }
     Ok(())
+}
+
+/// Tables whose changes are captured and applied, by source oid.
+async fn replicated_tables(tgt: &Client) -> Result<HashMap<u32, Table>> {
+    let modes = table_modes(tgt).await?;
+    Ok(load_tables(tgt)
+        .await?
+        .into_iter()
+        .filter(|(id, t)| t.has_key() && modes.get(id).is_some_and(|m| m == "copy"))
+        .map(|(_, t)| (t.oid, t))
+        .collect())
 }
 
 async fn table_modes(tgt: &Client) -> Result<HashMap<i32, String>> {
@@ -262,13 +281,7 @@ async fn follow_session(
 ) -> Result<bool> {
     let src = source.connect().await?;
     let mut tgt = target.connect().await?;
-    let modes = table_modes(&tgt).await?;
-    let tables: HashMap<u32, Table> = load_tables(&tgt)
-        .await?
-        .into_iter()
-        .filter(|(id, t)| t.has_key() && modes.get(id).is_some_and(|m| m == "copy"))
-        .map(|(_, t)| (t.oid, t))
-        .collect();
+    let tables = replicated_tables(&tgt).await?;
     tracing::info!("following changes on {} table(s)", tables.len());
     let mut last_stats = Instant::now() - Duration::from_secs(60);
     let mut last_sequences = Instant::now();
@@ -317,6 +330,7 @@ async fn follow_session(
         }
         if caught_up {
             if opts.until == Until::CaughtUp {
+                validate_foreign_keys(&tgt).await?;
                 let n = sequences::sync(&src, &tgt).await?;
                 tracing::info!(
                     "caught up: the change log holds nothing committed; {n} sequence(s) synced"
@@ -555,10 +569,18 @@ async fn chunk_counts(tgt: &Client) -> Result<(i64, i64)> {
 }
 
 /// Builds the post-data items not yet built, in waves, `jobs` at a time.
+///
+/// The copy is not one snapshot: rows changed between chunks can be on the target twice (an
+/// updated row copied from two pages) or refer to rows deleted since (a cascade), until the
+/// change log is applied. So a unique index that meets a duplicate triggers one pass of apply
+/// over the logged changes and is retried, and foreign keys are added NOT VALID (enforced for new
+/// rows) and validated once the target has caught up.
 async fn post_data(
+    source: &ConnSpec,
     target: &ConnSpec,
     tgt: &Client,
     script: &str,
+    opts: &Options,
     jobs: usize,
     cancel: Arc<AtomicBool>,
 ) -> Result<()> {
@@ -580,45 +602,145 @@ async fn post_data(
         done.len()
     );
     for wave in 0..=2u8 {
-        let batch: Vec<PostDataItem> = todo.iter().filter(|i| i.wave() == wave).cloned().collect();
-        if batch.is_empty() {
-            continue;
-        }
-        let queue = Arc::new(Mutex::new(batch));
-        let mut set = JoinSet::new();
-        for _ in 0..jobs {
-            let (target, queue, preamble, cancel) = (
-                target.clone(),
-                queue.clone(),
-                preamble.clone(),
-                cancel.clone(),
+        let mut batch: Vec<PostDataItem> =
+            todo.iter().filter(|i| i.wave() == wave).cloned().collect();
+        for round in 0..4 {
+            if batch.is_empty() {
+                break;
+            }
+            let duplicates = build_items(target, &preamble, batch, jobs, cancel.clone()).await?;
+            if duplicates.is_empty() {
+                break;
+            }
+            if round == 3 {
+                return Err(Error::other(format!(
+                    "{} still meets duplicate rows after applying the change log three times",
+                    duplicates[0].header
+                )));
+            }
+            tracing::info!(
+                "{} index(es) met rows changed during the copy; applying the change log before retrying",
+                duplicates.len()
             );
-            set.spawn(async move {
-                let mut client = target.connect().await?;
-                client.batch_execute(&preamble).await.map_err(|e| query_error(e, "preparing a post-data session"))?;
-                loop {
-                    if cancel.load(Ordering::SeqCst) {
-                        return Err(Error::other("interrupted; built items are kept: re-run the same command to resume"));
-                    }
-                    let Some(item) = queue.lock().map_err(|_| Error::other("post-data queue poisoned"))?.pop() else {
-                        return Ok(());
-                    };
-                    let tx = client.transaction().await.map_err(|e| query_error(e, "starting a post-data transaction"))?;
-                    tx.batch_execute(&item.sql).await.map_err(|e| query_error(e, &format!("building {}", item.header)))?;
-                    tx.execute(
-                        "INSERT INTO heroku2rds.schema_items (ordinal, object_type, header) VALUES ($1, $2, $3)",
-                        &[&item.ordinal, &item.object_type, &item.header],
-                    )
-                    .await
-                    .map_err(|e| query_error(e, "recording a built schema item"))?;
-                    tx.commit().await.map_err(|e| query_error(e, &format!("committing {}", item.header)))?;
-                    tracing::debug!("built {}", item.header);
-                }
-            });
+            drain_changes(source, target, opts).await?;
+            batch = duplicates;
         }
-        join_all(set).await?;
     }
     Ok(())
+}
+
+/// Builds items in parallel; returns those that failed on duplicate keys (to retry after apply).
+async fn build_items(
+    target: &ConnSpec,
+    preamble: &str,
+    items: Vec<PostDataItem>,
+    jobs: usize,
+    cancel: Arc<AtomicBool>,
+) -> Result<Vec<PostDataItem>> {
+    let queue = Arc::new(Mutex::new(items));
+    let duplicates = Arc::new(Mutex::new(Vec::new()));
+    let mut set = JoinSet::new();
+    for _ in 0..jobs {
+        let (target, queue, preamble, cancel, duplicates) = (
+            target.clone(),
+            queue.clone(),
+            preamble.to_string(),
+            cancel.clone(),
+            duplicates.clone(),
+        );
+        set.spawn(async move {
+            let mut client = target.connect().await?;
+            client.batch_execute(&preamble).await.map_err(|e| query_error(e, "preparing a post-data session"))?;
+            loop {
+                if cancel.load(Ordering::SeqCst) {
+                    return Err(Error::other("interrupted; built items are kept: re-run the same command to resume"));
+                }
+                let Some(item) = queue.lock().map_err(|_| Error::other("post-data queue poisoned"))?.pop() else {
+                    return Ok(());
+                };
+                let tx = client.transaction().await.map_err(|e| query_error(e, "starting a post-data transaction"))?;
+                if let Err(e) = tx.batch_execute(&item.sql_to_run()).await {
+                    let dup = e.code().is_some_and(|c| {
+                        *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::EXCLUSION_VIOLATION
+                    });
+                    if dup {
+                        drop(tx);
+                        duplicates.lock().map_err(|_| Error::other("post-data list poisoned"))?.push(item);
+                        continue;
+                    }
+                    return Err(query_error(e, &format!("building {}", item.header)));
+                }
+                tx.execute(
+                    "INSERT INTO heroku2rds.schema_items (ordinal, object_type, header) VALUES ($1, $2, $3)",
+                    &[&item.ordinal, &item.object_type, &item.header],
+                )
+                .await
+                .map_err(|e| query_error(e, "recording a built schema item"))?;
+                tx.commit().await.map_err(|e| query_error(e, &format!("committing {}", item.header)))?;
+                tracing::debug!("built {}", item.header);
+            }
+        });
+    }
+    join_all(set).await?;
+    let list = std::mem::take(
+        &mut *duplicates
+            .lock()
+            .map_err(|_| Error::other("post-data list poisoned"))?,
+    );
+    Ok(list)
+}
+
+/// Applies the change log until it holds nothing committed.
+async fn drain_changes(
+    source: &ConnSpec,
+    target: &ConnSpec,
+    opts: &Options,
+) -> Result<apply::BatchResult> {
+    let src = source.connect().await?;
+    let mut tgt = target.connect().await?;
+    let tables = replicated_tables(&tgt).await?;
+    let mut total = apply::BatchResult::default();
+    loop {
+        let r = apply::apply_batch(&src, &mut tgt, &tables, opts.batch).await?;
+        total.changes += r.changes;
+        if r.changes == 0 {
+            return Ok(total);
+        }
+    }
+}
+
+/// Validates foreign keys added NOT VALID during post-data. Returns how many are still not
+/// valid (rows changed during the copy not yet applied, or writes still running).
+pub async fn validate_foreign_keys(tgt: &Client) -> Result<usize> {
+    let rows = tgt
+        .query(
+            "SELECT format('%I.%I', n.nspname, c.relname), quote_ident(k.conname)
+               FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE k.contype = 'f' AND NOT k.convalidated AND n.nspname <> 'heroku2rds'",
+            &[],
+        )
+        .await
+        .map_err(|e| query_error(e, "listing foreign keys to validate"))?;
+    let mut left = 0;
+    for r in &rows {
+        let (table, name): (String, String) = (r.get(0), r.get(1));
+        if let Err(e) = tgt
+            .batch_execute(&format!("ALTER TABLE {table} VALIDATE CONSTRAINT {name}"))
+            .await
+        {
+            if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) {
+                left += 1;
+                continue;
+            }
+            return Err(query_error(e, &format!("validating {name} on {table}")));
+        }
+    }
+    if left > 0 {
+        tracing::info!(
+            "{left} foreign key(s) stay NOT VALID until the target catches up with writes stopped"
+        );
+    }
+    Ok(left)
 }
 
 /// Runs independent statements on the target, `jobs` at a time.

@@ -159,6 +159,20 @@ pub struct PostDataItem {
 }
 
 impl PostDataItem {
+    /// The SQL to run: foreign keys on plain tables are added NOT VALID (see replicate.rs).
+    /// Partitioned tables (no `ONLY` in pg_dump's statement) do not support NOT VALID foreign keys.
+    pub fn sql_to_run(&self) -> String {
+        if self.object_type == "FK CONSTRAINT"
+            && self.sql.trim_start().starts_with("ALTER TABLE ONLY ")
+        {
+            let body = self.sql.trim_end();
+            if let Some(stmt) = body.strip_suffix(';') {
+                return format!("{stmt} NOT VALID;\n");
+            }
+        }
+        self.sql.clone()
+    }
+
     /// Items of a lower wave run before items of a higher wave: indexes and key constraints
     /// first, then index attachments to partitioned parents, then everything that depends on
     /// them (foreign keys, triggers, rules, policies, comments).

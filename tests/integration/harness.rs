@@ -499,11 +499,23 @@ pub fn h2r_env(args: &[&str], env: &[(&str, &str)]) -> Run {
 /// per relation, the row count and an md5 over the sorted md5s of each row's whole-row text.
 /// Independent of heroku2rds's verify (different query, different aggregation).
 pub async fn fingerprint(c: &Client) -> std::collections::BTreeMap<String, (i64, String)> {
+    fingerprint_kinds(c, "'r', 'm'").await
+}
+
+/// [`fingerprint`] of ordinary tables only (materialized views are refreshed at cutover).
+pub async fn fingerprint_tables(c: &Client) -> std::collections::BTreeMap<String, (i64, String)> {
+    fingerprint_kinds(c, "'r'").await
+}
+
+async fn fingerprint_kinds(
+    c: &Client,
+    kinds: &str,
+) -> std::collections::BTreeMap<String, (i64, String)> {
     let rels = c
         .query(
-            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-              WHERE c.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'heroku2rds')
-                AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1",
+            &format!("SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.relkind IN ({kinds}) AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'heroku2rds')
+                AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1"),
             &[],
         )
         .await

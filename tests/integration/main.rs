@@ -4,4 +4,5 @@ mod harness;
 
 mod bad_input;
 mod copy;
+mod follow;
 mod verify;
