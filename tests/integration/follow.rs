@@ -309,3 +309,180 @@ async fn schema_change_stops_apply_and_clean_removes_everything() {
         .get(0);
     assert_eq!(t, 0, "state left on the target");
 }
+
+/// A writer that keeps going through server restarts (reconnecting), for fault tests.
+async fn resilient_writer(pair_url: String, stop: Arc<AtomicBool>, ops: Arc<AtomicU64>) {
+    let spec = heroku2rds::pg::conn::ConnSpec::parse(&pair_url, "source").expect("url");
+    let mut rng = Lcg(7);
+    let mut client = None;
+    while !stop.load(Ordering::Relaxed) {
+        if client.is_none() {
+            match spec.connect().await {
+                Ok(c) => client = Some(c),
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            }
+        }
+        let c = client.as_ref().expect("connected");
+        let id = 1 + rng.next(20_000) as i64;
+        let sql = match rng.next(5) {
+            0 => format!("UPDATE public.r SET v = v + 1 WHERE id = {id}"),
+            1 => format!("DELETE FROM public.r WHERE id = {id}"),
+            2 => format!("INSERT INTO public.r VALUES ({id}, 0) ON CONFLICT (id) DO UPDATE SET v = -1"),
+            3 => format!("INSERT INTO public.r2 VALUES ('k{id}', 'x') ON CONFLICT (k) DO UPDATE SET v = public.r2.v || 'y'"),
+            _ => format!("UPDATE public.r SET id = id + 100000 WHERE id = {id}"),
+        };
+        match c.batch_execute(&sql).await {
+            Ok(()) => {
+                ops.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {}
+            Err(_) => client = None,
+        }
+    }
+}
+
+async fn wait_following(pair: &Pair, child: &mut std::process::Child) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "replicate did not start following"
+        );
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "replicate exited early"
+        );
+        let s = pair.h2r(&["status", "--json"]);
+        if s.code == 0 && s.json()["follow_updated_s"].is_number() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_and_server_restarts_during_follow_lose_nothing() {
+    let pair = Pair::private("faults").await;
+    pair.source_owner()
+        .await
+        .batch_execute(
+            "CREATE TABLE public.r (id bigint PRIMARY KEY, v int NOT NULL);
+             INSERT INTO public.r SELECT i, 0 FROM generate_series(1, 20000) i;
+             CREATE TABLE public.r2 (k text PRIMARY KEY, v text);",
+        )
+        .await
+        .expect("setup");
+    let stop = Arc::new(AtomicBool::new(false));
+    let ops = Arc::new(AtomicU64::new(0));
+    let writer = tokio::spawn(resilient_writer(
+        pair.source_url(),
+        stop.clone(),
+        ops.clone(),
+    ));
+
+    let mut child = pair.spawn_h2r(&["replicate", "--until", "forever"]);
+    wait_following(&pair, &mut child).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    child.kill().expect("kill -9 during follow");
+    child.wait().expect("reap");
+
+    let mut child = pair.spawn_h2r(&["replicate", "--until", "forever"]);
+    wait_following(&pair, &mut child).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    pair.source.restart();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    pair.target.restart();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "replicate survived both restarts by reconnecting"
+    );
+
+    stop.store(true, Ordering::SeqCst);
+    writer.await.expect("writer");
+    assert!(ops.load(Ordering::SeqCst) > 100, "the writer ran");
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("reconnecting"),
+        "the restarts were noticed: {stderr}"
+    );
+
+    pair.h2r(&["replicate", "--until", "caught-up"])
+        .expect_code(0);
+    let (src, tgt) = (pair.source_owner().await, pair.target_master().await);
+    assert_eq!(
+        fingerprint_tables(&src).await,
+        fingerprint_tables(&tgt).await
+    );
+    pair.h2r(&["verify"]).expect_code(0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn capture_install_never_blocks_writers_longer_than_the_lock_timeout() {
+    let pair = Pair::new("lock_wait").await;
+    pair.source_owner()
+        .await
+        .batch_execute("CREATE TABLE public.lk (id serial PRIMARY KEY, v int); INSERT INTO public.lk (v) SELECT 1 FROM generate_series(1, 1000);")
+        .await
+        .expect("setup");
+    // A long transaction holds a lock that trigger creation conflicts with.
+    let holder = pair.source_owner().await;
+    holder
+        .batch_execute("BEGIN; INSERT INTO public.lk (v) VALUES (0);")
+        .await
+        .expect("hold");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let c = pair.source_owner().await;
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut worst = Duration::ZERO;
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let t0 = Instant::now();
+                c.batch_execute("INSERT INTO public.lk (v) VALUES (2)")
+                    .await
+                    .expect("app insert");
+                worst = worst.max(t0.elapsed());
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (worst, n)
+        })
+    };
+    let child = pair.spawn_h2r(&["replicate", "--until", "copied", "--lock-timeout-ms", "300"]);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    holder.batch_execute("COMMIT").await.expect("release");
+    let out = child.wait_with_output().expect("replicate");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("public.lk is locked by pid"),
+        "waits are reported: {stderr}"
+    );
+    stop.store(true, Ordering::SeqCst);
+    let (worst, n) = writer.await.expect("writer");
+    assert!(n > 20, "the application kept writing ({n} inserts)");
+    assert!(
+        worst < Duration::from_millis(1300),
+        "an application insert waited {worst:?} (lock timeout 300 ms)"
+    );
+
+    pair.h2r(&["replicate", "--until", "caught-up"])
+        .expect_code(0);
+    let (src, tgt) = (pair.source_owner().await, pair.target_master().await);
+    assert_eq!(
+        fingerprint_tables(&src).await,
+        fingerprint_tables(&tgt).await
+    );
+}

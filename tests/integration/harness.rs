@@ -189,15 +189,15 @@ fn make_ca(dir: &Path, cn: &str) -> PathBuf {
 
 /// A running cluster.
 pub struct Cluster {
-    pub name: &'static str,
+    pub name: String,
     pub port: u16,
     pub dir: PathBuf,
 }
 
 impl Cluster {
-    fn start(name: &'static str) -> Cluster {
+    fn start(name: String) -> Cluster {
         let root = root();
-        let dir = root.dir.join(name);
+        let dir = root.dir.join(&name);
         std::fs::create_dir_all(&dir).expect("cluster dir");
         let pwfile = dir.join("pw");
         std::fs::write(&pwfile, &root.password).expect("pwfile");
@@ -318,21 +318,33 @@ fn append(path: &Path, text: &str) {
     f.write_all(text.as_bytes()).expect("write conf");
 }
 
+async fn init_source(c: &Cluster) {
+    let a = c.admin("postgres").await;
+    let pw = &root().password;
+    a.batch_execute(&format!(
+        "CREATE ROLE {SOURCE_OWNER} LOGIN PASSWORD '{pw}'; CREATE ROLE {INTRUDER} LOGIN PASSWORD '{pw}';"
+    ))
+    .await
+    .expect("source roles");
+}
+
+async fn init_target(c: &Cluster) {
+    let a = c.admin("postgres").await;
+    a.batch_execute(&format!(
+        "CREATE ROLE {TARGET_MASTER} LOGIN PASSWORD '{}' CREATEDB CREATEROLE;
+         GRANT SET ON PARAMETER session_replication_role TO {TARGET_MASTER};",
+        root().password
+    ))
+    .await
+    .expect("target roles");
+}
+
 /// The shared source ("Heroku") cluster.
 pub async fn source() -> &'static Cluster {
     static C: OnceLock<Cluster> = OnceLock::new();
     static INIT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
-    let c = C.get_or_init(|| Cluster::start("source"));
-    INIT.get_or_init(|| async {
-        let a = c.admin("postgres").await;
-        let pw = &root().password;
-        a.batch_execute(&format!(
-            "CREATE ROLE {SOURCE_OWNER} LOGIN PASSWORD '{pw}'; CREATE ROLE {INTRUDER} LOGIN PASSWORD '{pw}';"
-        ))
-        .await
-        .expect("source roles");
-    })
-    .await;
+    let c = C.get_or_init(|| Cluster::start("source".into()));
+    INIT.get_or_init(|| init_source(c)).await;
     c
 }
 
@@ -340,18 +352,8 @@ pub async fn source() -> &'static Cluster {
 pub async fn target() -> &'static Cluster {
     static C: OnceLock<Cluster> = OnceLock::new();
     static INIT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
-    let c = C.get_or_init(|| Cluster::start("target"));
-    INIT.get_or_init(|| async {
-        let a = c.admin("postgres").await;
-        a.batch_execute(&format!(
-            "CREATE ROLE {TARGET_MASTER} LOGIN PASSWORD '{}' CREATEDB CREATEROLE;
-             GRANT SET ON PARAMETER session_replication_role TO {TARGET_MASTER};",
-            root().password
-        ))
-        .await
-        .expect("target roles");
-    })
-    .await;
+    let c = C.get_or_init(|| Cluster::start("target".into()));
+    INIT.get_or_init(|| init_target(c)).await;
     c
 }
 
@@ -364,8 +366,23 @@ pub struct Pair {
 }
 
 impl Pair {
+    /// Databases on the shared clusters.
     pub async fn new(name: &str) -> Pair {
-        let (source, target) = (source().await, target().await);
+        Self::on(name, source().await, target().await).await
+    }
+
+    /// Databases on clusters of their own, for tests that restart servers.
+    pub async fn private(name: &str) -> Pair {
+        let source: &'static Cluster =
+            Box::leak(Box::new(Cluster::start(format!("{name}-source"))));
+        let target: &'static Cluster =
+            Box::leak(Box::new(Cluster::start(format!("{name}-target"))));
+        init_source(source).await;
+        init_target(target).await;
+        Self::on(name, source, target).await
+    }
+
+    async fn on(name: &str, source: &'static Cluster, target: &'static Cluster) -> Pair {
         let a = source.admin("postgres").await;
         a.batch_execute(&format!("CREATE DATABASE {name} OWNER {SOURCE_OWNER}"))
             .await
