@@ -75,7 +75,7 @@ fn cancellation() -> Arc<AtomicBool> {
                 std::process::exit(130);
             }
             eprintln!(
-                "interrupted: stopping after the chunks in flight (press Ctrl-C again to exit now)"
+                "interrupted: stopping cleanly after the work in flight (press Ctrl-C again to exit now)"
             );
         }
     });
@@ -145,7 +145,7 @@ async fn run(command: Command) -> Result<u8> {
             }
             if outcome.already_done {
                 println!("nothing to do: the target already holds a complete copy (run `heroku2rds verify` to compare)");
-            } else {
+            } else if outcome.copied.chunks > 0 {
                 println!(
                     "copied {} rows ({:.1} MB) in {} chunks with {} workers; the target is complete",
                     outcome.copied.rows,

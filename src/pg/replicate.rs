@@ -637,7 +637,11 @@ async fn build_items(
     jobs: usize,
     cancel: Arc<AtomicBool>,
 ) -> Result<Vec<PostDataItem>> {
-    let queue = Arc::new(Mutex::new(items));
+    // (item, deadlocks met so far): foreign keys built in parallel lock both tables and can
+    // deadlock each other; the loser goes back to the queue.
+    let queue = Arc::new(Mutex::new(
+        items.into_iter().map(|i| (i, 0u8)).collect::<Vec<_>>(),
+    ));
     let duplicates = Arc::new(Mutex::new(Vec::new()));
     let mut set = JoinSet::new();
     for _ in 0..jobs {
@@ -655,11 +659,17 @@ async fn build_items(
                 if cancel.load(Ordering::SeqCst) {
                     return Err(Error::other("interrupted; built items are kept: re-run the same command to resume"));
                 }
-                let Some(item) = queue.lock().map_err(|_| Error::other("post-data queue poisoned"))?.pop() else {
+                let Some((item, deadlocks)) = queue.lock().map_err(|_| Error::other("post-data queue poisoned"))?.pop() else {
                     return Ok(());
                 };
                 let tx = client.transaction().await.map_err(|e| query_error(e, "starting a post-data transaction"))?;
                 if let Err(e) = tx.batch_execute(&item.sql_to_run()).await {
+                    if e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED) && deadlocks < 5 {
+                        drop(tx);
+                        tracing::debug!("deadlock building {}; retrying", item.header);
+                        queue.lock().map_err(|_| Error::other("post-data queue poisoned"))?.insert(0, (item, deadlocks + 1));
+                        continue;
+                    }
                     let dup = e.code().is_some_and(|c| {
                         *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::EXCLUSION_VIOLATION
                     });
