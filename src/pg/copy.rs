@@ -369,9 +369,7 @@ mod tests {
                 .iter()
                 .filter(|r| match r {
                     Range::Whole => true,
-                    Range::Int { lo, hi } => {
-                        lo.map_or(true, |l| p >= l) && hi.map_or(true, |h| p < h)
-                    }
+                    Range::Int { lo, hi } => lo.is_none_or(|l| p >= l) && hi.is_none_or(|h| p < h),
                     Range::Ctid { .. } => false,
                 })
                 .count();

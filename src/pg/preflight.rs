@@ -456,7 +456,7 @@ pub fn render(r: &Report) -> String {
         "table", "est. rows", "size"
     );
     let mut tables: Vec<&Table> = f.tables.iter().collect();
-    tables.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+    tables.sort_by_key(|t| std::cmp::Reverse(t.bytes));
     for t in tables {
         let key = match &t.key_kind {
             KeyKind::PrimaryKey => format!("primary key ({})", t.key.join(", ")),
@@ -651,7 +651,9 @@ mod tests {
         assert_eq!(r[0].code, "large_objects");
         assert!(r[1..].iter().all(|x| x.severity != Severity::Blocking));
         let mut g = facts();
-        g.target.as_mut().map(|t| t.encoding = "LATIN1".into());
+        if let Some(t) = g.target.as_mut() {
+            t.encoding = "LATIN1".into();
+        }
         assert_eq!(
             codes(&g, KeylessMode::Error),
             vec![("encoding_differs", Severity::Warning)]

@@ -1,10 +1,14 @@
 //! `replicate`: the engine's order of operations (DESIGN.md), each step recorded in the target's
-//! state so that a re-run resumes where the last one stopped.
+//! state so that a re-run resumes where the last one stopped:
 //!
-//! 1. preflight (read-only); 2. schema pre-data restored, tables and chunks planned and the state
-//! created, all in ONE target transaction; 3. chunks copied in parallel; 4. post-data items
-//! (indexes, constraints, triggers) built in parallel waves, each item recorded with its
-//! transaction; 5. ANALYZE, sequences, materialized views; 6. phase `copied`.
+//! 1. preflight (read-only);
+//! 2. schema dump, change capture installed on the source, then schema pre-data restored, tables
+//!    and chunks planned and the state created, all in ONE target transaction;
+//! 3. chunks copied in parallel;
+//! 4. post-data items (indexes, constraints, triggers) built in parallel waves, each recorded in
+//!    its own transaction;
+//! 5. ANALYZE, sequences, materialized views; phase `copied`;
+//! 6. unless `--until copied`: apply the change log (follow).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -102,7 +102,9 @@ pub fn root() -> &'static Root {
         );
         let mut watchdog = Command::new("setsid");
         watchdog.args(["sh", "-c", &script]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-        watchdog.spawn().expect("start the cleanup watchdog");
+        // Deliberately not waited for: it must outlive this process to clean up after it.
+        #[allow(clippy::zombie_processes)]
+        let _watchdog = watchdog.spawn().expect("start the cleanup watchdog");
 
         let ca = make_ca(&dir.join("ca"), "heroku2rds test CA");
         let wrong_ca = make_ca(&dir.join("wrong-ca"), "some other CA");
