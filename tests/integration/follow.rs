@@ -254,6 +254,22 @@ async fn schema_change_stops_apply_and_clean_removes_everything() {
         .expect("setup");
     pair.h2r(&["replicate", "--until", "caught-up"])
         .expect_code(0);
+    // clean refuses while a replicate runs (unless --force).
+    let mut child = pair.spawn_h2r(&["replicate", "--until", "forever"]);
+    wait_following(&pair, &mut child).await;
+    let refused = pair.h2r(&["clean"]);
+    refused.expect_code(2);
+    assert!(
+        refused.stderr.contains("already running") && refused.stderr.contains("--force"),
+        "{}",
+        refused.stderr
+    );
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(child.wait().expect("wait").success());
+
     let src = pair.source_owner().await;
     src.batch_execute("UPDATE public.g SET v = 'y' WHERE id = 1; ALTER TABLE public.g ADD COLUMN extra int DEFAULT 5;")
         .await
