@@ -381,7 +381,14 @@ impl ConnSpec {
             };
         }
         let lower = chain.to_lowercase();
-        if lower.contains("certificate") || lower.contains("tls") || lower.contains("ssl") {
+        // A server that goes away during the handshake (restart, failover) is not a TLS
+        // configuration problem: retryable, like any lost connection.
+        let dropped = ["eof", "reset", "closed", "broken pipe", "refused"]
+            .iter()
+            .any(|w| lower.contains(w));
+        if !dropped
+            && (lower.contains("certificate") || lower.contains("tls") || lower.contains("ssl"))
+        {
             return Error::new(Kind::Refused, format!("{self}: TLS failed: {chain}")).with_fix(
                 "check sslmode and sslrootcert in the URL: verify-full needs the CA that signed the server's certificate and a host name that certificate names",
             );

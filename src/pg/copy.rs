@@ -255,7 +255,15 @@ pub async fn copy_all(
     mut chunks: Vec<Chunk>,
     jobs: usize,
     cancel: Arc<AtomicBool>,
+    table_done: tokio::sync::mpsc::UnboundedSender<i32>,
 ) -> Result<CopyTotals> {
+    // Chunks left per table: when a table's count reaches zero, its id goes to `table_done` so
+    // that its indexes can be built while other tables still copy.
+    let mut left: std::collections::HashMap<i32, usize> = std::collections::HashMap::new();
+    for c in &chunks {
+        *left.entry(c.table_id).or_default() += 1;
+    }
+    let left = Arc::new(Mutex::new(left));
     chunks.sort_by(|a, b| {
         b.est_bytes
             .cmp(&a.est_bytes)
@@ -268,6 +276,7 @@ pub async fn copy_all(
     let started = Instant::now();
     let mut set = JoinSet::new();
     for worker in 0..jobs.max(1).min(total.max(1)) {
+        let (left, table_done) = (left.clone(), table_done.clone());
         let (source, target, tables, queue, failed, cancel) = (
             source.clone(),
             target.clone(),
@@ -305,6 +314,18 @@ pub async fn copy_all(
                 totals.chunks += 1;
                 totals.rows += rows;
                 totals.bytes += bytes;
+                let finished = {
+                    let mut left = left
+                        .lock()
+                        .map_err(|_| Error::other("chunk counts poisoned"))?;
+                    let n = left.entry(chunk.table_id).or_insert(1);
+                    *n -= 1;
+                    *n == 0
+                };
+                if finished {
+                    // The receiver may be gone (early index builds failed): the copy goes on.
+                    let _ = table_done.send(chunk.table_id);
+                }
                 tracing::info!(
                     worker,
                     "copied {} chunk {} ({} rows, {:.1} MB) in {:.1}s",

@@ -150,7 +150,33 @@ pub async fn run(
             "copying {} chunk(s) with {jobs} worker(s) ({done} of {total} already done)",
             chunks.len()
         );
-        totals = copy::copy_all(source, target, tables, chunks, jobs, cancel.clone()).await?;
+        let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
+        // Tables already complete (a resumed run) can have their indexes built right away.
+        let pending: std::collections::HashSet<i32> = chunks.iter().map(|c| c.table_id).collect();
+        for id in tables.keys().filter(|id| !pending.contains(id)) {
+            let _ = done_tx.send(*id);
+        }
+        let copying = copy::copy_all(
+            source,
+            target,
+            tables.clone(),
+            chunks,
+            jobs,
+            cancel.clone(),
+            done_tx,
+        );
+        let indexing = early_indexes(
+            target,
+            &tgt,
+            &migration.post_data,
+            tables,
+            done_rx,
+            jobs,
+            cancel.clone(),
+        );
+        let (copied, indexed) = tokio::join!(copying, indexing);
+        totals = copied?;
+        indexed?;
         phase = Phase::PostData;
         state::set_phase(&tgt, phase).await?;
     }
@@ -633,6 +659,117 @@ async fn post_data(
     Ok(())
 }
 
+/// Builds the indexes and key constraints of each table as soon as all its chunks are copied,
+/// while other tables still copy (up to `jobs` at a time). Items that meet duplicate rows (rows
+/// changed during the copy) are left for the post-data phase, which applies the change log first.
+async fn early_indexes(
+    target: &ConnSpec,
+    tgt: &Client,
+    script: &str,
+    tables: Arc<HashMap<i32, Table>>,
+    mut ready: tokio::sync::mpsc::UnboundedReceiver<i32>,
+    jobs: usize,
+    cancel: Arc<AtomicBool>,
+) -> Result<()> {
+    let (preamble, items) = schema::split_post_data(script);
+    let done: std::collections::HashSet<i32> = tgt
+        .query("SELECT ordinal FROM heroku2rds.schema_items", &[])
+        .await
+        .map_err(|e| query_error(e, "reading built schema items"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut by_table: HashMap<(String, String), Vec<PostDataItem>> = HashMap::new();
+    for item in items
+        .into_iter()
+        .filter(|i| i.wave() == 0 && !done.contains(&i.ordinal))
+    {
+        if let Some(t) = schema::item_table(&item) {
+            by_table.entry(t).or_default().push(item);
+        }
+    }
+    let permits = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
+    let mut set = JoinSet::new();
+    while let Some(id) = ready.recv().await {
+        let Some(t) = tables.get(&id) else { continue };
+        for item in by_table
+            .remove(&(t.schema.clone(), t.name.clone()))
+            .unwrap_or_default()
+        {
+            let (target, preamble, permits, cancel) = (
+                target.clone(),
+                preamble.clone(),
+                permits.clone(),
+                cancel.clone(),
+            );
+            set.spawn(async move {
+                let _permit = permits
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| Error::other("index pool closed"))?;
+                if cancel.load(Ordering::SeqCst) {
+                    return Ok(());
+                }
+                let mut client = target.connect().await?;
+                client
+                    .batch_execute(&preamble)
+                    .await
+                    .map_err(|e| query_error(e, "preparing an index session"))?;
+                if build_item(&mut client, &item).await? != Built::Done {
+                    tracing::debug!(
+                        "{} met rows changed during the copy; left for post-data",
+                        item.header
+                    );
+                    return Ok(());
+                }
+                tracing::info!("built {} while copying", item.header);
+                Ok(())
+            });
+        }
+    }
+    join_all(set).await
+}
+
+/// How building one post-data item ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Built {
+    /// Built and recorded, in one transaction.
+    Done,
+    /// A unique or exclusion constraint met duplicate rows (rolled back).
+    Duplicate,
+    /// Deadlocked with another item (rolled back).
+    Deadlock,
+}
+
+/// Builds one item and records it in the same transaction.
+async fn build_item(client: &mut Client, item: &PostDataItem) -> Result<Built> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| query_error(e, "starting a post-data transaction"))?;
+    if let Err(e) = tx.batch_execute(&item.sql_to_run()).await {
+        let code = e.code().cloned();
+        drop(tx);
+        return match code {
+            Some(c) if c == SqlState::UNIQUE_VIOLATION || c == SqlState::EXCLUSION_VIOLATION => {
+                Ok(Built::Duplicate)
+            }
+            Some(c) if c == SqlState::T_R_DEADLOCK_DETECTED => Ok(Built::Deadlock),
+            _ => Err(query_error(e, &format!("building {}", item.header))),
+        };
+    }
+    tx.execute(
+        "INSERT INTO heroku2rds.schema_items (ordinal, object_type, header) VALUES ($1, $2, $3)",
+        &[&item.ordinal, &item.object_type, &item.header],
+    )
+    .await
+    .map_err(|e| query_error(e, "recording a built schema item"))?;
+    tx.commit()
+        .await
+        .map_err(|e| query_error(e, &format!("committing {}", item.header)))?;
+    Ok(Built::Done)
+}
+
 /// Builds items in parallel; returns those that failed on duplicate keys (to retry after apply).
 async fn build_items(
     target: &ConnSpec,
@@ -658,39 +795,47 @@ async fn build_items(
         );
         set.spawn(async move {
             let mut client = target.connect().await?;
-            client.batch_execute(&preamble).await.map_err(|e| query_error(e, "preparing a post-data session"))?;
+            client
+                .batch_execute(&preamble)
+                .await
+                .map_err(|e| query_error(e, "preparing a post-data session"))?;
             loop {
                 if cancel.load(Ordering::SeqCst) {
-                    return Err(Error::other("interrupted; built items are kept: re-run the same command to resume"));
+                    return Err(Error::other(
+                        "interrupted; built items are kept: re-run the same command to resume",
+                    ));
                 }
-                let Some((item, deadlocks)) = queue.lock().map_err(|_| Error::other("post-data queue poisoned"))?.pop() else {
+                let Some((item, deadlocks)) = queue
+                    .lock()
+                    .map_err(|_| Error::other("post-data queue poisoned"))?
+                    .pop()
+                else {
                     return Ok(());
                 };
-                let tx = client.transaction().await.map_err(|e| query_error(e, "starting a post-data transaction"))?;
-                if let Err(e) = tx.batch_execute(&item.sql_to_run()).await {
-                    if e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED) && deadlocks < 5 {
-                        drop(tx);
+                match build_item(&mut client, &item).await? {
+                    Built::Done => {}
+                    Built::Deadlock if deadlocks < 5 => {
                         tracing::debug!("deadlock building {}; retrying", item.header);
-                        queue.lock().map_err(|_| Error::other("post-data queue poisoned"))?.insert(0, (item, deadlocks + 1));
+                        queue
+                            .lock()
+                            .map_err(|_| Error::other("post-data queue poisoned"))?
+                            .insert(0, (item, deadlocks + 1));
                         continue;
                     }
-                    let dup = e.code().is_some_and(|c| {
-                        *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::EXCLUSION_VIOLATION
-                    });
-                    if dup {
-                        drop(tx);
-                        duplicates.lock().map_err(|_| Error::other("post-data list poisoned"))?.push(item);
+                    Built::Deadlock => {
+                        return Err(Error::other(format!(
+                            "building {}: deadlocked five times",
+                            item.header
+                        )))
+                    }
+                    Built::Duplicate => {
+                        duplicates
+                            .lock()
+                            .map_err(|_| Error::other("post-data list poisoned"))?
+                            .push(item);
                         continue;
                     }
-                    return Err(query_error(e, &format!("building {}", item.header)));
                 }
-                tx.execute(
-                    "INSERT INTO heroku2rds.schema_items (ordinal, object_type, header) VALUES ($1, $2, $3)",
-                    &[&item.ordinal, &item.object_type, &item.header],
-                )
-                .await
-                .map_err(|e| query_error(e, "recording a built schema item"))?;
-                tx.commit().await.map_err(|e| query_error(e, &format!("committing {}", item.header)))?;
                 tracing::debug!("built {}", item.header);
             }
         });

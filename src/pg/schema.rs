@@ -185,6 +185,53 @@ impl PostDataItem {
     }
 }
 
+/// The table an index or a key constraint is built on, as (schema, table), parsed from pg_dump's
+/// statement; None for other items and for anything unexpected.
+pub fn item_table(item: &PostDataItem) -> Option<(String, String)> {
+    let sql = item.sql.trim_start();
+    let rest = match item.object_type.as_str() {
+        "INDEX" => {
+            let rest = sql.strip_prefix("CREATE ")?;
+            let rest = rest.strip_prefix("UNIQUE ").unwrap_or(rest);
+            let rest = rest.strip_prefix("INDEX ")?;
+            let (_, rest) = parse_ident(rest)?;
+            rest.strip_prefix(" ON ")?
+        }
+        "CONSTRAINT" => sql.strip_prefix("ALTER TABLE ")?,
+        _ => return None,
+    };
+    let rest = rest.strip_prefix("ONLY ").unwrap_or(rest);
+    let (schema, rest) = parse_ident(rest)?;
+    let (table, _) = parse_ident(rest.strip_prefix('.')?)?;
+    Some((schema, table))
+}
+
+/// Parses one SQL identifier (quoted or not) at the start of `s`.
+fn parse_ident(s: &str) -> Option<(String, &str)> {
+    if let Some(body) = s.strip_prefix('"') {
+        let mut out = String::new();
+        let mut chars = body.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            if c == '"' {
+                if chars.peek().map(|&(_, n)| n) == Some('"') {
+                    out.push('"');
+                    chars.next();
+                } else {
+                    return Some((out, &body[i + 1..]));
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        None
+    } else {
+        let end = s
+            .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
+            .unwrap_or(s.len());
+        (end > 0).then(|| (s[..end].to_string(), &s[end..]))
+    }
+}
+
 /// Splits a post-data script into items at pg_restore's `-- Name: ...; Type: ...;` headers. The
 /// settings at the top of the script are returned separately: each item runs after them.
 pub fn split_post_data(script: &str) -> (String, Vec<PostDataItem>) {
@@ -268,6 +315,32 @@ mod tests {
             .contains("ADD CONSTRAINT t_pkey PRIMARY KEY (id);"));
         assert!(!items[2].sql.contains("dump complete"));
         assert_eq!(items[2].ordinal, 2);
+    }
+
+    #[test]
+    fn finds_the_table_of_indexes_and_constraints() {
+        let item = |t: &str, sql: &str| PostDataItem {
+            ordinal: 0,
+            object_type: t.into(),
+            header: String::new(),
+            sql: sql.into(),
+        };
+        let cases = [
+            ("INDEX", "CREATE INDEX i ON public.t USING btree (a);", Some(("public", "t"))),
+            ("INDEX", "CREATE UNIQUE INDEX \"x ON y\" ON ONLY \"Sales Data\".\"Order \"\"Lines\"\"\" USING btree (a);", Some(("Sales Data", "Order \"Lines\""))),
+            ("CONSTRAINT", "ALTER TABLE ONLY billing.invoices\n    ADD CONSTRAINT p PRIMARY KEY (id);", Some(("billing", "invoices"))),
+            ("CONSTRAINT", "ALTER TABLE public.events\n    ADD CONSTRAINT p PRIMARY KEY (id);", Some(("public", "events"))),
+            ("FK CONSTRAINT", "ALTER TABLE ONLY public.a ADD CONSTRAINT f FOREIGN KEY (b) REFERENCES public.b(id);", None),
+            ("INDEX", "CREATE INDEX broken", None),
+        ];
+        for (t, sql, want) in cases {
+            let got = item_table(&item(t, sql));
+            assert_eq!(
+                got,
+                want.map(|(a, b)| (a.to_string(), b.to_string())),
+                "{sql}"
+            );
+        }
     }
 
     #[test]

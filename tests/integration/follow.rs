@@ -412,10 +412,13 @@ async fn kill_and_server_restarts_during_follow_lose_nothing() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     pair.target.restart();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(
-        child.try_wait().expect("wait").is_none(),
-        "replicate survived both restarts by reconnecting"
-    );
+    if child.try_wait().expect("wait").is_some() {
+        let out = child.wait_with_output().expect("output");
+        panic!(
+            "replicate did not survive the restarts: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     stop.store(true, Ordering::SeqCst);
     writer.await.expect("writer");
