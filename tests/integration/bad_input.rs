@@ -225,6 +225,17 @@ async fn preflight_reports_every_kind_of_finding() {
         )
         .await
         .expect("setup");
+    // sslmode=require (TLS without verification, as Heroku's URLs) connects too.
+    let require = pair
+        .source_url()
+        .split("?")
+        .next()
+        .expect("url")
+        .to_string()
+        + "?sslmode=require";
+    let plain = h2r_env(&["preflight", "--source", &require], &[]);
+    plain.expect_code(3);
+    assert!(plain.stdout.contains("BLOCKING"), "{}", plain.stdout);
     let run = pair.h2r(&["preflight", "--json"]);
     run.expect_code(3);
     let j = run.json();
