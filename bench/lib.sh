@@ -30,7 +30,13 @@ CLUSTERS=()
 CUR_PID=""      # the contender being timed (its own process group)
 BG_PGIDS=()     # other background process groups to stop on exit
 bench_setup_work() {
-    WORK="$(mktemp -d "${TMPDIR:-/tmp}/h2r-${BENCH_NAME:-bench}.XXXXXX")"
+    # Like mktemp -d, but all lower case: Bucardo lower-cases the paths it stores.
+    local tries=0
+    while :; do
+        WORK="${TMPDIR:-/tmp}/h2r-${BENCH_NAME:-bench}.$(head -c 5 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+        (umask 077 && mkdir -- "$WORK") 2>/dev/null && break
+        tries=$((tries + 1)); [ "$tries" -lt 20 ] || die "could not create a work directory under ${TMPDIR:-/tmp}"
+    done
     chown postgres:postgres "$WORK"
     chmod 700 "$WORK"
     PASSWORD="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
@@ -203,4 +209,48 @@ find_h2r() {
     fi
     H2R_BIN="$h2r"
     H2R_BUILT="binary built $(date -u -r "$h2r" '+%Y-%m-%d %H:%M UTC')"
+}
+
+# ------------------------------------------- CPU of the measurement window
+# cpu_mark / cpu_other bracket a measurement and give the CPU seconds that processes outside
+# the benchmark used meanwhile: machine busy time, minus the clusters, minus this script's
+# reaped children (bash `times`), minus the live process trees listed in CPU_TRACK (pids of
+# background helpers such as a follower or a daemon; their descendants count too).
+# Call both directly, never inside $(...): `times` must run in the main shell.
+CPU_TRACK=()
+tree_jiffies() {  # tree_jiffies PID...: CPU of those processes and all their descendants (live + reaped)
+    local total=0 p j kids
+    local -a todo=("$@")
+    while [ "${#todo[@]}" -gt 0 ]; do
+        p="${todo[0]}"; todo=("${todo[@]:1}")
+        [ -n "$p" ] || continue
+        j="$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12 + $13 + $14 + $15 }')" || j=0
+        total=$((total + ${j:-0}))
+        kids="$(ps -o pid= --ppid "$p" 2>/dev/null || true)"
+        # shellcheck disable=SC2206 # word splitting wanted
+        [ -z "$kids" ] || todo+=($kids)
+    done
+    echo "$total"
+}
+children_seconds() {  # the second line of `times` (reaped children's user and sys), in seconds
+    awk 'NR == 2 {
+        n = split($0, f, " "); s = 0
+        for (i = 1; i <= n; i++) { m = f[i]; sub(/s$/, "", m); split(m, p, "m"); s += p[1] * 60 + p[2] }
+        printf "%.2f", s }' "$1"
+}
+cpu_mark() {
+    times >"$WORK/times.mark"
+    M_BUSY="$(busy_jiffies)"; M_CL="$(cluster_jiffies)"
+    M_BG="$( [ "${#CPU_TRACK[@]}" -gt 0 ] && tree_jiffies "${CPU_TRACK[@]}" || echo 0)"
+    M_OWN="$(children_seconds "$WORK/times.mark")"
+}
+cpu_other() {  # sets CPU_OTHER (seconds, one decimal) for the window since cpu_mark
+    local busy cl bg own
+    busy="$(busy_jiffies)"; cl="$(cluster_jiffies)"
+    bg="$( [ "${#CPU_TRACK[@]}" -gt 0 ] && tree_jiffies "${CPU_TRACK[@]}" || echo 0)"
+    times >"$WORK/times.end"
+    own="$(children_seconds "$WORK/times.end")"
+    CPU_OTHER="$(awk -v j="$((busy - M_BUSY))" -v c="$((cl - M_CL))" -v b="$((bg - M_BG))" -v hz="$HZ" \
+        -v o1="$M_OWN" -v o2="$own" \
+        'BEGIN { o = (j - c - b) / hz - (o2 - o1); if (o < 0) o = 0; printf "%.1f", o }')"
 }

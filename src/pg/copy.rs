@@ -246,7 +246,7 @@ pub async fn copy_chunk(
     Ok((rows, bytes))
 }
 
-/// Runs `jobs` workers over `chunks` (copied largest first). Stops all workers after their
+/// Runs `jobs` workers over `chunks` (largest tables, by rows, first). Stops all workers after their
 /// current chunk when one fails or when `cancel` is set; returns the first error.
 pub async fn copy_all(
     source: &ConnSpec,
@@ -264,9 +264,14 @@ pub async fn copy_all(
         *left.entry(c.table_id).or_default() += 1;
     }
     let left = Arc::new(Mutex::new(left));
+    // Table by table, the table with the most rows first: its indexes, the slowest to build,
+    // are then built while the other tables still copy, and the tables copied last are those
+    // whose indexes build fastest.
+    let rows = |id: &i32| tables.get(id).map_or(0, |t| t.est_rows);
     chunks.sort_by(|a, b| {
-        b.est_bytes
-            .cmp(&a.est_bytes)
+        rows(&b.table_id)
+            .cmp(&rows(&a.table_id))
+            .then(b.est_bytes.cmp(&a.est_bytes))
             .then(a.table_id.cmp(&b.table_id))
             .then(a.chunk_no.cmp(&b.chunk_no))
     });
