@@ -134,6 +134,10 @@ q() { PGOPTIONS="-c client_min_messages=warning" psql -X -q -At -v ON_ERROR_STOP
 # Other work on the machine skews the numbers, so measure it.
 HZ="$(getconf CLK_TCK)"
 busy_jiffies() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
+# Busy time of processes only (user, nice, system, steal): interrupt and softirq time is left
+# out of "other CPU s", since loopback traffic between the clients and the clusters shows up
+# there and belongs to no process.
+proc_busy_jiffies() { awk '/^cpu / { print $2 + $3 + $4 + $9 }' /proc/stat; }
 cpu_busy() {  # percent of all CPUs busy over one second
     local a b idle_a idle_b
     a="$(busy_jiffies)"; idle_a="$(awk '/^cpu / { print $5 + $6 }' /proc/stat)"
@@ -213,7 +217,7 @@ find_h2r() {
 
 # ------------------------------------------- CPU of the measurement window
 # cpu_mark / cpu_other bracket a measurement and give the CPU seconds that processes outside
-# the benchmark used meanwhile: machine busy time, minus the clusters, minus this script's
+# the benchmark used meanwhile: machine busy time of processes, minus the clusters, minus this script's
 # reaped children (bash `times`), minus the live process trees listed in CPU_TRACK (pids of
 # background helpers such as a follower or a daemon; their descendants count too).
 # Call both directly, never inside $(...): `times` must run in the main shell.
@@ -240,13 +244,13 @@ children_seconds() {  # the second line of `times` (reaped children's user and s
 }
 cpu_mark() {
     times >"$WORK/times.mark"
-    M_BUSY="$(busy_jiffies)"; M_CL="$(cluster_jiffies)"
+    M_BUSY="$(proc_busy_jiffies)"; M_CL="$(cluster_jiffies)"
     M_BG="$( [ "${#CPU_TRACK[@]}" -gt 0 ] && tree_jiffies "${CPU_TRACK[@]}" || echo 0)"
     M_OWN="$(children_seconds "$WORK/times.mark")"
 }
 cpu_other() {  # sets CPU_OTHER (seconds, one decimal) for the window since cpu_mark
     local busy cl bg own
-    busy="$(busy_jiffies)"; cl="$(cluster_jiffies)"
+    busy="$(proc_busy_jiffies)"; cl="$(cluster_jiffies)"
     bg="$( [ "${#CPU_TRACK[@]}" -gt 0 ] && tree_jiffies "${CPU_TRACK[@]}" || echo 0)"
     times >"$WORK/times.end"
     own="$(children_seconds "$WORK/times.end")"

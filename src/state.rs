@@ -204,13 +204,23 @@ impl RunnerLock {
             .execute("SELECT set_config('application_name', $1, false)", &[&me])
             .await
             .map_err(|e| query_error(e, "naming the runner session"))?;
-        let got: bool = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&RUNNER_LOCK_KEY])
-            .await
-            .map_err(|e| query_error(e, "taking the runner lock"))?
-            .get(0);
-        if !got {
+        // Our own earlier session (dropped after a lost connection) may hold the lock until the
+        // server notices it is gone: wait for that one, never for another process.
+        let own = format!("pid {}", std::process::id());
+        for attempt in 0.. {
+            let got: bool = client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&RUNNER_LOCK_KEY])
+                .await
+                .map_err(|e| query_error(e, "taking the runner lock"))?
+                .get(0);
+            if got {
+                break;
+            }
             let holder = runner(&client).await.ok().flatten();
+            if attempt < 50 && holder.as_deref().is_some_and(|h| h.ends_with(&own)) {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                continue;
+            }
             return Err(Error::usage(format!(
                 "another heroku2rds process is already running against this target: {}",
                 holder.unwrap_or_else(|| "a process not visible to this role".into())

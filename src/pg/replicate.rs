@@ -78,12 +78,44 @@ pub struct Outcome {
     pub interrupted: bool,
 }
 
-/// Runs replication until `opts.until`.
+/// Runs replication until `opts.until`. Every step is idempotent and recorded, so after a lost
+/// connection or a server restart the whole run is simply resumed (with backoff, for up to five
+/// minutes of outage); other errors end it.
 pub async fn run(
     source: &ConnSpec,
     target: &ConnSpec,
     opts: &Options,
     cancel: Arc<AtomicBool>,
+) -> Result<Outcome> {
+    let mut outage: Option<Instant> = None;
+    let mut backoff = Duration::from_millis(500);
+    // Apply totals survive reconnects, for the summary.
+    let mut applied = apply::BatchResult::default();
+    loop {
+        match run_once(source, target, opts, cancel.clone(), &mut applied).await {
+            Err(e) if e.is_transient() && !cancel.load(Ordering::SeqCst) => {
+                let since = *outage.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(300) {
+                    return Err(e.context("gave up after 5 minutes of reconnecting"));
+                }
+                tracing::warn!(
+                    "{e}; reconnecting in {:.1}s (completed work is kept)",
+                    backoff.as_secs_f64()
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn run_once(
+    source: &ConnSpec,
+    target: &ConnSpec,
+    opts: &Options,
+    cancel: Arc<AtomicBool>,
+    applied: &mut apply::BatchResult,
 ) -> Result<Outcome> {
     let src = source.connect().await?;
     let tgt = target.connect().await?;
@@ -217,9 +249,8 @@ pub async fn run(
         ..Default::default()
     };
     if opts.until != Until::Copied {
-        let (applied, interrupted) = follow(source, target, opts, cancel).await?;
-        outcome.applied = applied;
-        outcome.interrupted = interrupted;
+        outcome.interrupted = follow_session(source, target, opts, &cancel, applied).await?;
+        outcome.applied = *applied;
     }
     Ok(outcome)
 }
@@ -268,36 +299,6 @@ async fn table_modes(tgt: &Client) -> Result<HashMap<i32, String>> {
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect())
-}
-
-/// Follows the change log until caught up (or forever), reconnecting after lost connections.
-async fn follow(
-    source: &ConnSpec,
-    target: &ConnSpec,
-    opts: &Options,
-    cancel: Arc<AtomicBool>,
-) -> Result<(apply::BatchResult, bool)> {
-    let mut totals = apply::BatchResult::default();
-    let mut outage: Option<Instant> = None;
-    let mut backoff = Duration::from_millis(500);
-    loop {
-        match follow_session(source, target, opts, &cancel, &mut totals).await {
-            Ok(interrupted) => return Ok((totals, interrupted)),
-            Err(e) if e.is_transient() && !cancel.load(Ordering::SeqCst) => {
-                let since = *outage.get_or_insert_with(Instant::now);
-                if since.elapsed() > Duration::from_secs(300) {
-                    return Err(e.context("gave up after 5 minutes of reconnecting"));
-                }
-                tracing::warn!(
-                    "{e}; reconnecting in {:.1}s (applied work is kept; batches are idempotent)",
-                    backoff.as_secs_f64()
-                );
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 /// One connected stretch of following. Returns Ok(true) when interrupted, Ok(false) when

@@ -360,8 +360,11 @@ async fn resilient_writer(pair_url: String, stop: Arc<AtomicBool>, ops: Arc<Atom
     }
 }
 
+/// Waits until the child (spawned just before) is following: the follow figures on the target
+/// were written after it started.
 async fn wait_following(pair: &Pair, child: &mut std::process::Child) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(60);
     loop {
         assert!(
             Instant::now() < deadline,
@@ -372,8 +375,11 @@ async fn wait_following(pair: &Pair, child: &mut std::process::Child) {
             "replicate exited early"
         );
         let s = pair.h2r(&["status", "--json"]);
-        if s.code == 0 && s.json()["follow_updated_s"].is_number() {
-            return;
+        if s.code == 0 {
+            let age = s.json()["follow_updated_s"].as_f64();
+            if age.is_some_and(|a| a < started.elapsed().as_secs_f64() - 0.5) {
+                return;
+            }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
