@@ -12,6 +12,9 @@ Environment read here:
   MOTO_PORT       set by moto itself from -p; used by moto to build URLs it returns.
   HEROKU2RDS_MOTO_PID_FILE
                   where to write this process's pid (localstack/start sets it); removed on exit.
+  HEROKU2RDS_MOTO_SKIP_FIXES
+                  comma-separated fix names to leave out, or `all`: to check whether a newer
+                  moto still needs them (run localstack/smoke with it).
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ os.environ.setdefault("MOTO_AMIS_PATH", str(Path(__file__).resolve().with_name("
 import moto  # noqa: E402
 from botocore.auth import S3SigV4QueryAuth  # noqa: E402
 from botocore.awsrequest import AWSRequest  # noqa: E402
+from moto.core import responses as core_responses  # noqa: E402
 from moto.iam import access_control  # noqa: E402
+from moto.moto_server import werkzeug_app  # noqa: E402
 from moto.rds import models as rds_models  # noqa: E402
 
 
@@ -40,9 +45,10 @@ def _require(owner: object, name: str) -> object:
     try:
         return getattr(owner, name)
     except AttributeError:
+        where = f"{getattr(owner, '__name__', owner)}.{name}"
         sys.exit(
-            f"moto_server.py: moto {moto.__version__} has no {getattr(owner, '__name__', owner)}.{name}; "
-            f"the fix for it was written for moto {WRITTEN_FOR_MOTO}: review localstack/moto_server.py"
+            f"moto_server.py: moto {moto.__version__} has no {where}; the fix for it was "
+            f"written for moto {WRITTEN_FOR_MOTO}: review localstack/moto_server.py"
         )
 
 
@@ -170,11 +176,49 @@ def fix_presigned_urls_under_enforcement() -> None:
     base.check_signature = check_signature
 
 
+FORM = "application/x-www-form-urlencoded"
+ORIGINAL_CONTENT_TYPE = "heroku2rds.original_content_type"
+
+
+def fix_form_typed_object_uploads() -> None:
+    """An S3 PUT sent with a form content type lost its body (moto 5.2.5).
+
+    `curl --data-binary @file URL` and Python's urllib label a body
+    application/x-www-form-urlencoded. moto (and the web framework under it) parse such bodies as
+    a form, so the object's bytes were consumed and an empty object stored with a 200; a body
+    that is not UTF-8 made the request hang instead. AWS stores the bytes whatever the label.
+    No AWS API takes a form in a PUT, so hide the label while the body is read and put it back
+    before the handler runs (the object keeps its Content-Type; a signed content-type matches).
+    """
+    app = werkzeug_app.DomainDispatcherApplication
+    original_call = _require(app, "__call__")
+    base = core_responses.BaseResponse
+    original_setup = _require(base, "setup_class")
+
+    def __call__(self, environ, start_response):  # type: ignore[no-untyped-def]
+        content_type = environ.get("CONTENT_TYPE", "")
+        if environ.get("REQUEST_METHOD") == "PUT" and content_type.lower().startswith(FORM):
+            environ[ORIGINAL_CONTENT_TYPE] = content_type
+            environ["CONTENT_TYPE"] = "application/octet-stream"
+        return original_call(self, environ, start_response)
+
+    def setup_class(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+        try:
+            return original_setup(self, request, *args, **kwargs)
+        finally:
+            if ORIGINAL_CONTENT_TYPE in request.environ:
+                request.environ["CONTENT_TYPE"] = request.environ.pop(ORIGINAL_CONTENT_TYPE)
+
+    app.__call__ = __call__
+    base.setup_class = setup_class
+
+
 # Order matters: fix_presigned_urls_under_enforcement wraps the check the one before it installs.
 FIXES = [
     fix_cross_region_replica_removal,
     fix_query_body_signature_encoding,
     fix_presigned_urls_under_enforcement,
+    fix_form_typed_object_uploads,
 ]
 
 
@@ -201,10 +245,12 @@ def main() -> None:
             f"{WRITTEN_FOR_MOTO}",
             file=sys.stderr,
         )
-    for fix in FIXES:
+    skip = {name.strip() for name in os.environ.get("HEROKU2RDS_MOTO_SKIP_FIXES", "").split(",")}
+    applied = [fix for fix in FIXES if "all" not in skip and fix.__name__ not in skip]
+    for fix in applied:
         fix()
     print(
-        f"moto {moto.__version__} with fixes: {', '.join(f.__name__ for f in FIXES)}; "
+        f"moto {moto.__version__} with fixes: {', '.join(f.__name__ for f in applied) or 'none'}; "
         f"AMIs from {os.environ['MOTO_AMIS_PATH']}",
         file=sys.stderr,
         flush=True,

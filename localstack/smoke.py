@@ -26,6 +26,7 @@ from typing import Any
 import boto3
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
+from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
@@ -38,6 +39,7 @@ TAG_KEY = "heroku2rds:migration"
 ENDPOINT = os.environ["AWS_ENDPOINT_URL"]
 RUN = secrets.token_hex(3)
 NAME = f"h2r-smoke-{RUN}"
+HTTP_TIMEOUT = 30  # seconds; an emulator bug must fail the check, not hang it
 TAGS = [{"Key": TAG_KEY, "Value": NAME}]
 
 passed: list[str] = []
@@ -47,7 +49,9 @@ state: dict[str, Any] = {}
 
 
 def client(service: str, region: str = PRIMARY_REGION, **kwargs: Any) -> Any:
-    return boto3.client(service, region_name=region, **kwargs)
+    # No retries: an emulator error must show as it is, not after a retry hid it.
+    config = Config(connect_timeout=5, read_timeout=HTTP_TIMEOUT, retries={"total_max_attempts": 1})
+    return boto3.client(service, region_name=region, config=config, **kwargs)
 
 
 def check(name: str, fn: Callable[[], str | None]) -> bool:
@@ -119,7 +123,12 @@ def security_group() -> str:
         lambda: ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[rule]),
     )
     group = ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0]
-    ranges = [r["CidrIp"] for p in group["IpPermissions"] if p.get("FromPort") == 5432 for r in p["IpRanges"]]
+    ranges = [
+        r["CidrIp"]
+        for p in group["IpPermissions"]
+        if p.get("FromPort") == 5432
+        for r in p["IpRanges"]
+    ]
     expect(ranges == ["203.0.113.7/32"], f"ingress ranges {ranges}")
     by_tag = ec2.describe_security_groups(Filters=[{"Name": f"tag:{TAG_KEY}", "Values": [NAME]}])
     expect([g["GroupId"] for g in by_tag["SecurityGroups"]] == [group_id], "tag filter")
@@ -147,7 +156,9 @@ def ubuntu_ami() -> str:
     series = sorted({i["Name"].split("/")[-1].split("-")[1] for i in arm})
     expect(series == ["jammy", "noble"], f"arm64 series {series}")
     # Without the owner, the name pattern also matches an impostor in the AMI list.
-    anyone = client("ec2").describe_images(Filters=[{"Name": "name", "Values": [NOBLE_AMD64]}])["Images"]
+    anyone = client("ec2").describe_images(Filters=[{"Name": "name", "Values": [NOBLE_AMD64]}])[
+        "Images"
+    ]
     expect(any(i["OwnerId"] != CANONICAL for i in anyone), "impostor image missing from amis.json")
     return "; ".join(found) + f"; arm64 {'+'.join(series)}"
 
@@ -186,35 +197,73 @@ def s3_multipart() -> str:
     s3 = client("s3")
     key = "archive/latest.dump"
     first, last = os.urandom(5 * 1024 * 1024), os.urandom(1000)
-    upload = s3.create_multipart_upload(Bucket=NAME, Key=key, ContentType="application/octet-stream")
+    upload = s3.create_multipart_upload(
+        Bucket=NAME, Key=key, ContentType="application/octet-stream"
+    )
     parts = []
     for number, body in ((1, first), (2, last)):
-        etag = s3.upload_part(Bucket=NAME, Key=key, UploadId=upload["UploadId"], PartNumber=number, Body=body)["ETag"]
+        etag = s3.upload_part(
+            Bucket=NAME, Key=key, UploadId=upload["UploadId"], PartNumber=number, Body=body
+        )["ETag"]
         parts.append({"PartNumber": number, "ETag": etag})
-    s3.complete_multipart_upload(Bucket=NAME, Key=key, UploadId=upload["UploadId"], MultipartUpload={"Parts": parts})
+    s3.complete_multipart_upload(
+        Bucket=NAME, Key=key, UploadId=upload["UploadId"], MultipartUpload={"Parts": parts}
+    )
     head = s3.head_object(Bucket=NAME, Key=key)
     expect(head["ContentLength"] == len(first) + len(last), f"size {head['ContentLength']}")
-    expect(head.get("ServerSideEncryption") == "AES256", f"object encryption {head.get('ServerSideEncryption')}")
+    expect(
+        head.get("ServerSideEncryption") == "AES256",
+        f"object encryption {head.get('ServerSideEncryption')}",
+    )
 
     # A part other than the last one under 5 MiB is refused at completion, as on AWS.
     small = s3.create_multipart_upload(Bucket=NAME, Key="small")
     small_parts = []
     for number in (1, 2):
-        etag = s3.upload_part(Bucket=NAME, Key="small", UploadId=small["UploadId"], PartNumber=number, Body=b"x" * 1024)["ETag"]
+        etag = s3.upload_part(
+            Bucket=NAME,
+            Key="small",
+            UploadId=small["UploadId"],
+            PartNumber=number,
+            Body=b"x" * 1024,
+        )["ETag"]
         small_parts.append({"PartNumber": number, "ETag": etag})
     expect_error(
         "EntityTooSmall",
         lambda: s3.complete_multipart_upload(
-            Bucket=NAME, Key="small", UploadId=small["UploadId"], MultipartUpload={"Parts": small_parts}
+            Bucket=NAME,
+            Key="small",
+            UploadId=small["UploadId"],
+            MultipartUpload={"Parts": small_parts},
         ),
     )
     s3.abort_multipart_upload(Bucket=NAME, Key="small", UploadId=small["UploadId"])
     expect(not s3.list_multipart_uploads(Bucket=NAME).get("Uploads"), "uploads left open")
 
-    url = s3.generate_presigned_url("get_object", Params={"Bucket": NAME, "Key": key}, ExpiresIn=300)
-    with urllib.request.urlopen(url) as response:
+    url = s3.generate_presigned_url(
+        "get_object", Params={"Bucket": NAME, "Key": key}, ExpiresIn=300
+    )
+    with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as response:
         expect(response.read() == first + last, "presigned GET returned other bytes")
-    return f"2-part upload of {head['ContentLength']} bytes, EntityTooSmall on a 1 KiB first part, abort, presigned GET"
+
+    # Fix 4: a presigned PUT labelled as a form (urllib's default, like `curl --data-binary`).
+    job = os.urandom(2048)
+    put_url = s3.generate_presigned_url(
+        "put_object", Params={"Bucket": NAME, "Key": "job.bin"}, ExpiresIn=300
+    )
+    with urllib.request.urlopen(
+        urllib.request.Request(put_url, data=job, method="PUT"), timeout=HTTP_TIMEOUT
+    ) as response:
+        expect(response.status == 200, f"presigned PUT answered {response.status}")
+    stored = s3.get_object(Bucket=NAME, Key="job.bin")
+    expect(stored["Body"].read() == job, "presigned PUT with a form content type lost its body")
+    expect(
+        stored["ContentType"].startswith("application/x-www-form-urlencoded"), stored["ContentType"]
+    )
+    return (
+        f"2-part upload of {head['ContentLength']} bytes, EntityTooSmall on a 1 KiB first part, "
+        "abort, presigned GET, presigned PUT (form-typed binary body kept)"
+    )
 
 
 # --- RDS -------------------------------------------------------------------------------------
@@ -241,13 +290,23 @@ def rds_primary() -> str:
     state["db_arn"] = created["DBInstanceArn"]
     db = rds.describe_db_instances(DBInstanceIdentifier=NAME)["DBInstances"][0]
     expect(db["DBInstanceStatus"] == "available", db["DBInstanceStatus"])
-    expect(db["Engine"] == "postgres" and db["EngineVersion"].startswith("16."), db["EngineVersion"])
-    expect(db["StorageType"] == "gp3" and db["StorageEncrypted"], f"{db['StorageType']} {db['StorageEncrypted']}")
-    expect([g["VpcSecurityGroupId"] for g in db["VpcSecurityGroups"]] == [state["sg"]], "security group")
+    expect(
+        db["Engine"] == "postgres" and db["EngineVersion"].startswith("16."), db["EngineVersion"]
+    )
+    expect(
+        db["StorageType"] == "gp3" and db["StorageEncrypted"],
+        f"{db['StorageType']} {db['StorageEncrypted']}",
+    )
+    expect(
+        [g["VpcSecurityGroupId"] for g in db["VpcSecurityGroups"]] == [state["sg"]],
+        "security group",
+    )
     expect(db["Endpoint"]["Port"] == 5432, str(db["Endpoint"]))
     secret_arn = db.get("MasterUserSecret", {}).get("SecretArn")
     expect(bool(secret_arn), "no MasterUserSecret")
-    secret = json.loads(client("secretsmanager").get_secret_value(SecretId=secret_arn)["SecretString"])
+    secret = json.loads(
+        client("secretsmanager").get_secret_value(SecretId=secret_arn)["SecretString"]
+    )
     expect(set(secret) >= {"username", "password"}, f"secret keys {sorted(secret)}")
     fields = {
         "Endpoint": f"{db['Endpoint']['Address']}:{db['Endpoint']['Port']}",
@@ -268,7 +327,7 @@ def rds_replica() -> str:
     rds_replica_region = client("rds", REPLICA_REGION)
     replica_id = NAME + "-replica"
     try:
-        replica = rds_replica_region.create_db_instance_read_replica(
+        rds_replica_region.create_db_instance_read_replica(
             DBInstanceIdentifier=replica_id,
             SourceDBInstanceIdentifier=state["db_arn"],
             SourceRegion=PRIMARY_REGION,
@@ -281,30 +340,52 @@ def rds_replica() -> str:
             raise Skip(f"moto does not support cross-region replicas: {error}") from error
         raise
     state["replica"] = replica_id
-    got = rds_replica_region.describe_db_instances(DBInstanceIdentifier=replica_id)["DBInstances"][0]
+    got = rds_replica_region.describe_db_instances(DBInstanceIdentifier=replica_id)["DBInstances"][
+        0
+    ]
     expect(f":{REPLICA_REGION}:" in got["DBInstanceArn"], got["DBInstanceArn"])
-    expect(got["ReadReplicaSourceDBInstanceIdentifier"] == state["db_arn"], got["ReadReplicaSourceDBInstanceIdentifier"])
+    expect(
+        got["ReadReplicaSourceDBInstanceIdentifier"] == state["db_arn"],
+        got["ReadReplicaSourceDBInstanceIdentifier"],
+    )
     expect(got["DBInstanceStatus"] == "available", got["DBInstanceStatus"])
     primary = client("rds").describe_db_instances(DBInstanceIdentifier=NAME)["DBInstances"][0]
-    expect(primary["ReadReplicaDBInstanceIdentifiers"] == [got["DBInstanceArn"]], str(primary["ReadReplicaDBInstanceIdentifiers"]))
-    return f"{got['DBInstanceArn']} reads from the us-east-2 primary, endpoint {got['Endpoint']['Address']}"
+    expect(
+        primary["ReadReplicaDBInstanceIdentifiers"] == [got["DBInstanceArn"]],
+        str(primary["ReadReplicaDBInstanceIdentifiers"]),
+    )
+    endpoint = got["Endpoint"]["Address"]
+    return f"{got['DBInstanceArn']} reads from the {PRIMARY_REGION} primary, endpoint {endpoint}"
 
 
 def find_by_tag() -> str:
     found = {}
     for region in (PRIMARY_REGION, REPLICA_REGION):
-        pages = client("resourcegroupstaggingapi", region).get_paginator("get_resources").paginate(
-            TagFilters=[{"Key": TAG_KEY, "Values": [NAME]}]
+        pages = (
+            client("resourcegroupstaggingapi", region)
+            .get_paginator("get_resources")
+            .paginate(TagFilters=[{"Key": TAG_KEY, "Values": [NAME]}])
         )
-        found[region] = sorted(m["ResourceARN"] for page in pages for m in page["ResourceTagMappingList"])
+        found[region] = sorted(
+            m["ResourceARN"] for page in pages for m in page["ResourceTagMappingList"]
+        )
     primary = found[PRIMARY_REGION]
-    expect(any(f"security-group/{state['sg']}" in arn for arn in primary), f"security group not found: {primary}")
+    expect(
+        any(f"security-group/{state['sg']}" in arn for arn in primary),
+        f"security group not found: {primary}",
+    )
     expect(state["db_arn"] in primary, f"db not found: {primary}")
     expect(f"arn:aws:s3:::{NAME}" in primary, f"bucket not found: {primary}")
     if "replica" in state:
-        expect(any(arn.endswith(":db:" + state["replica"]) for arn in found[REPLICA_REGION]), f"replica not found: {found[REPLICA_REGION]}")
+        expect(
+            any(arn.endswith(":db:" + state["replica"]) for arn in found[REPLICA_REGION]),
+            f"replica not found: {found[REPLICA_REGION]}",
+        )
         tags = client("rds").list_tags_for_resource(ResourceName=state["db_arn"])["TagList"]
-        expect({"Key": "role", "Value": "replica"} not in tags, f"replica tags leaked into the primary: {tags}")
+        expect(
+            {"Key": "role", "Value": "replica"} not in tags,
+            f"replica tags leaked into the primary: {tags}",
+        )
     return f"{len(primary)} in {PRIMARY_REGION}, {len(found[REPLICA_REGION])} in {REPLICA_REGION}"
 
 
@@ -312,11 +393,16 @@ def find_by_tag() -> str:
 
 
 def moto_api(path: str, body: bytes) -> None:
-    request = urllib.request.Request(ENDPOINT + path, data=body, method="POST")
-    urllib.request.urlopen(request).read()
+    # Not form-encoded (urllib's default): moto would parse the body as a form and find it empty.
+    request = urllib.request.Request(
+        ENDPOINT + path, data=body, method="POST", headers={"Content-Type": "text/plain"}
+    )
+    urllib.request.urlopen(request, timeout=HTTP_TIMEOUT).read()
 
 
-def raw_query_call(credentials: Credentials, service: str, params: list[tuple[str, str]]) -> tuple[int, str]:
+def raw_query_call(
+    credentials: Credentials, service: str, params: list[tuple[str, str]]
+) -> tuple[int, str]:
     """A query-protocol call encoded like the AWS SDK for Rust does it (space as %20)."""
     body = urllib.parse.urlencode(params, quote_via=urllib.parse.quote)
     request = AWSRequest(
@@ -327,9 +413,11 @@ def raw_query_call(credentials: Credentials, service: str, params: list[tuple[st
     )
     SigV4Auth(credentials, service, PRIMARY_REGION).add_auth(request)
     prepared = request.prepare()
-    http = urllib.request.Request(ENDPOINT + "/", data=body.encode(), headers=dict(prepared.headers), method="POST")
+    http = urllib.request.Request(
+        ENDPOINT + "/", data=body.encode(), headers=dict(prepared.headers), method="POST"
+    )
     try:
-        with urllib.request.urlopen(http) as response:
+        with urllib.request.urlopen(http, timeout=HTTP_TIMEOUT) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
@@ -337,7 +425,9 @@ def raw_query_call(credentials: Credentials, service: str, params: list[tuple[st
 
 def http_status(url: str, data: bytes | None = None, method: str = "GET") -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, data=data, method=method)) as response:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, data=data, method=method), timeout=HTTP_TIMEOUT
+        ) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
@@ -352,17 +442,26 @@ def iam_enforcement() -> str:
         "Version": "2012-10-17",
         "Statement": [
             {"Effect": "Allow", "Action": ["ec2:*", "sts:GetCallerIdentity"], "Resource": "*"},
-            {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"], "Resource": f"arn:aws:s3:::{NAME}/*"},
+            {
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:PutObject"],
+                "Resource": f"arn:aws:s3:::{NAME}/*",
+            },
         ],
     }
     iam.put_user_policy(UserName=user, PolicyName="smoke", PolicyDocument=json.dumps(policy))
     key = iam.create_access_key(UserName=user)["AccessKey"]
     state["iam_key"] = key["AccessKeyId"]
     creds = Credentials(key["AccessKeyId"], key["SecretAccessKey"])
-    as_user = {"aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"]}
+    as_user = {
+        "aws_access_key_id": key["AccessKeyId"],
+        "aws_secret_access_key": key["SecretAccessKey"],
+    }
     s3_user = client("s3", **as_user)
     # Presigned before enforcement starts: signing is local, and expiry needs time to pass.
-    expiring = s3_user.generate_presigned_url("get_object", Params={"Bucket": NAME, "Key": "archive/latest.dump"}, ExpiresIn=1)
+    expiring = s3_user.generate_presigned_url(
+        "get_object", Params={"Bucket": NAME, "Key": "archive/latest.dump"}, ExpiresIn=1
+    )
 
     moto_api("/moto-api/reset-auth", b"0")
     try:
@@ -376,33 +475,58 @@ def iam_enforcement() -> str:
         status, text = raw_query_call(
             creds,
             "ec2",
-            [("Action", "CreateSecurityGroup"), ("Version", "2016-11-15"), ("GroupName", group), ("GroupDescription", "worker group with spaces")],
+            [
+                ("Action", "CreateSecurityGroup"),
+                ("Version", "2016-11-15"),
+                ("GroupName", group),
+                ("GroupDescription", "worker group with spaces"),
+            ],
         )
         expect(status == 200, f"%20-encoded CreateSecurityGroup answered {status}: {text[:200]}")
         state["sg_spaced"] = text.split("<groupId>")[1].split("</groupId>")[0]
         wrong = Credentials(key["AccessKeyId"], "not-the-secret")
-        status, _ = raw_query_call(wrong, "ec2", [("Action", "DescribeSecurityGroups"), ("Version", "2016-11-15"), ("GroupName.1", "a b")])
+        status, _ = raw_query_call(
+            wrong,
+            "ec2",
+            [
+                ("Action", "DescribeSecurityGroups"),
+                ("Version", "2016-11-15"),
+                ("GroupName.1", "a b"),
+            ],
+        )
         expect(status == 401, f"a wrong secret answered {status}")
 
         # Fix 3: presigned URLs are checked against the signer's key and policy.
-        put_url = s3_user.generate_presigned_url("put_object", Params={"Bucket": NAME, "Key": "job.json"}, ExpiresIn=300)
+        put_url = s3_user.generate_presigned_url(
+            "put_object", Params={"Bucket": NAME, "Key": "job.json"}, ExpiresIn=300
+        )
         status, _ = http_status(put_url, data=b'{"job": 1}', method="PUT")
         expect(status == 200, f"presigned PUT answered {status}")
-        get_url = s3_user.generate_presigned_url("get_object", Params={"Bucket": NAME, "Key": "job.json"}, ExpiresIn=300)
+        get_url = s3_user.generate_presigned_url(
+            "get_object", Params={"Bucket": NAME, "Key": "job.json"}, ExpiresIn=300
+        )
         status, body = http_status(get_url)
-        expect((status, body) == (200, b'{"job": 1}'), f"presigned GET answered {status} {body[:100]!r}")
+        expect(
+            (status, body) == (200, b'{"job": 1}'),
+            f"presigned GET answered {status} {body[:100]!r}",
+        )
         tampered = get_url[:-1] + ("0" if get_url[-1] != "0" else "1")
         status, _ = http_status(tampered)
         expect(status == 403, f"tampered presigned URL answered {status}")
         time.sleep(2)
         status, _ = http_status(expiring)
         expect(status == 403, f"expired presigned URL answered {status}")
-        delete_url = s3_user.generate_presigned_url("delete_object", Params={"Bucket": NAME, "Key": "job.json"}, ExpiresIn=300)
+        delete_url = s3_user.generate_presigned_url(
+            "delete_object", Params={"Bucket": NAME, "Key": "job.json"}, ExpiresIn=300
+        )
         status, _ = http_status(delete_url, method="DELETE")
         expect(status == 403, f"presigned DELETE outside the policy answered {status}")
     finally:
         moto_api("/moto-api/reset-auth", b"inf")
-    return "per-action policies, %20-encoded bodies, presigned GET/PUT (tampered/expired/out-of-policy refused)"
+    return (
+        "per-action policies, %20-encoded bodies, presigned GET/PUT "
+        "(tampered/expired/out-of-policy refused)"
+    )
 
 
 # --- Clean-up --------------------------------------------------------------------------------
@@ -413,14 +537,22 @@ def cleanup() -> str:
     if "replica" in state:
         rds = client("rds", REPLICA_REGION)
         rds.delete_db_instance(DBInstanceIdentifier=state["replica"], SkipFinalSnapshot=True)
-        expect_error("DBInstanceNotFound", lambda: rds.describe_db_instances(DBInstanceIdentifier=state["replica"]))
+        expect_error(
+            "DBInstanceNotFound",
+            lambda: rds.describe_db_instances(DBInstanceIdentifier=state["replica"]),
+        )
         primary = client("rds").describe_db_instances(DBInstanceIdentifier=NAME)["DBInstances"][0]
-        expect(not primary["ReadReplicaDBInstanceIdentifiers"], f"primary still lists {primary['ReadReplicaDBInstanceIdentifiers']}")
+        expect(
+            not primary["ReadReplicaDBInstanceIdentifiers"],
+            f"primary still lists {primary['ReadReplicaDBInstanceIdentifiers']}",
+        )
         done.append("replica")
     if "db_arn" in state:
         rds = client("rds")
         rds.delete_db_instance(DBInstanceIdentifier=NAME, SkipFinalSnapshot=True)
-        expect_error("DBInstanceNotFound", lambda: rds.describe_db_instances(DBInstanceIdentifier=NAME))
+        expect_error(
+            "DBInstanceNotFound", lambda: rds.describe_db_instances(DBInstanceIdentifier=NAME)
+        )
         done.append("primary")
     ec2 = client("ec2")
     for key in ("sg", "sg_spaced"):
@@ -462,7 +594,10 @@ def main() -> int:
         steps.append(("iam enforcement with the fixes", iam_enforcement))
     else:
         skipped.append("iam enforcement")
-        print("skip  iam enforcement: the emulator was already running (enforcement is global)", flush=True)
+        print(
+            "skip  iam enforcement: the emulator was already running (enforcement is global)",
+            flush=True,
+        )
     try:
         for name, step in steps:
             if not check(name, step):
