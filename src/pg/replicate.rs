@@ -599,6 +599,23 @@ async fn chunk_counts(tgt: &Client) -> Result<(i64, i64)> {
     Ok((r.get(0), r.get(1)))
 }
 
+/// The post-data script's preamble, its items not yet built, and how many are built.
+async fn pending_items(tgt: &Client, script: &str) -> Result<(String, Vec<PostDataItem>, usize)> {
+    let (preamble, items) = schema::split_post_data(script);
+    let done: std::collections::HashSet<i32> = tgt
+        .query("SELECT ordinal FROM heroku2rds.schema_items", &[])
+        .await
+        .map_err(|e| query_error(e, "reading built schema items"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let todo = items
+        .into_iter()
+        .filter(|i| !done.contains(&i.ordinal))
+        .collect();
+    Ok((preamble, todo, done.len()))
+}
+
 /// Builds the post-data items not yet built, in waves, `jobs` at a time.
 ///
 /// The copy is not one snapshot: rows changed between chunks can be on the target twice (an
@@ -615,22 +632,10 @@ async fn post_data(
     jobs: usize,
     cancel: Arc<AtomicBool>,
 ) -> Result<()> {
-    let (preamble, items) = schema::split_post_data(script);
-    let done: std::collections::HashSet<i32> = tgt
-        .query("SELECT ordinal FROM heroku2rds.schema_items", &[])
-        .await
-        .map_err(|e| query_error(e, "reading built schema items"))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let todo: Vec<PostDataItem> = items
-        .into_iter()
-        .filter(|i| !done.contains(&i.ordinal))
-        .collect();
+    let (preamble, todo, built) = pending_items(tgt, script).await?;
     tracing::info!(
-        "building {} index(es), constraint(s) and trigger(s) ({} already built)",
-        todo.len(),
-        done.len()
+        "building {} index(es), constraint(s) and trigger(s) ({built} already built)",
+        todo.len()
     );
     for wave in 0..=2u8 {
         let mut batch: Vec<PostDataItem> =
@@ -672,19 +677,9 @@ async fn early_indexes(
     jobs: usize,
     cancel: Arc<AtomicBool>,
 ) -> Result<()> {
-    let (preamble, items) = schema::split_post_data(script);
-    let done: std::collections::HashSet<i32> = tgt
-        .query("SELECT ordinal FROM heroku2rds.schema_items", &[])
-        .await
-        .map_err(|e| query_error(e, "reading built schema items"))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let (preamble, todo, _) = pending_items(tgt, script).await?;
     let mut by_table: HashMap<(String, String), Vec<PostDataItem>> = HashMap::new();
-    for item in items
-        .into_iter()
-        .filter(|i| i.wave() == 0 && !done.contains(&i.ordinal))
-    {
+    for item in todo.into_iter().filter(|i| i.wave() == 0) {
         if let Some(t) = schema::item_table(&item) {
             by_table.entry(t).or_default().push(item);
         }
