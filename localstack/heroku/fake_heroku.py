@@ -388,8 +388,7 @@ class Transfer:
         self.logs = []
         self.fail = False
         self.min_seconds = app.settings["backup_seconds"]
-        self.public_secret = secrets.token_urlsafe(24)
-        self.public_expires = None
+        self.public_urls = {}         # secret -> expiry time; each signed URL stays valid
 
     @property
     def label(self):
@@ -1813,7 +1812,7 @@ def database_info(ad):
         {"name": "Credentials", "values": [1]},
         {"name": "Fork/Follow", "values": ["Available"]},
         {"name": "Rollback", "values": ["earliest from " + iso(ad.created_at)]},
-        {"name": "Created", "values": [iso(ad.created_at)]},
+        {"name": "Created", "values": [time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ad.created_at))]},
         {"name": "Region", "values": ["us-east-1"]},
         {"name": "Data Encryption", "values": ["In Use"]},
         {"name": "Continuous Protection", "values": ["On" if not plan_short.startswith("essential") else "Off"]},
@@ -1919,15 +1918,15 @@ def data_public_url(c, app, tid):
     _, t = find_transfer(c, app, tid)
     if not t.succeeded:
         raise HerokuError(422, "invalid_params", "That backup has not finished successfully.")
-    t.public_secret = secrets.token_urlsafe(24)     # each call signs a fresh URL
+    secret = secrets.token_urlsafe(24)              # each call signs a fresh URL
     now = time.time()
-    t.public_expires = now + PUBLIC_URL_TTL
+    t.public_urls[secret] = now + PUBLIC_URL_TTL
     amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
-    url = (f"http://{SERVER_INFO['public_host']}/__public/backups/{t.public_secret}/{t.uuid}"
+    url = (f"http://{SERVER_INFO['public_host']}/__public/backups/{secret}/{t.uuid}"
            f"?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Date={amz_date}"
            f"&X-Amz-Expires={PUBLIC_URL_TTL}&X-Amz-SignedHeaders=host"
-           f"&X-Amz-Signature={hashlib.sha256(t.public_secret.encode()).hexdigest()}")
-    return Response(200, {"url": url, "expires_at": iso(t.public_expires)})
+           f"&X-Amz-Signature={hashlib.sha256(secret.encode()).hexdigest()}")
+    return Response(200, {"url": url, "expires_at": iso(t.public_urls[secret])})
 
 
 SERVER_INFO = {"public_host": "127.0.0.1:4568"}
@@ -1952,8 +1951,7 @@ def serve_public(h, method, path, query, auth_state):
                         else "The specified key does not exist.")
     with STATE.lock:
         t = next((t for a in STATE.apps.values() for t in a.transfers
-                  if t.public_secret == m.group(1) and t.uuid == m.group(2)
-                  and t.public_expires), None)
+                  if m.group(1) in t.public_urls and t.uuid == m.group(2)), None)
     if t is None or t.deleted_at:
         return s3_error(403, "AccessDenied", "Access Denied")
     if h.headers.get("Authorization"):
@@ -1962,7 +1960,7 @@ def serve_public(h, method, path, query, auth_state):
                         "Only one auth mechanism allowed; only the X-Amz-Algorithm query "
                         "parameter, Signature query string parameter or the Authorization header "
                         "should be specified")
-    if time.time() > t.public_expires:
+    if time.time() > t.public_urls[m.group(1)]:
         return s3_error(403, "AccessDenied", "Request has expired")
     size = os.path.getsize(t.file)
     etag = '"' + hashlib.md5(f"{t.uuid}:{size}".encode()).hexdigest() + '"'
