@@ -122,7 +122,7 @@ def start_fake(tmp_dir, extra_env=None):
     log = open(os.path.join(tmp_dir, f"fake-{port}.log"), "wb")
     proc = subprocess.Popen([sys.executable, "-u", FAKE, "--port", str(port),
                              "--public-port", str(public_port)],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            stdout=log, stderr=subprocess.STDOUT,   # in the run's group
                             env=dict(os.environ, **(extra_env or {})))
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 20
@@ -146,7 +146,7 @@ def stop_fake(proc):
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            proc.kill()
             proc.wait()
 
 
