@@ -34,6 +34,149 @@ pub enum Command {
     RefreshMatviews(TargetArgs),
     /// Remove capture triggers, functions, the change log and the tool's schemas. Idempotent.
     Clean(CleanArgs),
+    /// Show what provision would create, find or change in AWS. Read-only.
+    Plan(PlanArgs),
+    /// Create the AWS side (security groups, RDS, replica, secret, bucket, worker). Converges when re-run.
+    Provision(ProvisionArgs),
+    /// Remove the AWS side by tag: the worker side always; the replica and the database only when asked.
+    Teardown(TeardownArgs),
+    /// Run a job description written by provision (what the EC2 worker's systemd unit runs).
+    Worker(WorkerArgs),
+}
+
+/// Settings shared by `plan` and `provision`; each overrides heroku2rds.toml.
+#[derive(Debug, Args)]
+pub struct AwsArgs {
+    /// Config file (default: ./heroku2rds.toml when it exists).
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
+    /// The migration's name: part of every resource name and the value of the heroku2rds:migration tag.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Region of the RDS primary, the worker and the bucket [default: us-east-2].
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Region of an optional cross-region read replica (e.g. us-east-1).
+    #[arg(long)]
+    pub replica_region: Option<String>,
+    /// Address range admitted to the database (and SSH): your public address by default, detected.
+    #[arg(long)]
+    pub operator_cidr: Option<String>,
+    /// Further ranges admitted to 5432, e.g. the app's static outbound addresses (repeatable).
+    #[arg(long = "app-cidr")]
+    pub app_cidrs: Vec<String>,
+    /// Admit 5432 from anywhere (TLS and the password are still required). Off unless given.
+    #[arg(long)]
+    pub open_to_internet: bool,
+    /// Source database URL, to read its size and version (and for the worker's job).
+    #[arg(long, env = "HEROKU2RDS_SOURCE_URL", hide_env_values = true)]
+    pub source: Option<String>,
+    /// Source size in GB, instead of reading it from the source.
+    #[arg(long)]
+    pub source_size_gb: Option<f64>,
+    /// Source PostgreSQL major version, instead of reading it from the source.
+    #[arg(long)]
+    pub source_major: Option<u32>,
+    /// PostgreSQL major version of the RDS database [default: the source's]; never below it.
+    #[arg(long)]
+    pub engine_major: Option<u32>,
+    /// RDS instance class [default: sized from the source, e.g. db.m7g.large].
+    #[arg(long)]
+    pub db_instance_class: Option<String>,
+    /// Turn on RDS storage autoscaling up to this many GiB (off by default).
+    #[arg(long)]
+    pub storage_autoscaling_max_gb: Option<i32>,
+    /// EC2 instance type of the worker [default: sized from the source, e.g. m7i.large].
+    #[arg(long)]
+    pub worker_instance_type: Option<String>,
+    /// Worker CPU architecture: amd64 or arm64 [default: amd64].
+    #[arg(long)]
+    pub worker_arch: Option<String>,
+    /// The Linux heroku2rds binary for the worker [default: this binary, when it is one].
+    #[arg(long)]
+    pub worker_binary: Option<std::path::PathBuf>,
+    /// Provision the database side only, without the worker.
+    #[arg(long)]
+    pub no_worker: bool,
+    /// OpenSSH public key file: installs it on the worker and opens SSH from the operator range only.
+    #[arg(long)]
+    pub ssh_public_key: Option<std::path::PathBuf>,
+    /// Parallel copy workers on the worker.
+    #[arg(long, short = 'j')]
+    pub jobs: Option<usize>,
+    /// How the worker handles tables without a usable key.
+    #[arg(long, value_enum, default_value = "error")]
+    pub keyless: KeylessMode,
+}
+
+/// `plan` arguments.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub aws: AwsArgs,
+    /// Print the plan as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `provision` arguments.
+#[derive(Debug, Args)]
+pub struct ProvisionArgs {
+    #[command(flatten)]
+    pub aws: AwsArgs,
+    /// Print the plan and stop.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the plan and the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Do not ask for confirmation (required without a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Longest wait for the RDS primary to become available, in minutes.
+    #[arg(long, default_value_t = 60)]
+    pub wait_minutes: u64,
+}
+
+/// `teardown` arguments.
+#[derive(Debug, Args)]
+pub struct TeardownArgs {
+    /// Config file (default: ./heroku2rds.toml when it exists).
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
+    /// The migration's name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Region of the primary [default: us-east-2].
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Region of the read replica, if one was provisioned.
+    #[arg(long)]
+    pub replica_region: Option<String>,
+    /// Also delete the cross-region read replica.
+    #[arg(long)]
+    pub include_replica: bool,
+    /// Also delete the RDS primary (after a final snapshot), its security group, parameter group,
+    /// master secret and the archive bucket with its contents.
+    #[arg(long)]
+    pub delete_target: bool,
+    /// Do not ask for confirmation (required without a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Print what was removed and kept as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Longest wait for each deletion, in minutes.
+    #[arg(long, default_value_t = 30)]
+    pub wait_minutes: u64,
+}
+
+/// `worker` arguments.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The job description file.
+    #[arg(long)]
+    pub job: std::path::PathBuf,
 }
 
 /// `clean` arguments.

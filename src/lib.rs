@@ -1,9 +1,13 @@
 //! heroku2rds: move a production PostgreSQL database from Heroku to Amazon RDS with seconds of
 //! write downtime. See DESIGN.md for the architecture.
 
+pub mod aws;
 pub mod clean;
 pub mod cli;
+pub mod config;
 pub mod error;
 pub mod pg;
+pub mod provisioning;
 pub mod state;
 pub mod status;
+pub mod worker;

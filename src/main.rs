@@ -5,11 +5,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use clap::Parser;
+use heroku2rds::aws::plan;
 use heroku2rds::cli::{Cli, Command};
 use heroku2rds::error::{Error, Kind, Result};
 use heroku2rds::pg::conn::{error_chain, ConnSpec};
 use heroku2rds::pg::{preflight, replicate, sequences, verify};
-use heroku2rds::{clean, status};
+use heroku2rds::worker::Job;
+use heroku2rds::{clean, provisioning, status};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -89,6 +91,85 @@ fn print_json(value: &impl serde::Serialize) -> Result<()> {
     Ok(())
 }
 
+/// Asks yes/no on a terminal; refuses without one.
+fn confirm(question: &str, command: &str) -> Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::usage(format!(
+            "{command} changes your AWS account and there is no terminal to confirm on"
+        ))
+        .with_fix("pass --yes to confirm in advance"));
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| Error::other("reading the answer").with_source(e))?;
+    if matches!(line.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(Error::usage(format!(
+            "{command} cancelled; nothing was changed"
+        )))
+    }
+}
+
+/// Asks for the migration's name to be typed before deleting the database.
+fn confirm_typed(name: &str) -> Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::usage("teardown --delete-target deletes the RDS database and there is no terminal to confirm on")
+            .with_fix("pass --yes to confirm in advance"));
+    }
+    eprint!("This deletes the RDS database of migration {name} (a final snapshot is kept) and the archive bucket.\nType the migration's name to confirm: ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| Error::other("reading the answer").with_source(e))?;
+    if line.trim() == name {
+        Ok(())
+    } else {
+        Err(Error::usage(
+            "teardown cancelled (the name did not match); nothing was changed",
+        ))
+    }
+}
+
+async fn run_replicate(source: ConnSpec, target: ConnSpec, opts: replicate::Options) -> Result<u8> {
+    let until = opts.until;
+    let source = source.with_application_name(replicate::SOURCE_APPLICATION_NAME);
+    let outcome = replicate::run(&source, &target, &opts, cancellation()).await?;
+    if outcome.applied.changes > 0 || until != replicate::Until::Copied {
+        println!(
+            "applied {} change(s): {} key(s) rewritten, {} truncate(s){}",
+            outcome.applied.changes,
+            outcome.applied.keys,
+            outcome.applied.truncates,
+            if outcome.interrupted {
+                "; stopped by a signal, re-run to continue"
+            } else {
+                "; caught up"
+            }
+        );
+    }
+    if outcome.already_done {
+        println!("nothing to do: the target already holds a complete copy (run `heroku2rds verify` to compare)");
+    } else if outcome.copied.chunks > 0 {
+        println!(
+            "copied {} rows ({:.1} MB) in {} chunks with {} workers; the target is complete",
+            outcome.copied.rows,
+            outcome.copied.bytes as f64 / 1e6,
+            outcome.copied.chunks,
+            outcome.jobs
+        );
+    }
+    Ok(0)
+}
+
 async fn run(command: Command) -> Result<u8> {
     match command {
         Command::Preflight(a) => {
@@ -128,31 +209,118 @@ async fn run(command: Command) -> Result<u8> {
                 capture_max_wait: std::time::Duration::from_secs(a.capture_max_wait_s),
                 batch: a.batch.max(1),
             };
-            let source = source.with_application_name(replicate::SOURCE_APPLICATION_NAME);
-            let outcome = replicate::run(&source, &target, &opts, cancellation()).await?;
-            if outcome.applied.changes > 0 || a.until != replicate::Until::Copied {
-                println!(
-                    "applied {} change(s): {} key(s) rewritten, {} truncate(s){}",
-                    outcome.applied.changes,
-                    outcome.applied.keys,
-                    outcome.applied.truncates,
-                    if outcome.interrupted {
-                        "; stopped by a signal, re-run to continue"
-                    } else {
-                        "; caught up"
-                    }
-                );
+            run_replicate(source, target, opts).await
+        }
+        Command::Worker(a) => {
+            let job = Job::load(&a.job)?;
+            let source = ConnSpec::parse(&job.source_url, "source")?;
+            let target = ConnSpec::parse(&job.target_url, "target")?;
+            tracing::info!("running the job of migration {}", job.migration);
+            let opts = replicate::Options {
+                jobs: job.jobs.unwrap_or(0),
+                keyless: job.keyless,
+                chunk_bytes: 64 << 20,
+                until: replicate::Until::Forever,
+                lock_timeout: std::time::Duration::from_secs(1),
+                capture_max_wait: std::time::Duration::from_secs(900),
+                batch: 5000,
+            };
+            run_replicate(source, target, opts).await
+        }
+        Command::Plan(a) => {
+            let r = provisioning::resolve(&a.aws).await?;
+            let p = provisioning::make_plan(&r).await?;
+            if a.json {
+                print_json(&p.plan)?;
+            } else {
+                print!("{}", plan::render(&p.plan));
             }
-            if outcome.already_done {
-                println!("nothing to do: the target already holds a complete copy (run `heroku2rds verify` to compare)");
-            } else if outcome.copied.chunks > 0 {
+            Ok(0)
+        }
+        Command::Provision(a) => {
+            let r = provisioning::resolve(&a.aws).await?;
+            let p = provisioning::make_plan(&r).await?;
+            if !a.json {
+                print!("{}", plan::render(&p.plan));
+            }
+            if a.dry_run {
+                if a.json {
+                    print_json(&provisioning::ProvisionOutput {
+                        plan: &p.plan,
+                        result: None,
+                    })?;
+                }
+                return Ok(0);
+            }
+            if !p.plan.converged() && !a.yes {
+                confirm("Create and change these AWS resources?", "provision")?;
+            }
+            let plan_copy = p.plan.clone();
+            let done = provisioning::provision(
+                &r,
+                p,
+                std::time::Duration::from_secs(a.wait_minutes.max(1) * 60),
+            )
+            .await?;
+            if a.json {
+                print_json(&provisioning::ProvisionOutput {
+                    plan: &plan_copy,
+                    result: Some(&done),
+                })?;
+            } else {
+                let created = done.steps.iter().filter(|d| d.outcome != "exists").count();
+                println!("provisioned: {created} resource(s) created or changed, the rest already existed");
+                if let Some((host, port)) = &done.endpoint {
+                    println!("RDS endpoint: {host}:{port}");
+                }
                 println!(
-                    "copied {} rows ({:.1} MB) in {} chunks with {} workers; the target is complete",
-                    outcome.copied.rows,
-                    outcome.copied.bytes as f64 / 1e6,
-                    outcome.copied.chunks,
-                    outcome.jobs
+                    "master password: in Secrets Manager, secret {} (aws secretsmanager get-secret-value --secret-id {} --region {})",
+                    done.secret, done.secret, r.spec.region
                 );
+                println!("archive bucket: s3://{}", done.bucket);
+                if let Some(w) = &done.worker {
+                    println!("worker: {w} (replication runs there under systemd; `heroku2rds status` shows progress)");
+                }
+            }
+            Ok(0)
+        }
+        Command::Teardown(a) => {
+            let t = provisioning::resolve_teardown(&a)?;
+            let found = provisioning::find(&t).await?;
+            if !a.yes {
+                if a.delete_target {
+                    confirm_typed(&t.name)?;
+                } else {
+                    confirm(
+                        &format!(
+                            "Remove the worker side of migration {} (the database stays)?",
+                            t.name
+                        ),
+                        "teardown",
+                    )?;
+                }
+            }
+            let report = provisioning::teardown(&found, &t.name, &a).await?;
+            if a.json {
+                print_json(&report)?;
+            } else {
+                if report.removed.is_empty() {
+                    println!(
+                        "removed: nothing (nothing of migration {} was left to remove)",
+                        t.name
+                    );
+                } else {
+                    println!("removed:");
+                    for r in &report.removed {
+                        println!("  {r}");
+                    }
+                }
+                if !report.kept.is_empty() {
+                    println!("kept:");
+                    for k in &report.kept {
+                        println!("  {k}");
+                    }
+                }
             }
             Ok(0)
         }

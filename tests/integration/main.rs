@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod aws;
 mod bad_input;
 mod copy;
 mod follow;

@@ -1,0 +1,462 @@
+//! Read-only calls that find what already exists for a migration. Nothing here changes AWS.
+
+use aws_sdk_ec2::types::Filter;
+use serde::Serialize;
+
+use super::errors::{code, sdk};
+use super::spec::Names;
+use super::{Aws, TAG_KEY};
+use crate::error::Result;
+
+/// Canonical's AWS account, the owner of the official Ubuntu images.
+pub const CANONICAL: &str = "099720109477";
+
+/// What a lookup by name found.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "found", rename_all = "snake_case")]
+pub enum Found<T> {
+    /// Nothing with that name.
+    Missing,
+    /// Ours: it carries our tag.
+    Ours(T),
+    /// Something with our name that is not ours (untagged, or owned by someone else).
+    Foreign { reason: String },
+}
+
+impl<T> Found<T> {
+    /// The resource, when it is ours.
+    pub fn ours(&self) -> Option<&T> {
+        match self {
+            Found::Ours(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// Where a security group rule admits traffic from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Peer {
+    /// An IPv4 or IPv6 range.
+    Cidr(String),
+    /// Another security group.
+    Group(String),
+}
+
+/// One inbound TCP rule.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Rule {
+    pub port: i32,
+    pub peer: Peer,
+}
+
+/// A security group of ours.
+#[derive(Clone, Debug, Serialize)]
+pub struct Group {
+    pub id: String,
+    pub ingress: Vec<Rule>,
+}
+
+/// An RDS instance of ours.
+#[derive(Clone, Debug, Serialize)]
+pub struct Db {
+    pub id: String,
+    pub arn: String,
+    pub status: String,
+    pub class: String,
+    pub storage_gb: i32,
+    pub engine_version: String,
+    pub endpoint: Option<(String, i32)>,
+    pub encrypted: bool,
+    pub deletion_protection: bool,
+}
+
+/// The archive bucket.
+#[derive(Clone, Debug, Serialize)]
+pub struct Bucket {
+    /// False when an interrupted provision created it but did not get to tag it (S3 cannot tag
+    /// at creation); provision tags it, since the name holds our account id and region.
+    pub tagged: bool,
+}
+
+/// An EC2 worker instance of ours.
+#[derive(Clone, Debug, Serialize)]
+pub struct Instance {
+    pub id: String,
+    pub state: String,
+    pub instance_type: String,
+    pub public_ip: Option<String>,
+}
+
+/// The Ubuntu image the worker boots.
+#[derive(Clone, Debug, Serialize)]
+pub struct Ami {
+    pub id: String,
+    pub name: String,
+}
+
+/// Everything that exists for a migration, as found by name and tag.
+#[derive(Clone, Debug, Serialize)]
+pub struct Observed {
+    pub account: String,
+    pub worker_sg: Found<Group>,
+    pub db_sg: Found<Group>,
+    pub replica_sg: Found<Group>,
+    pub key_pair: Found<String>,
+    pub param_group: Found<String>,
+    pub replica_param_group: Found<String>,
+    pub db: Found<Db>,
+    pub replica: Found<Db>,
+    pub bucket: Found<Bucket>,
+    pub secret: Found<String>,
+    pub workers: Vec<Instance>,
+}
+
+fn filter(name: &str, value: &str) -> Filter {
+    Filter::builder().name(name).values(value).build()
+}
+
+fn foreign_tag(kind: &str, name: &str, migration: &str) -> String {
+    format!(
+        "a {kind} named {name} exists without the tag {TAG_KEY}={migration}: heroku2rds never \
+         adopts what it did not create"
+    )
+}
+
+/// Finds every resource of migration `migration` (read-only).
+pub async fn observe(aws: &Aws, migration: &str, names: &Names, account: &str) -> Result<Observed> {
+    let ec2 = aws.ec2();
+    let worker_sg = group(&ec2, &names.worker_sg, migration).await?;
+    let db_sg = group(&ec2, &names.db_sg, migration).await?;
+    let replica_sg = match aws.ec2_replica() {
+        Some(c) => group(&c, &names.replica_sg, migration).await?,
+        None => Found::Missing,
+    };
+    let key_pair = key_pair(&ec2, &names.key_pair, migration).await?;
+    let rds = aws.rds();
+    let param_group = param_group(&rds, &names.param_group, migration).await?;
+    let db = db_instance(&rds, &names.db, migration).await?;
+    let (replica, replica_param_group) = match aws.rds_replica() {
+        Some(c) => (
+            db_instance(&c, &names.replica, migration).await?,
+            observe_param_group(&c, &names.param_group, migration).await?,
+        ),
+        None => (Found::Missing, Found::Missing),
+    };
+    let bucket = bucket(aws, &names.bucket, migration).await?;
+    let secret = secret(aws, &names.secret, migration).await?;
+    let workers = workers(&ec2, migration).await?;
+    Ok(Observed {
+        account: account.to_string(),
+        worker_sg,
+        db_sg,
+        replica_sg,
+        key_pair,
+        param_group,
+        replica_param_group,
+        db,
+        replica,
+        bucket,
+        secret,
+        workers,
+    })
+}
+
+fn has_tag<'a>(
+    mut tags: impl Iterator<Item = (Option<&'a str>, Option<&'a str>)>,
+    migration: &str,
+) -> bool {
+    tags.any(|(k, v)| k == Some(TAG_KEY) && v == Some(migration))
+}
+
+async fn group(ec2: &aws_sdk_ec2::Client, name: &str, migration: &str) -> Result<Found<Group>> {
+    let out = ec2
+        .describe_security_groups()
+        .filters(filter("group-name", name))
+        .send()
+        .await
+        .map_err(|e| sdk("ec2:DescribeSecurityGroups", e))?;
+    let Some(g) = out.security_groups().first() else {
+        return Ok(Found::Missing);
+    };
+    if !has_tag(g.tags().iter().map(|t| (t.key(), t.value())), migration) {
+        return Ok(Found::Foreign {
+            reason: foreign_tag("security group", name, migration),
+        });
+    }
+    let mut ingress = Vec::new();
+    for p in g.ip_permissions() {
+        let port = p.from_port().unwrap_or(-1);
+        for r in p.ip_ranges() {
+            if let Some(c) = r.cidr_ip() {
+                ingress.push(Rule {
+                    port,
+                    peer: Peer::Cidr(c.to_string()),
+                });
+            }
+        }
+        for r in p.ipv6_ranges() {
+            if let Some(c) = r.cidr_ipv6() {
+                ingress.push(Rule {
+                    port,
+                    peer: Peer::Cidr(c.to_string()),
+                });
+            }
+        }
+        for pair in p.user_id_group_pairs() {
+            if let Some(id) = pair.group_id() {
+                ingress.push(Rule {
+                    port,
+                    peer: Peer::Group(id.to_string()),
+                });
+            }
+        }
+    }
+    ingress.sort();
+    Ok(Found::Ours(Group {
+        id: g.group_id().unwrap_or_default().to_string(),
+        ingress,
+    }))
+}
+
+async fn key_pair(ec2: &aws_sdk_ec2::Client, name: &str, migration: &str) -> Result<Found<String>> {
+    let out = ec2
+        .describe_key_pairs()
+        .filters(filter("key-name", name))
+        .send()
+        .await
+        .map_err(|e| sdk("ec2:DescribeKeyPairs", e))?;
+    Ok(match out.key_pairs().first() {
+        None => Found::Missing,
+        Some(k) if has_tag(k.tags().iter().map(|t| (t.key(), t.value())), migration) => {
+            Found::Ours(k.key_pair_id().unwrap_or_default().to_string())
+        }
+        Some(_) => Found::Foreign {
+            reason: foreign_tag("key pair", name, migration),
+        },
+    })
+}
+
+async fn workers(ec2: &aws_sdk_ec2::Client, migration: &str) -> Result<Vec<Instance>> {
+    let out = ec2
+        .describe_instances()
+        .filters(filter(&format!("tag:{TAG_KEY}"), migration))
+        .filters(
+            Filter::builder()
+                .name("instance-state-name")
+                .values("pending")
+                .values("running")
+                .values("stopping")
+                .values("stopped")
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| sdk("ec2:DescribeInstances", e))?;
+    let mut found = Vec::new();
+    for r in out.reservations() {
+        for i in r.instances() {
+            found.push(Instance {
+                id: i.instance_id().unwrap_or_default().to_string(),
+                state: i
+                    .state()
+                    .and_then(|s| s.name())
+                    .map(|n| n.as_str().to_string())
+                    .unwrap_or_default(),
+                instance_type: i
+                    .instance_type()
+                    .map(|t| t.as_str().to_string())
+                    .unwrap_or_default(),
+                public_ip: i.public_ip_address().map(str::to_string),
+            });
+        }
+    }
+    Ok(found)
+}
+
+/// The parameter group `name`, in the primary region.
+pub async fn observe_param_group(
+    rds: &aws_sdk_rds::Client,
+    name: &str,
+    migration: &str,
+) -> Result<Found<String>> {
+    param_group(rds, name, migration).await
+}
+
+async fn param_group(
+    rds: &aws_sdk_rds::Client,
+    name: &str,
+    migration: &str,
+) -> Result<Found<String>> {
+    let out = match rds
+        .describe_db_parameter_groups()
+        .db_parameter_group_name(name)
+        .send()
+        .await
+    {
+        Ok(o) => o,
+        Err(e) if code(&e) == Some("DBParameterGroupNotFound") => return Ok(Found::Missing),
+        Err(e) => return Err(sdk("rds:DescribeDBParameterGroups", e)),
+    };
+    let Some(arn) = out
+        .db_parameter_groups()
+        .first()
+        .and_then(|g| g.db_parameter_group_arn())
+    else {
+        return Ok(Found::Missing);
+    };
+    let tags = rds
+        .list_tags_for_resource()
+        .resource_name(arn)
+        .send()
+        .await
+        .map_err(|e| sdk("rds:ListTagsForResource", e))?;
+    Ok(
+        if has_tag(
+            tags.tag_list().iter().map(|t| (t.key(), t.value())),
+            migration,
+        ) {
+            Found::Ours(arn.to_string())
+        } else {
+            Found::Foreign {
+                reason: foreign_tag("DB parameter group", name, migration),
+            }
+        },
+    )
+}
+
+/// One RDS instance by identifier.
+pub async fn db_instance(
+    rds: &aws_sdk_rds::Client,
+    id: &str,
+    migration: &str,
+) -> Result<Found<Db>> {
+    let out = match rds
+        .describe_db_instances()
+        .db_instance_identifier(id)
+        .send()
+        .await
+    {
+        Ok(o) => o,
+        Err(e) if code(&e) == Some("DBInstanceNotFound") => return Ok(Found::Missing),
+        Err(e) => return Err(sdk("rds:DescribeDBInstances", e)),
+    };
+    let Some(d) = out.db_instances().first() else {
+        return Ok(Found::Missing);
+    };
+    if !has_tag(d.tag_list().iter().map(|t| (t.key(), t.value())), migration) {
+        return Ok(Found::Foreign {
+            reason: foreign_tag("DB instance", id, migration),
+        });
+    }
+    Ok(Found::Ours(Db {
+        id: id.to_string(),
+        arn: d.db_instance_arn().unwrap_or_default().to_string(),
+        status: d.db_instance_status().unwrap_or_default().to_string(),
+        class: d.db_instance_class().unwrap_or_default().to_string(),
+        storage_gb: d.allocated_storage().unwrap_or_default(),
+        engine_version: d.engine_version().unwrap_or_default().to_string(),
+        endpoint: d.endpoint().and_then(|e| {
+            e.address()
+                .map(|a| (a.to_string(), e.port().unwrap_or(5432)))
+        }),
+        encrypted: d.storage_encrypted().unwrap_or(false),
+        deletion_protection: d.deletion_protection().unwrap_or(false),
+    }))
+}
+
+async fn bucket(aws: &Aws, name: &str, migration: &str) -> Result<Found<Bucket>> {
+    let s3 = aws.s3();
+    // GetBucketTagging tells all three cases apart: no such bucket, ours (tagged), not ours
+    // (403: another account's bucket, or our credentials lack s3:GetBucketTagging).
+    match s3.get_bucket_tagging().bucket(name).send().await {
+        Ok(t) => Ok(
+            if has_tag(
+                t.tag_set().iter().map(|t| (Some(t.key()), Some(t.value()))),
+                migration,
+            ) {
+                Found::Ours(Bucket { tagged: true })
+            } else {
+                Found::Foreign {
+                    reason: foreign_tag("S3 bucket", name, migration),
+                }
+            },
+        ),
+        Err(e) if code(&e) == Some("NoSuchBucket") => Ok(Found::Missing),
+        Err(e) if code(&e) == Some("NoSuchTagSet") => {
+            // Untagged: ours only if empty (an interrupted provision); otherwise refuse.
+            let listed = s3
+                .list_objects_v2()
+                .bucket(name)
+                .max_keys(1)
+                .send()
+                .await
+                .map_err(|e| sdk("s3:ListBucket", e))?;
+            Ok(if listed.contents().is_empty() {
+                Found::Ours(Bucket { tagged: false })
+            } else {
+                Found::Foreign {
+                    reason: foreign_tag("non-empty S3 bucket", name, migration),
+                }
+            })
+        }
+        Err(e) => {
+            let denied = code(&e) == Some("AccessDenied");
+            let err = sdk("s3:GetBucketTagging", e);
+            Err(if denied {
+                err.context(format!(
+                    "the bucket {name} belongs to another account, or these credentials may not read its tags"
+                ))
+            } else {
+                err
+            })
+        }
+    }
+}
+
+async fn secret(aws: &Aws, name: &str, migration: &str) -> Result<Found<String>> {
+    match aws.secrets().describe_secret().secret_id(name).send().await {
+        Ok(d) => Ok(if d.deleted_date().is_some() {
+            Found::Foreign {
+                    reason: format!(
+                        "the secret {name} is scheduled for deletion; restore it \
+                         (`aws secretsmanager restore-secret --secret-id {name}`) or wait until it is gone"
+                    ),
+                }
+        } else if has_tag(d.tags().iter().map(|t| (t.key(), t.value())), migration) {
+            Found::Ours(d.arn().unwrap_or_default().to_string())
+        } else {
+            Found::Foreign {
+                reason: foreign_tag("secret", name, migration),
+            }
+        }),
+        Err(e) if code(&e) == Some("ResourceNotFoundException") => Ok(Found::Missing),
+        Err(e) => Err(sdk("secretsmanager:DescribeSecret", e)),
+    }
+}
+
+/// The newest official Ubuntu 24.04 LTS image for `arch` (`amd64` or `arm64`), by owner and
+/// name: an image with the same name from another owner is never taken.
+pub async fn ubuntu_ami(aws: &Aws, arch: &str) -> Result<Option<Ami>> {
+    let out = aws
+        .ec2()
+        .describe_images()
+        .owners(CANONICAL)
+        .filters(filter(
+            "name",
+            &format!("ubuntu/images/hvm-ssd*/ubuntu-noble-24.04-{arch}-server-*"),
+        ))
+        .filters(filter("state", "available"))
+        .send()
+        .await
+        .map_err(|e| sdk("ec2:DescribeImages", e))?;
+    Ok(out
+        .images()
+        .iter()
+        .filter(|i| i.owner_id() == Some(CANONICAL))
+        .max_by(|a, b| a.creation_date().cmp(&b.creation_date()))
+        .map(|i| Ami {
+            id: i.image_id().unwrap_or_default().to_string(),
+            name: i.name().unwrap_or_default().to_string(),
+        }))
+}

@@ -1,0 +1,511 @@
+//! The plan: every resource of a migration as create / exists / change / conflict, computed by a
+//! pure function of the desired [`Spec`] and what [`observe`](super::observe) found. `plan` and
+//! `provision --dry-run` print it; `provision` carries it out.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::observe::{Found, Group, Observed, Peer, Rule};
+use super::spec::{Names, Spec};
+
+/// What provision will do about one resource.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    Create,
+    Exists,
+    Change { changes: Vec<String> },
+    Conflict { reason: String },
+}
+
+/// One resource of the plan.
+#[derive(Clone, Debug, Serialize)]
+pub struct Item {
+    /// What it is (e.g. "RDS primary").
+    pub resource: &'static str,
+    /// Its name or identifier.
+    pub name: String,
+    /// Its region.
+    pub region: String,
+    /// What provision does about it.
+    #[serde(flatten)]
+    pub action: Action,
+    /// Sizes and settings, for the reader.
+    pub detail: String,
+}
+
+/// The whole plan.
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    pub name: String,
+    pub account: String,
+    pub items: Vec<Item>,
+}
+
+impl Plan {
+    /// Reasons provision must refuse to run.
+    pub fn conflicts(&self) -> Vec<String> {
+        self.items
+            .iter()
+            .filter_map(|i| match &i.action {
+                Action::Conflict { reason } => Some(reason.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// True when provision has nothing to do.
+    pub fn converged(&self) -> bool {
+        self.items.iter().all(|i| i.action == Action::Exists)
+    }
+}
+
+/// The inbound rules the database group must have, and nothing else. `worker_group` is the
+/// worker group's id (or a placeholder name while it does not exist yet).
+pub fn db_rules(spec: &Spec, worker_group: Option<&str>) -> BTreeSet<Rule> {
+    let mut rules = cidr_rules(spec, 5432);
+    if let (Some(g), Some(_)) = (worker_group, &spec.worker) {
+        rules.insert(Rule {
+            port: 5432,
+            peer: Peer::Group(g.to_string()),
+        });
+    }
+    rules
+}
+
+/// The replica's group admits what the primary's admits, minus the worker (another region).
+pub fn replica_rules(spec: &Spec) -> BTreeSet<Rule> {
+    cidr_rules(spec, 5432)
+}
+
+fn cidr_rules(spec: &Spec, port: i32) -> BTreeSet<Rule> {
+    let mut rules = BTreeSet::new();
+    let mut add = |c: &str| {
+        rules.insert(Rule {
+            port,
+            peer: Peer::Cidr(c.to_string()),
+        });
+    };
+    add(&spec.operator_cidr);
+    for c in &spec.app_cidrs {
+        add(c);
+    }
+    if spec.open_to_internet {
+        add("0.0.0.0/0");
+        add("::/0");
+    }
+    rules
+}
+
+/// The worker group: no inbound rule at all, except SSH from the operator when a key is given.
+pub fn worker_rules(spec: &Spec) -> BTreeSet<Rule> {
+    let mut rules = BTreeSet::new();
+    if spec.ssh_public_key.is_some() {
+        rules.insert(Rule {
+            port: 22,
+            peer: Peer::Cidr(spec.operator_cidr.clone()),
+        });
+    }
+    rules
+}
+
+/// Rules to add and rules to remove so that `group` has exactly `want`.
+pub fn rule_diff(group: &Group, want: &BTreeSet<Rule>) -> (Vec<Rule>, Vec<Rule>) {
+    let have: BTreeSet<Rule> = group.ingress.iter().cloned().collect();
+    (
+        want.difference(&have).cloned().collect(),
+        have.difference(want).cloned().collect(),
+    )
+}
+
+fn describe_rule(r: &Rule) -> String {
+    match &r.peer {
+        Peer::Cidr(c) => format!("{} from {c}", r.port),
+        Peer::Group(g) => format!("{} from group {g}", r.port),
+    }
+}
+
+fn describe_rules(rules: &BTreeSet<Rule>) -> String {
+    if rules.is_empty() {
+        "inbound: nothing".to_string()
+    } else {
+        format!(
+            "inbound: {}",
+            rules
+                .iter()
+                .map(describe_rule)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+}
+
+fn group_item(
+    resource: &'static str,
+    name: &str,
+    region: &str,
+    found: &Found<Group>,
+    want: &BTreeSet<Rule>,
+) -> Item {
+    let action = match found {
+        Found::Missing => Action::Create,
+        Found::Foreign { reason } => Action::Conflict {
+            reason: reason.clone(),
+        },
+        Found::Ours(g) => {
+            let (add, remove) = rule_diff(g, want);
+            let mut changes: Vec<String> = add
+                .iter()
+                .map(|r| format!("allow {}", describe_rule(r)))
+                .collect();
+            changes.extend(
+                remove
+                    .iter()
+                    .map(|r| format!("revoke {}", describe_rule(r))),
+            );
+            if changes.is_empty() {
+                Action::Exists
+            } else {
+                Action::Change { changes }
+            }
+        }
+    };
+    Item {
+        resource,
+        name: name.to_string(),
+        region: region.to_string(),
+        action,
+        detail: describe_rules(want),
+    }
+}
+
+fn simple<T>(found: &Found<T>) -> Action {
+    match found {
+        Found::Missing => Action::Create,
+        Found::Ours(_) => Action::Exists,
+        Found::Foreign { reason } => Action::Conflict {
+            reason: reason.clone(),
+        },
+    }
+}
+
+/// The plan for `spec`, given what exists.
+pub fn plan(spec: &Spec, names: &Names, seen: &Observed) -> Plan {
+    let region = spec.region.as_str();
+    let mut items = Vec::new();
+    let worker_group = seen
+        .worker_sg
+        .ours()
+        .map(|g| g.id.clone())
+        .unwrap_or_else(|| names.worker_sg.clone());
+    if spec.worker.is_some() || seen.worker_sg.ours().is_some() {
+        items.push(group_item(
+            "worker security group",
+            &names.worker_sg,
+            region,
+            &seen.worker_sg,
+            &worker_rules(spec),
+        ));
+    }
+    items.push(group_item(
+        "database security group",
+        &names.db_sg,
+        region,
+        &seen.db_sg,
+        &db_rules(spec, Some(&worker_group)),
+    ));
+    if spec.ssh_public_key.is_some() || seen.key_pair.ours().is_some() {
+        items.push(Item {
+            resource: "SSH key pair",
+            name: names.key_pair.clone(),
+            region: region.to_string(),
+            action: simple(&seen.key_pair),
+            detail: "imported from the public key given with --ssh-public-key".into(),
+        });
+    }
+    items.push(Item {
+        resource: "DB parameter group",
+        name: names.param_group.clone(),
+        region: region.to_string(),
+        action: simple(&seen.param_group),
+        detail: format!(
+            "postgres{}, rds.force_ssl=1 (TLS required)",
+            spec.db.engine_major
+        ),
+    });
+    items.push(Item {
+        resource: "master password secret",
+        name: names.secret.clone(),
+        region: region.to_string(),
+        action: simple(&seen.secret),
+        detail: "Secrets Manager; generated here, never printed".into(),
+    });
+    let db_detail = format!(
+        "PostgreSQL {}, {}, gp3 {} GiB{}, encrypted, backups {} days, deletion protection, \
+         user {}, database {}",
+        spec.db.engine_major,
+        spec.db.instance_class,
+        spec.db.storage_gb,
+        match spec.db.max_storage_gb {
+            Some(m) => format!(" (autoscaling to {m} GiB)"),
+            None => " (autoscaling off)".into(),
+        },
+        spec.db.backup_retention_days,
+        spec.db.master_username,
+        spec.db.db_name,
+    );
+    items.push(Item {
+        resource: "RDS primary",
+        name: names.db.clone(),
+        region: region.to_string(),
+        action: match &seen.db {
+            Found::Ours(d) => {
+                let mut notes = Vec::new();
+                if d.class != spec.db.instance_class {
+                    notes.push(format!("class is {} (left as is)", d.class));
+                }
+                if d.storage_gb != spec.db.storage_gb {
+                    notes.push(format!("storage is {} GiB (left as is)", d.storage_gb));
+                }
+                let _ = notes; // reported in detail below; an existing database is never modified
+                Action::Exists
+            }
+            other => simple(other),
+        },
+        detail: match &seen.db {
+            Found::Ours(d) => format!(
+                "{db_detail}; now {} {} {} GiB, {}",
+                d.engine_version, d.class, d.storage_gb, d.status
+            ),
+            _ => db_detail,
+        },
+    });
+    if let Some(rr) = &spec.replica_region {
+        items.push(group_item(
+            "replica security group",
+            &names.replica_sg,
+            rr,
+            &seen.replica_sg,
+            &replica_rules(spec),
+        ));
+        items.push(Item {
+            resource: "replica DB parameter group",
+            name: names.param_group.clone(),
+            region: rr.clone(),
+            action: simple(&seen.replica_param_group),
+            detail: "rds.force_ssl=1 (TLS required)".into(),
+        });
+        items.push(Item {
+            resource: "RDS cross-region read replica",
+            name: names.replica.clone(),
+            region: rr.clone(),
+            action: simple(&seen.replica),
+            detail: format!("of {}, {}, encrypted", names.db, spec.db.instance_class),
+        });
+    }
+    items.push(Item {
+        resource: "S3 archive bucket",
+        name: names.bucket.clone(),
+        region: region.to_string(),
+        action: match &seen.bucket {
+            Found::Ours(b) if !b.tagged => Action::Change {
+                changes: vec!["tag it (an interrupted run created it untagged)".into()],
+            },
+            other => simple(other),
+        },
+        detail: "private, all public access blocked, encrypted (SSE-S3), holds the final backup \
+                 and the worker's job"
+            .into(),
+    });
+    if let Some(w) = &spec.worker {
+        items.push(Item {
+            resource: "EC2 worker",
+            name: names.worker.clone(),
+            region: region.to_string(),
+            action: match seen.workers.first() {
+                Some(_) => Action::Exists,
+                None => Action::Create,
+            },
+            detail: match seen.workers.first() {
+                Some(i) => format!("{} {} {}", i.id, i.instance_type, i.state),
+                None => format!(
+                    "{} ({}), Ubuntu 24.04 LTS, PostgreSQL {} client, runs `heroku2rds worker` under systemd",
+                    w.instance_type, w.arch, w.pg_client_major
+                ),
+            },
+        });
+    }
+    Plan {
+        name: spec.name.clone(),
+        account: seen.account.clone(),
+        items,
+    }
+}
+
+/// The plan as text for a terminal.
+pub fn render(plan: &Plan) -> String {
+    let mut out = format!(
+        "AWS plan for migration {} (account {}):\n",
+        plan.name, plan.account
+    );
+    for i in &plan.items {
+        let action = match &i.action {
+            Action::Create => "create".to_string(),
+            Action::Exists => "exists".to_string(),
+            Action::Change { .. } => "change".to_string(),
+            Action::Conflict { .. } => "CONFLICT".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "  {action:<8} {:<30} {} ({})\n           {}",
+            i.resource, i.name, i.region, i.detail
+        );
+        match &i.action {
+            Action::Change { changes } => {
+                for c in changes {
+                    let _ = writeln!(out, "           - {c}");
+                }
+            }
+            Action::Conflict { reason } => {
+                let _ = writeln!(out, "           ! {reason}");
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::spec::{DbSpec, WorkerSpec};
+
+    fn spec() -> Spec {
+        Spec {
+            name: "acme".into(),
+            region: "us-east-2".into(),
+            replica_region: Some("us-east-1".into()),
+            operator_cidr: "203.0.113.7/32".into(),
+            app_cidrs: vec![],
+            open_to_internet: false,
+            ssh_public_key: None,
+            db: DbSpec {
+                instance_class: "db.m7g.large".into(),
+                storage_gb: 20,
+                max_storage_gb: None,
+                engine_major: 16,
+                db_name: "app".into(),
+                master_username: "app".into(),
+                backup_retention_days: 7,
+            },
+            worker: Some(WorkerSpec {
+                instance_type: "m7i.large".into(),
+                arch: "amd64".into(),
+                pg_client_major: 15,
+            }),
+        }
+    }
+
+    fn empty() -> Observed {
+        Observed {
+            account: "123456789012".into(),
+            worker_sg: Found::Missing,
+            db_sg: Found::Missing,
+            replica_sg: Found::Missing,
+            key_pair: Found::Missing,
+            param_group: Found::Missing,
+            replica_param_group: Found::Missing,
+            db: Found::Missing,
+            replica: Found::Missing,
+            bucket: Found::Missing,
+            secret: Found::Missing,
+            workers: vec![],
+        }
+    }
+
+    #[test]
+    fn nothing_yet_means_create_everything_and_no_rule_opens_the_internet() {
+        let s = spec();
+        let names = Names::new("acme", "123456789012", "us-east-2", 16);
+        let p = plan(&s, &names, &empty());
+        assert!(p.items.iter().all(|i| i.action == Action::Create), "{p:?}");
+        assert_eq!(p.items.len(), 10);
+        for rules in [
+            db_rules(&s, Some("sg-1")),
+            replica_rules(&s),
+            worker_rules(&s),
+        ] {
+            for r in rules {
+                assert!(
+                    r.peer != Peer::Cidr("0.0.0.0/0".into()) && r.peer != Peer::Cidr("::/0".into())
+                );
+            }
+        }
+        assert!(worker_rules(&s).is_empty());
+        let db = db_rules(&s, Some("sg-1"));
+        assert_eq!(db.len(), 2);
+        assert!(db.contains(&Rule {
+            port: 5432,
+            peer: Peer::Group("sg-1".into())
+        }));
+    }
+
+    #[test]
+    fn drifted_rules_become_changes_and_foreign_resources_conflicts() {
+        let s = spec();
+        let names = Names::new("acme", "123456789012", "us-east-2", 16);
+        let mut seen = empty();
+        seen.worker_sg = Found::Ours(Group {
+            id: "sg-w".into(),
+            ingress: vec![],
+        });
+        seen.db_sg = Found::Ours(Group {
+            id: "sg-d".into(),
+            ingress: vec![
+                Rule {
+                    port: 5432,
+                    peer: Peer::Cidr("198.51.100.1/32".into()),
+                },
+                Rule {
+                    port: 5432,
+                    peer: Peer::Group("sg-w".into()),
+                },
+            ],
+        });
+        seen.bucket = Found::Foreign {
+            reason: "not ours".into(),
+        };
+        let p = plan(&s, &names, &seen);
+        let db = p
+            .items
+            .iter()
+            .find(|i| i.resource == "database security group")
+            .unwrap();
+        assert_eq!(
+            db.action,
+            Action::Change {
+                changes: vec![
+                    "allow 5432 from 203.0.113.7/32".into(),
+                    "revoke 5432 from 198.51.100.1/32".into()
+                ]
+            }
+        );
+        assert_eq!(p.conflicts(), vec!["not ours".to_string()]);
+        assert!(!p.converged());
+    }
+
+    #[test]
+    fn open_to_internet_only_when_asked() {
+        let mut s = spec();
+        s.open_to_internet = true;
+        let rules = db_rules(&s, None);
+        assert!(rules.contains(&Rule {
+            port: 5432,
+            peer: Peer::Cidr("0.0.0.0/0".into())
+        }));
+        s.ssh_public_key = Some("ssh-ed25519 AAAA".into());
+        assert_eq!(worker_rules(&s).len(), 1);
+    }
+}

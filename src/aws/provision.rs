@@ -1,0 +1,712 @@
+//! Carries out a plan: find-or-create every resource, in dependency order, each created already
+//! tagged (or tagged right after, where AWS cannot tag at creation). Re-running converges: what
+//! exists is left alone, what is missing is created, security group rules are brought to exactly
+//! the desired set. On failure the error says what this run had created so far.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::types::{
+    BlockDeviceMapping, EbsBlockDevice, HttpTokensState, InstanceMetadataOptionsRequest,
+    InstanceType, IpPermission, IpRange, Ipv6Range, ResourceType, ShutdownBehavior, Tag,
+    TagSpecification, UserIdGroupPair, VolumeType,
+};
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream;
+use serde::Serialize;
+use sha2::Digest;
+
+use super::errors::{code, sdk};
+use super::observe::{self, Found, Observed, Peer, Rule};
+use super::plan::{db_rules, replica_rules, rule_diff, worker_rules};
+use super::spec::{generate_password, Names, Spec};
+use super::userdata::{self, UserData};
+use super::{Aws, TAG_KEY};
+use crate::error::{Error, Result};
+use crate::pg::preflight::KeylessMode;
+use crate::worker::{Job, JOB_VERSION};
+
+/// What the worker runs and with which binary.
+pub struct WorkerInput {
+    /// The source database URL (goes into the job, never into user-data).
+    pub source_url: String,
+    /// The Linux heroku2rds binary for the worker's architecture.
+    pub binary: Vec<u8>,
+    /// Parallel copy workers.
+    pub jobs: Option<usize>,
+    /// Keyless table handling.
+    pub keyless: KeylessMode,
+}
+
+/// One thing provision did or found.
+#[derive(Clone, Debug, Serialize)]
+pub struct Done {
+    pub resource: &'static str,
+    pub name: String,
+    /// created, changed or exists.
+    pub outcome: &'static str,
+}
+
+/// The result of a provision run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Provisioned {
+    pub steps: Vec<Done>,
+    /// host and port of the RDS primary.
+    pub endpoint: Option<(String, i32)>,
+    /// Where the master password is kept.
+    pub secret: String,
+    pub bucket: String,
+    pub worker: Option<String>,
+}
+
+impl Provisioned {
+    fn record(&mut self, resource: &'static str, name: &str, outcome: &'static str) {
+        tracing::info!("{resource} {name}: {outcome}");
+        self.steps.push(Done {
+            resource,
+            name: name.to_string(),
+            outcome,
+        });
+    }
+
+    fn created(&self) -> Vec<String> {
+        self.steps
+            .iter()
+            .filter(|d| d.outcome != "exists")
+            .map(|d| format!("{} {} ({})", d.resource, d.name, d.outcome))
+            .collect()
+    }
+}
+
+/// Bounds on waiting for AWS.
+#[derive(Clone, Copy, Debug)]
+pub struct Waits {
+    /// Longest wait for the RDS primary to become available.
+    pub db: Duration,
+    /// Polling interval.
+    pub poll: Duration,
+}
+
+fn tags(name: &str, label: &str) -> Vec<Tag> {
+    vec![
+        Tag::builder().key(TAG_KEY).value(name).build(),
+        Tag::builder().key("Name").value(label).build(),
+    ]
+}
+
+fn tag_spec(kind: ResourceType, name: &str, label: &str) -> TagSpecification {
+    TagSpecification::builder()
+        .resource_type(kind)
+        .set_tags(Some(tags(name, label)))
+        .build()
+}
+
+fn rds_tags(name: &str) -> Vec<aws_sdk_rds::types::Tag> {
+    vec![aws_sdk_rds::types::Tag::builder()
+        .key(TAG_KEY)
+        .value(name)
+        .build()]
+}
+
+/// Runs provision. `seen` comes from [`observe::observe`] just before; conflicts were refused by
+/// the caller.
+pub async fn apply(
+    aws: &Aws,
+    spec: &Spec,
+    names: &Names,
+    seen: Observed,
+    worker: Option<WorkerInput>,
+    waits: Waits,
+) -> Result<Provisioned> {
+    let mut out = Provisioned {
+        secret: names.secret.clone(),
+        bucket: names.bucket.clone(),
+        ..Default::default()
+    };
+    match steps(aws, spec, names, seen, worker, waits, &mut out).await {
+        Ok(()) => Ok(out),
+        Err(e) => {
+            let created = out.created();
+            Err(if created.is_empty() {
+                e.context("provision stopped before changing anything")
+            } else {
+                e.context(format!(
+                    "provision stopped after: {} (re-run provision to continue, or teardown to remove them)",
+                    created.join(", ")
+                ))
+            })
+        }
+    }
+}
+
+async fn steps(
+    aws: &Aws,
+    spec: &Spec,
+    names: &Names,
+    seen: Observed,
+    worker: Option<WorkerInput>,
+    waits: Waits,
+    out: &mut Provisioned,
+) -> Result<()> {
+    let ec2 = aws.ec2();
+    let name = spec.name.as_str();
+
+    // Security groups: the worker's first (the database's rules point at it).
+    let worker_sg = if spec.worker.is_some() || seen.worker_sg.ours().is_some() {
+        Some(
+            ensure_group(
+                &ec2,
+                &seen.worker_sg,
+                &names.worker_sg,
+                name,
+                "heroku2rds worker: no inbound traffic",
+                &worker_rules(spec),
+                "worker security group",
+                out,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    let db_sg = ensure_group(
+        &ec2,
+        &seen.db_sg,
+        &names.db_sg,
+        name,
+        "heroku2rds database: 5432 from the worker and the operator",
+        &db_rules(spec, worker_sg.as_deref()),
+        "database security group",
+        out,
+    )
+    .await?;
+
+    if let Some(key) = &spec.ssh_public_key {
+        if seen.key_pair.ours().is_none() {
+            ec2.import_key_pair()
+                .key_name(&names.key_pair)
+                .public_key_material(aws_sdk_ec2::primitives::Blob::new(key.as_bytes()))
+                .tag_specifications(tag_spec(ResourceType::KeyPair, name, &names.key_pair))
+                .send()
+                .await
+                .map_err(|e| sdk("ec2:ImportKeyPair", e))?;
+            out.record("SSH key pair", &names.key_pair, "created");
+        }
+    }
+
+    // Parameter group with TLS required; set on every run (idempotent), so an interrupted
+    // first run cannot leave it without rds.force_ssl.
+    let rds = aws.rds();
+    ensure_param_group(&rds, &seen.param_group, spec, names, out).await?;
+
+    // The master password: generated here, stored in Secrets Manager before the database that
+    // uses it exists, never printed.
+    let secrets = aws.secrets();
+    let password = match seen.secret.ours() {
+        Some(_) => {
+            let v = secrets
+                .get_secret_value()
+                .secret_id(&names.secret)
+                .send()
+                .await
+                .map_err(|e| sdk("secretsmanager:GetSecretValue", e))?;
+            let parsed: serde_json::Value =
+                serde_json::from_str(v.secret_string().unwrap_or("{}")).unwrap_or_default();
+            parsed["password"]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    Error::other(format!(
+                        "the secret {} holds no password field",
+                        names.secret
+                    ))
+                    .with_fix("run teardown --delete-target for this migration, or restore the secret's JSON")
+                })?
+        }
+        None => {
+            let password = generate_password()?;
+            let value = serde_json::json!({
+                "engine": "postgres",
+                "username": spec.db.master_username,
+                "password": password,
+                "dbname": spec.db.db_name,
+                "dbInstanceIdentifier": names.db,
+            });
+            secrets
+                .create_secret()
+                .name(&names.secret)
+                .description(format!("heroku2rds {name}: RDS master credentials"))
+                .secret_string(value.to_string())
+                .tags(
+                    aws_sdk_secretsmanager::types::Tag::builder()
+                        .key(TAG_KEY)
+                        .value(name)
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| sdk("secretsmanager:CreateSecret", e))?;
+            out.record("master password secret", &names.secret, "created");
+            password
+        }
+    };
+
+    // The RDS primary.
+    if seen.db.ours().is_none() {
+        let mut req = rds
+            .create_db_instance()
+            .db_instance_identifier(&names.db)
+            .engine("postgres")
+            .engine_version(spec.db.engine_major.to_string())
+            .db_instance_class(&spec.db.instance_class)
+            .allocated_storage(spec.db.storage_gb)
+            .storage_type("gp3")
+            .storage_encrypted(true)
+            .master_username(&spec.db.master_username)
+            .master_user_password(&password)
+            .db_name(&spec.db.db_name)
+            .vpc_security_group_ids(&db_sg)
+            .db_parameter_group_name(&names.param_group)
+            .publicly_accessible(true)
+            .backup_retention_period(spec.db.backup_retention_days)
+            .deletion_protection(true)
+            .copy_tags_to_snapshot(true)
+            .auto_minor_version_upgrade(true)
+            .set_tags(Some(rds_tags(name)));
+        if let Some(max) = spec.db.max_storage_gb {
+            req = req.max_allocated_storage(max);
+        }
+        req.send()
+            .await
+            .map_err(|e| sdk("rds:CreateDBInstance", e))?;
+        out.record("RDS primary", &names.db, "created");
+    }
+    let db = wait_available(&rds, &names.db, name, waits).await?;
+    out.endpoint = db.endpoint.clone();
+
+    // The cross-region read replica, once the primary is available.
+    if let (Some(rr), Some(ec2r), Some(rdsr)) =
+        (&spec.replica_region, aws.ec2_replica(), aws.rds_replica())
+    {
+        let replica_sg = ensure_group(
+            &ec2r,
+            &seen.replica_sg,
+            &names.replica_sg,
+            name,
+            "heroku2rds replica: 5432 from the operator",
+            &replica_rules(spec),
+            "replica security group",
+            out,
+        )
+        .await?;
+        // A cross-region replica cannot use the primary's parameter group: it gets its own.
+        ensure_param_group(&rdsr, &seen.replica_param_group, spec, names, out).await?;
+        if seen.replica.ours().is_none() {
+            rdsr.create_db_instance_read_replica()
+                .db_parameter_group_name(&names.param_group)
+                .db_instance_identifier(&names.replica)
+                .source_db_instance_identifier(&db.arn)
+                .db_instance_class(&spec.db.instance_class)
+                .kms_key_id("alias/aws/rds")
+                .vpc_security_group_ids(replica_sg)
+                .publicly_accessible(true)
+                .set_tags(Some(rds_tags(name)))
+                .send()
+                .await
+                .map_err(|e| sdk("rds:CreateDBInstanceReadReplica", e))?;
+            out.record(
+                "RDS cross-region read replica",
+                &format!("{} ({rr})", names.replica),
+                "created",
+            );
+        }
+    }
+
+    // The archive bucket.
+    let s3 = aws.s3();
+    match &seen.bucket {
+        Found::Ours(b) if b.tagged => {}
+        Found::Ours(_) => {
+            secure_bucket(&s3, &names.bucket, name).await?;
+            out.record("S3 archive bucket", &names.bucket, "changed");
+        }
+        _ => {
+            let mut req = s3.create_bucket().bucket(&names.bucket);
+            if spec.region != "us-east-1" {
+                req = req.create_bucket_configuration(
+                    aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                        .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(
+                            spec.region.as_str(),
+                        ))
+                        .build(),
+                );
+            }
+            req.send().await.map_err(|e| sdk("s3:CreateBucket", e))?;
+            out.record("S3 archive bucket", &names.bucket, "created");
+            secure_bucket(&s3, &names.bucket, name).await?;
+        }
+    }
+
+    // The worker.
+    if let (Some(w), Some(input)) = (&spec.worker, worker) {
+        if let Some(existing) = seen.workers.first() {
+            out.worker = Some(existing.id.clone());
+        } else {
+            let (host, port) = db
+                .endpoint
+                .clone()
+                .ok_or_else(|| Error::other(format!("RDS reports no endpoint for {}", names.db)))?;
+            let target_url = format!(
+                "postgres://{}:{}@{host}:{port}/{}?sslmode=verify-full&sslrootcert={}",
+                spec.db.master_username,
+                password,
+                spec.db.db_name,
+                userdata::RDS_CA_PATH
+            );
+            let job = Job {
+                version: JOB_VERSION,
+                migration: name.to_string(),
+                source_url: input.source_url.clone(),
+                target_url,
+                jobs: input.jobs,
+                keyless: input.keyless,
+            };
+            let id = launch_worker(
+                aws,
+                spec,
+                names,
+                w,
+                &worker_sg.unwrap_or_default(),
+                &job,
+                &input.binary,
+            )
+            .await?;
+            out.record("EC2 worker", &id, "created");
+            out.worker = Some(id);
+        }
+    }
+    Ok(())
+}
+
+async fn ensure_param_group(
+    rds: &aws_sdk_rds::Client,
+    found: &Found<String>,
+    spec: &Spec,
+    names: &Names,
+    out: &mut Provisioned,
+) -> Result<()> {
+    if found.ours().is_none() {
+        rds.create_db_parameter_group()
+            .db_parameter_group_name(&names.param_group)
+            .db_parameter_group_family(format!("postgres{}", spec.db.engine_major))
+            .description(format!("heroku2rds {}: TLS required", spec.name))
+            .set_tags(Some(rds_tags(&spec.name)))
+            .send()
+            .await
+            .map_err(|e| sdk("rds:CreateDBParameterGroup", e))?;
+        out.record("DB parameter group", &names.param_group, "created");
+    }
+    rds.modify_db_parameter_group()
+        .db_parameter_group_name(&names.param_group)
+        .parameters(
+            aws_sdk_rds::types::Parameter::builder()
+                .parameter_name("rds.force_ssl")
+                .parameter_value("1")
+                .apply_method(aws_sdk_rds::types::ApplyMethod::PendingReboot)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| sdk("rds:ModifyDBParameterGroup", e))?;
+    Ok(())
+}
+
+/// Creates the group if missing and brings its inbound rules to exactly `want`.
+#[allow(clippy::too_many_arguments)]
+async fn ensure_group(
+    ec2: &aws_sdk_ec2::Client,
+    found: &Found<observe::Group>,
+    group_name: &str,
+    migration: &str,
+    description: &str,
+    want: &BTreeSet<Rule>,
+    resource: &'static str,
+    out: &mut Provisioned,
+) -> Result<String> {
+    let (id, current) = match found {
+        Found::Ours(g) => (g.id.clone(), g.clone()),
+        _ => {
+            let created = ec2
+                .create_security_group()
+                .group_name(group_name)
+                .description(description)
+                .tag_specifications(tag_spec(ResourceType::SecurityGroup, migration, group_name))
+                .send()
+                .await
+                .map_err(|e| sdk("ec2:CreateSecurityGroup", e))?;
+            let id = created.group_id().unwrap_or_default().to_string();
+            out.record(resource, group_name, "created");
+            (
+                id.clone(),
+                observe::Group {
+                    id,
+                    ingress: vec![],
+                },
+            )
+        }
+    };
+    let (add, remove) = rule_diff(&current, want);
+    if !add.is_empty() {
+        match ec2
+            .authorize_security_group_ingress()
+            .group_id(&id)
+            .set_ip_permissions(Some(add.iter().map(permission).collect()))
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if code(&e) == Some("InvalidPermission.Duplicate") => {}
+            Err(e) => return Err(sdk("ec2:AuthorizeSecurityGroupIngress", e)),
+        }
+    }
+    if !remove.is_empty() {
+        ec2.revoke_security_group_ingress()
+            .group_id(&id)
+            .set_ip_permissions(Some(remove.iter().map(permission).collect()))
+            .send()
+            .await
+            .map_err(|e| sdk("ec2:RevokeSecurityGroupIngress", e))?;
+    }
+    if (!add.is_empty() || !remove.is_empty()) && matches!(found, Found::Ours(_)) {
+        out.record(resource, group_name, "changed");
+    } else if matches!(found, Found::Ours(_)) {
+        out.record(resource, group_name, "exists");
+    }
+    Ok(id)
+}
+
+fn permission(r: &Rule) -> IpPermission {
+    let b = IpPermission::builder()
+        .ip_protocol("tcp")
+        .from_port(r.port)
+        .to_port(r.port);
+    match &r.peer {
+        Peer::Cidr(c) if c.contains(':') => b
+            .ipv6_ranges(Ipv6Range::builder().cidr_ipv6(c).build())
+            .build(),
+        Peer::Cidr(c) => b.ip_ranges(IpRange::builder().cidr_ip(c).build()).build(),
+        Peer::Group(g) => b
+            .user_id_group_pairs(UserIdGroupPair::builder().group_id(g).build())
+            .build(),
+    }
+}
+
+async fn secure_bucket(s3: &aws_sdk_s3::Client, bucket: &str, migration: &str) -> Result<()> {
+    use aws_sdk_s3::types::{
+        PublicAccessBlockConfiguration, ServerSideEncryption, ServerSideEncryptionByDefault,
+        ServerSideEncryptionConfiguration, ServerSideEncryptionRule, Tagging,
+    };
+    s3.put_public_access_block()
+        .bucket(bucket)
+        .public_access_block_configuration(
+            PublicAccessBlockConfiguration::builder()
+                .block_public_acls(true)
+                .ignore_public_acls(true)
+                .block_public_policy(true)
+                .restrict_public_buckets(true)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| sdk("s3:PutBucketPublicAccessBlock", e))?;
+    let by_default = ServerSideEncryptionByDefault::builder()
+        .sse_algorithm(ServerSideEncryption::Aes256)
+        .build()
+        .map_err(|e| Error::other(format!("building the encryption rule: {e}")))?;
+    let conf = ServerSideEncryptionConfiguration::builder()
+        .rules(
+            ServerSideEncryptionRule::builder()
+                .apply_server_side_encryption_by_default(by_default)
+                .build(),
+        )
+        .build()
+        .map_err(|e| Error::other(format!("building the encryption rule: {e}")))?;
+    s3.put_bucket_encryption()
+        .bucket(bucket)
+        .server_side_encryption_configuration(conf)
+        .send()
+        .await
+        .map_err(|e| sdk("s3:PutEncryptionConfiguration", e))?;
+    let tag = aws_sdk_s3::types::Tag::builder()
+        .key(TAG_KEY)
+        .value(migration)
+        .build()
+        .map_err(|e| Error::other(format!("building the bucket tag: {e}")))?;
+    s3.put_bucket_tagging()
+        .bucket(bucket)
+        .tagging(
+            Tagging::builder()
+                .tag_set(tag)
+                .build()
+                .map_err(|e| Error::other(format!("building the bucket tags: {e}")))?,
+        )
+        .send()
+        .await
+        .map_err(|e| sdk("s3:PutBucketTagging", e))?;
+    Ok(())
+}
+
+/// Polls until the instance is available, within `waits.db`.
+async fn wait_available(
+    rds: &aws_sdk_rds::Client,
+    id: &str,
+    migration: &str,
+    waits: Waits,
+) -> Result<observe::Db> {
+    let start = Instant::now();
+    let mut last_report = Instant::now();
+    loop {
+        match observe::db_instance(rds, id, migration).await? {
+            Found::Ours(db) if db.status == "available" => return Ok(db),
+            Found::Ours(db) => {
+                if last_report.elapsed() >= Duration::from_secs(60) {
+                    tracing::info!(
+                        "waiting for RDS {id}: {} ({} min so far)",
+                        db.status,
+                        start.elapsed().as_secs() / 60
+                    );
+                    last_report = Instant::now();
+                }
+                if matches!(
+                    db.status.as_str(),
+                    "failed"
+                        | "incompatible-parameters"
+                        | "incompatible-network"
+                        | "storage-full"
+                        | "deleting"
+                ) {
+                    return Err(Error::other(format!("RDS {id} is {}", db.status)).with_fix(
+                        "look at the instance's events in the RDS console; run teardown --delete-target and provision again if it cannot recover",
+                    ));
+                }
+            }
+            _ => {
+                return Err(Error::other(format!(
+                    "RDS {id} disappeared while provisioning"
+                )))
+            }
+        }
+        if start.elapsed() >= waits.db {
+            return Err(Error::other(format!(
+                "RDS {id} was not available after {} minutes",
+                waits.db.as_secs() / 60
+            ))
+            .with_fix("re-run provision later: it waits for the same instance and continues")
+            .transient());
+        }
+        tokio::time::sleep(waits.poll).await;
+    }
+}
+
+/// Uploads the binary and the job, and starts the instance with user-data pointing at both by
+/// presigned URLs valid for one hour.
+async fn launch_worker(
+    aws: &Aws,
+    spec: &Spec,
+    names: &Names,
+    w: &super::spec::WorkerSpec,
+    worker_sg: &str,
+    job: &Job,
+    binary: &[u8],
+) -> Result<String> {
+    let ami = observe::ubuntu_ami(aws, &w.arch).await?.ok_or_else(|| {
+        Error::other(format!(
+            "no Ubuntu 24.04 LTS image for {} from Canonical in {}",
+            w.arch, spec.region
+        ))
+        .with_fix("check the region, or choose --worker-arch amd64")
+    })?;
+    let s3 = aws.s3();
+    let sha = hex::encode(sha2::Sha256::digest(binary));
+    let binary_key = format!("jobs/heroku2rds-{}-{}", env!("CARGO_PKG_VERSION"), w.arch);
+    let job_key = "jobs/job.json".to_string();
+    for (key, body) in [(&binary_key, binary.to_vec()), (&job_key, job.to_bytes())] {
+        s3.put_object()
+            .bucket(&names.bucket)
+            .key(key)
+            .body(ByteStream::from(body))
+            .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::Aes256)
+            .send()
+            .await
+            .map_err(|e| sdk("s3:PutObject", e))?;
+    }
+    let presign = |key: String| {
+        let s3 = s3.clone();
+        let bucket = names.bucket.clone();
+        async move {
+            let conf = PresigningConfig::expires_in(Duration::from_secs(3600))
+                .map_err(|e| Error::other(format!("presigning: {e}")))?;
+            s3.get_object()
+                .bucket(bucket)
+                .key(key)
+                .presigned(conf)
+                .await
+                .map(|p| p.uri().to_string())
+                .map_err(|e| sdk("s3:GetObject", e))
+        }
+    };
+    let binary_url = presign(binary_key).await?;
+    let job_url = presign(job_key).await?;
+    let script = userdata::render(&UserData {
+        migration: &spec.name,
+        version: env!("CARGO_PKG_VERSION"),
+        pg_major: w.pg_client_major,
+        binary_url: &binary_url,
+        binary_sha256: &sha,
+        job_url: &job_url,
+    });
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(script);
+    let mut req = aws
+        .ec2()
+        .run_instances()
+        .image_id(&ami.id)
+        .instance_type(InstanceType::from(w.instance_type.as_str()))
+        .min_count(1)
+        .max_count(1)
+        .user_data(encoded)
+        .security_group_ids(worker_sg)
+        .instance_initiated_shutdown_behavior(ShutdownBehavior::Stop)
+        .metadata_options(
+            InstanceMetadataOptionsRequest::builder()
+                .http_tokens(HttpTokensState::Required)
+                .http_put_response_hop_limit(1)
+                .build(),
+        )
+        .block_device_mappings(
+            BlockDeviceMapping::builder()
+                .device_name("/dev/sda1")
+                .ebs(
+                    EbsBlockDevice::builder()
+                        .volume_size(30)
+                        .volume_type(VolumeType::Gp3)
+                        .encrypted(true)
+                        .delete_on_termination(true)
+                        .build(),
+                )
+                .build(),
+        )
+        .tag_specifications(tag_spec(ResourceType::Instance, &spec.name, &names.worker))
+        .tag_specifications(tag_spec(ResourceType::Volume, &spec.name, &names.worker));
+    if spec.ssh_public_key.is_some() {
+        req = req.key_name(&names.key_pair);
+    }
+    let out = req.send().await.map_err(|e| sdk("ec2:RunInstances", e))?;
+    let id = out
+        .instances()
+        .first()
+        .and_then(|i| i.instance_id())
+        .unwrap_or_default()
+        .to_string();
+    Ok(id)
+}

@@ -1,0 +1,353 @@
+//! What a migration's AWS side should look like: names, sizes, validated inputs. Pure functions.
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// AWS regions heroku2rds accepts (commercial, GovCloud, China).
+pub const REGIONS: &[&str] = &[
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    "ca-central-1",
+    "ca-west-1",
+    "mx-central-1",
+    "sa-east-1",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "eu-central-1",
+    "eu-central-2",
+    "eu-north-1",
+    "eu-south-1",
+    "eu-south-2",
+    "il-central-1",
+    "me-south-1",
+    "me-central-1",
+    "af-south-1",
+    "ap-east-1",
+    "ap-east-2",
+    "ap-south-1",
+    "ap-south-2",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-northeast-3",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-southeast-3",
+    "ap-southeast-4",
+    "ap-southeast-5",
+    "ap-southeast-7",
+    "us-gov-east-1",
+    "us-gov-west-1",
+    "cn-north-1",
+    "cn-northwest-1",
+];
+
+/// The desired AWS side of one migration.
+#[derive(Clone, Debug, Serialize)]
+pub struct Spec {
+    /// The migration's name (the tag value, and part of every resource name).
+    pub name: String,
+    /// Where the RDS primary, the worker and the bucket go.
+    pub region: String,
+    /// Where the cross-region read replica goes, if any.
+    pub replica_region: Option<String>,
+    /// The operator's address range, admitted to 5432 (and 22 with SSH).
+    pub operator_cidr: String,
+    /// Further ranges admitted to 5432 (e.g. the app's static egress addresses).
+    pub app_cidrs: Vec<String>,
+    /// Admit 5432 from anywhere (TLS and the password still required). Off unless asked.
+    pub open_to_internet: bool,
+    /// An OpenSSH public key to install on the worker; SSH is closed without one.
+    pub ssh_public_key: Option<String>,
+    /// The database.
+    pub db: DbSpec,
+    /// The worker; `None` when only the database side is wanted.
+    pub worker: Option<WorkerSpec>,
+}
+
+/// The RDS primary.
+#[derive(Clone, Debug, Serialize)]
+pub struct DbSpec {
+    /// e.g. `db.m7g.large`.
+    pub instance_class: String,
+    /// gp3 storage, GiB.
+    pub storage_gb: i32,
+    /// Storage autoscaling ceiling; `None` keeps autoscaling off.
+    pub max_storage_gb: Option<i32>,
+    /// PostgreSQL major version of the target (>= the source's).
+    pub engine_major: u32,
+    /// The database created on the instance.
+    pub db_name: String,
+    /// The master user.
+    pub master_username: String,
+    /// Automated backup retention, days.
+    pub backup_retention_days: i32,
+}
+
+/// The EC2 worker.
+#[derive(Clone, Debug, Serialize)]
+pub struct WorkerSpec {
+    /// e.g. `m7i.large`.
+    pub instance_type: String,
+    /// `amd64` or `arm64` (the AMI and the heroku2rds binary must match).
+    pub arch: String,
+    /// The PostgreSQL client major version to install (the source's).
+    pub pg_client_major: u32,
+}
+
+/// Resource names derived from the migration's name.
+#[derive(Clone, Debug, Serialize)]
+pub struct Names {
+    pub worker_sg: String,
+    pub db_sg: String,
+    pub replica_sg: String,
+    pub param_group: String,
+    pub db: String,
+    pub replica: String,
+    pub bucket: String,
+    pub secret: String,
+    pub worker: String,
+    pub key_pair: String,
+}
+
+impl Names {
+    /// Names for migration `name` in `account` and `region`.
+    pub fn new(name: &str, account: &str, region: &str, engine_major: u32) -> Names {
+        let base = format!("heroku2rds-{name}");
+        Names {
+            worker_sg: format!("{base}-worker"),
+            db_sg: format!("{base}-db"),
+            replica_sg: format!("{base}-replica-db"),
+            param_group: format!("{base}-pg{engine_major}"),
+            db: base.clone(),
+            replica: format!("{base}-replica"),
+            bucket: bucket_name(name, account, region),
+            secret: format!("heroku2rds/{name}/rds-master"),
+            worker: format!("{base}-worker"),
+            key_pair: format!("{base}-ssh"),
+        }
+    }
+}
+
+/// S3 bucket names are global: the account and region make ours unique. At most 63 characters.
+pub fn bucket_name(name: &str, account: &str, region: &str) -> String {
+    let full = format!("heroku2rds-{name}-{account}-{region}");
+    if full.len() <= 63 {
+        return full;
+    }
+    // Keep the account and region (the parts that make it unique); shorten the name.
+    let keep = 63usize.saturating_sub(format!("heroku2rds--{account}-{region}").len());
+    let short: String = name.chars().take(keep).collect();
+    format!(
+        "heroku2rds-{}-{account}-{region}",
+        short.trim_end_matches('-')
+    )
+}
+
+/// A migration name: lowercase letters, digits and single hyphens, starting with a letter, at
+/// most 40 characters (it becomes part of RDS identifiers and bucket names).
+pub fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 40
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-')
+        && !name.contains("--")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(
+            Error::usage(format!("invalid migration name {name:?}")).with_fix(
+                "use 1-40 lowercase letters, digits and single hyphens, starting with a letter \
+             (it becomes part of AWS resource names), e.g. --name acme-prod",
+            ),
+        )
+    }
+}
+
+/// A known AWS region.
+pub fn validate_region(region: &str, flag: &str) -> Result<()> {
+    if REGIONS.contains(&region) {
+        Ok(())
+    } else {
+        Err(
+            Error::usage(format!("unknown AWS region {region:?} for {flag}")).with_fix(format!(
+                "use a region name such as us-east-2 (one of: {})",
+                REGIONS.join(", ")
+            )),
+        )
+    }
+}
+
+/// The operator's range: an address (taken as /32 or /128) or a CIDR no wider than /24 (IPv4)
+/// or /64 (IPv6). Anything wider, and 0.0.0.0/0 in particular, is refused: use
+/// `--open-to-internet` to say so explicitly.
+pub fn normalize_cidr(value: &str, flag: &str) -> Result<String> {
+    let bad = |why: &str| {
+        Error::usage(format!("{flag} {value:?}: {why}")).with_fix(format!(
+            "give your public address, e.g. {flag} 203.0.113.7/32 (`curl https://checkip.amazonaws.com` shows it)"
+        ))
+    };
+    let (addr, prefix) = match value.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (value, None),
+    };
+    let ip: IpAddr = addr.trim().parse().map_err(|_| bad("not an IP address"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let prefix: u32 = match prefix {
+        Some(p) => p.parse().map_err(|_| bad("not a prefix length"))?,
+        None => max,
+    };
+    if prefix > max {
+        return Err(bad("prefix length too long"));
+    }
+    let narrowest_allowed = if ip.is_ipv4() { 24 } else { 64 };
+    if prefix < narrowest_allowed {
+        return Err(bad(&format!(
+            "range too wide (/{prefix}); heroku2rds admits single addresses or small ranges only \
+             (--open-to-internet exists for the rare case that needs it)"
+        )));
+    }
+    Ok(format!("{ip}/{prefix}"))
+}
+
+/// gp3 storage for a source of `source_gb`: about twice its size, at least 20 GiB.
+pub fn storage_for(source_gb: f64) -> i32 {
+    let want = (source_gb * 2.0).ceil() as i64;
+    want.clamp(20, 65_536) as i32
+}
+
+/// The RDS instance class for a source of `source_gb`.
+pub fn db_class_for(source_gb: f64) -> &'static str {
+    match source_gb {
+        s if s < 50.0 => "db.m7g.large",
+        s if s < 500.0 => "db.m7g.xlarge",
+        s if s < 2000.0 => "db.m7g.2xlarge",
+        _ => "db.m7g.4xlarge",
+    }
+}
+
+/// The worker's instance type for a source of `source_gb` (it copies with one connection per
+/// vCPU or two; the network, not the disk, is what it uses).
+pub fn worker_type_for(source_gb: f64) -> &'static str {
+    match source_gb {
+        s if s < 100.0 => "m7i.large",
+        s if s < 1000.0 => "m7i.xlarge",
+        _ => "m7i.2xlarge",
+    }
+}
+
+/// A master password from the operating system's CSPRNG: 32 characters from letters and digits
+/// (RDS refuses `/`, `@`, `"` and spaces; 190 bits of entropy).
+pub fn generate_password() -> Result<String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    let mut out = String::with_capacity(32);
+    while out.len() < 32 {
+        let mut buf = [0u8; 64];
+        getrandom::fill(&mut buf)
+            .map_err(|e| Error::other(format!("the system random generator failed: {e}")))?;
+        // Rejection sampling keeps every character equally likely.
+        let limit = 256 - (256 % ALPHABET.len());
+        for b in buf {
+            if (b as usize) < limit && out.len() < 32 {
+                out.push(ALPHABET[b as usize % ALPHABET.len()] as char);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_bucket_limits() {
+        let n = Names::new("acme-prod", "123456789012", "us-east-2", 16);
+        assert_eq!(n.db, "heroku2rds-acme-prod");
+        assert_eq!(n.param_group, "heroku2rds-acme-prod-pg16");
+        assert_eq!(n.bucket, "heroku2rds-acme-prod-123456789012-us-east-2");
+        let long = "a".repeat(40);
+        let b = bucket_name(&long, "123456789012", "ap-southeast-4");
+        assert!(b.len() <= 63, "{b}");
+        assert!(b.ends_with("-123456789012-ap-southeast-4"));
+    }
+
+    #[test]
+    fn name_validation() {
+        for ok in ["a", "acme", "acme-prod-2"] {
+            assert!(validate_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "Acme",
+            "1acme",
+            "acme-",
+            "ac--me",
+            "ac_me",
+            &"a".repeat(41),
+        ] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cidrs() {
+        assert_eq!(
+            normalize_cidr("203.0.113.7", "--operator-cidr").unwrap(),
+            "203.0.113.7/32"
+        );
+        assert_eq!(
+            normalize_cidr("203.0.113.0/28", "--x").unwrap(),
+            "203.0.113.0/28"
+        );
+        assert_eq!(
+            normalize_cidr("2001:db8::1", "--x").unwrap(),
+            "2001:db8::1/128"
+        );
+        for bad in [
+            "0.0.0.0/0",
+            "10.0.0.0/8",
+            "::/0",
+            "nope",
+            "1.2.3.4/33",
+            "1.2.3.4/x",
+        ] {
+            let e = normalize_cidr(bad, "--operator-cidr").unwrap_err();
+            assert!(e.to_string().contains("--operator-cidr"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn regions() {
+        assert!(validate_region("us-east-2", "--region").is_ok());
+        let e = validate_region("us-east-9", "--region").unwrap_err();
+        assert_eq!(e.kind(), crate::error::Kind::Usage);
+    }
+
+    #[test]
+    fn sizing() {
+        assert_eq!(storage_for(0.1), 20);
+        assert_eq!(storage_for(30.2), 61);
+        assert_eq!(storage_for(1e9), 65_536);
+        assert_eq!(db_class_for(10.0), "db.m7g.large");
+        assert_eq!(db_class_for(600.0), "db.m7g.2xlarge");
+        assert_eq!(worker_type_for(5000.0), "m7i.2xlarge");
+    }
+
+    #[test]
+    fn passwords_are_random_and_acceptable_to_rds() {
+        let a = generate_password().unwrap();
+        let b = generate_password().unwrap();
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
+    }
+}

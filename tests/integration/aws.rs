@@ -1,0 +1,861 @@
+//! plan / provision / teardown against the AWS emulator (moto server from localstack/), checked
+//! with an independent boto3 inventory (aws_tool.py), and under IAM enforcement with exactly the
+//! policy in policies/operator.json.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+use crate::harness::{h2r_env, Pair, Run};
+
+const OPERATOR: &str = "203.0.113.7/32";
+
+/// A moto server of the test process's own, on a free port, stopped by a watchdog when the test
+/// process ends.
+pub struct Moto {
+    pub url: String,
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn start_moto(port: u16) -> Moto {
+    let out = Command::new(repo().join("localstack/start"))
+        .env("MOTO_PORT", port.to_string())
+        .env("HEROKU2RDS_NO_FAKE_HEROKU", "1")
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run localstack/start");
+    assert!(out.status.success(), "localstack/start failed");
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; MOTO_PORT={port} {stop} >/dev/null 2>&1",
+        pid = std::process::id(),
+        stop = repo().join("localstack/stop").display()
+    );
+    #[allow(clippy::zombie_processes)]
+    let _watchdog = Command::new("setsid")
+        .args(["sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the moto watchdog");
+    Moto {
+        url: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The shared emulator (IAM enforcement off).
+pub fn moto() -> &'static Moto {
+    static M: OnceLock<Moto> = OnceLock::new();
+    M.get_or_init(|| start_moto(free_port()))
+}
+
+/// Environment that points the binary (and boto3) at `moto` with the given keys, and away from
+/// any AWS configuration of the machine.
+fn aws_env(m: &Moto, key: &str, secret: &str) -> Vec<(String, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL".into(), m.url.clone()),
+        ("AWS_ACCESS_KEY_ID".into(), key.into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), secret.into()),
+        ("AWS_REGION".into(), "us-east-2".into()),
+        ("AWS_DEFAULT_REGION".into(), "us-east-2".into()),
+        ("AWS_CONFIG_FILE".into(), "/dev/null".into()),
+        ("AWS_SHARED_CREDENTIALS_FILE".into(), "/dev/null".into()),
+        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+    ]
+}
+
+fn python() -> PathBuf {
+    let cache = std::env::var("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache"));
+    std::env::var("HEROKU2RDS_MOTO_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| cache.join("heroku2rds/moto-venv"))
+        .join("bin/python")
+}
+
+fn tool(env: &[(String, String)], args: &[&str]) -> Value {
+    let mut c = Command::new(python());
+    c.arg(repo().join("tests/integration/aws_tool.py"))
+        .args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().expect("run aws_tool.py");
+    assert!(
+        out.status.success(),
+        "aws_tool.py {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("aws_tool.py prints JSON")
+}
+
+fn inventory(env: &[(String, String)], name: &str) -> serde_json::Map<String, Value> {
+    tool(env, &["inventory", name, "us-east-2,us-east-1"])
+        .as_object()
+        .unwrap()
+        .clone()
+}
+
+fn unique(prefix: &str) -> String {
+    let mut b = [0u8; 3];
+    getrandom::fill(&mut b).unwrap();
+    format!("{prefix}-{}", hex::encode(b))
+}
+
+fn run(env: &[(String, String)], extra: &[(&str, &str)], args: &[&str]) -> Run {
+    let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    all.extend_from_slice(extra);
+    h2r_env(args, &all)
+}
+
+fn provision_args<'a>(name: &'a str, key: &'a str) -> Vec<&'a str> {
+    vec![
+        "provision",
+        "--name",
+        name,
+        "--replica-region",
+        "us-east-1",
+        "--operator-cidr",
+        OPERATOR,
+        "--ssh-public-key",
+        key,
+        "--yes",
+        "--json",
+    ]
+}
+
+fn ssh_key() -> PathBuf {
+    static KEY: OnceLock<PathBuf> = OnceLock::new();
+    KEY.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("heroku2rds-test-{}-ssh", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("id_ed25519");
+        let ok = Command::new("ssh-keygen")
+            .args([
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "heroku2rds-test",
+                "-f",
+            ])
+            .arg(&key)
+            .status()
+            .expect("ssh-keygen (openssh-client)");
+        assert!(ok.success());
+        dir.join("id_ed25519.pub")
+    })
+    .clone()
+}
+
+fn count_outcomes(run: &Run, outcome: &str) -> usize {
+    run.json()["result"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["outcome"] == outcome)
+        .count()
+}
+
+fn assert_rules_closed(inv: &serde_json::Map<String, Value>, name: &str) {
+    let worker_sg = inv[&format!("us-east-2/sg/heroku2rds-{name}-worker")]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (k, v) in inv.iter().filter(|(k, _)| k.contains("/sg/")) {
+        for rule in v["ingress"].as_array().unwrap() {
+            let r = rule.as_str().unwrap();
+            assert!(
+                !r.ends_with(" 0.0.0.0/0") && !r.ends_with(" ::/0"),
+                "{k} opens {r}"
+            );
+        }
+    }
+    let db: Vec<&str> = inv[&format!("us-east-2/sg/heroku2rds-{name}-db")]["ingress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    let mut want = vec![format!("5432 {OPERATOR}"), format!("5432 {worker_sg}")];
+    want.sort();
+    assert_eq!(
+        db, want,
+        "the database group admits exactly the worker group and the operator"
+    );
+    let worker: Vec<&str> = inv[&format!("us-east-2/sg/heroku2rds-{name}-worker")]["ingress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        worker,
+        vec![format!("22 {OPERATOR}")],
+        "SSH only from the operator, only with a key"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn provision_twice_then_teardown_in_steps() {
+    let pair = Pair::new("aws_twice").await;
+    let m = moto();
+    let env = aws_env(m, "test", "test");
+    let name = unique("twice");
+    let key = ssh_key();
+    let src = pair.source_url();
+    let extra = [("HEROKU2RDS_SOURCE_URL", src.as_str())];
+
+    // The plan before anything exists: everything to create.
+    let plan = run(
+        &env,
+        &extra,
+        &[
+            "plan",
+            "--name",
+            &name,
+            "--replica-region",
+            "us-east-1",
+            "--operator-cidr",
+            OPERATOR,
+            "--json",
+        ],
+    );
+    plan.expect_code(0);
+    let items = plan.json()["items"].as_array().unwrap().clone();
+    assert!(items.iter().all(|i| i["action"] == "create"), "{items:?}");
+    assert!(
+        inventory(&env, &name).is_empty(),
+        "plan must not create anything"
+    );
+
+    let first = run(&env, &extra, &provision_args(&name, key.to_str().unwrap()));
+    first.expect_code(0);
+    assert!(
+        !first.stdout.contains(&pair.source_url()),
+        "the source URL leaked into the output"
+    );
+    let inv1 = inventory(&env, &name);
+    let kinds = |inv: &serde_json::Map<String, Value>, kind: &str| {
+        inv.keys().filter(|k| k.contains(kind)).count()
+    };
+    assert_eq!(kinds(&inv1, "/sg/"), 3, "{inv1:#?}");
+    assert_eq!(kinds(&inv1, "/rds/"), 2, "{inv1:#?}");
+    assert_eq!(kinds(&inv1, "/instance/"), 1, "{inv1:#?}");
+    assert_eq!(kinds(&inv1, "/secret/"), 1);
+    assert_eq!(kinds(&inv1, "/paramgroup/"), 2, "one per region");
+    assert_eq!(kinds(&inv1, "/keypair/"), 1);
+    let bucket = inv1
+        .iter()
+        .find(|(k, _)| k.starts_with("s3/"))
+        .expect("bucket")
+        .1
+        .clone();
+    assert_eq!(bucket["public_access_blocked"], true);
+    assert_eq!(bucket["encryption"], "AES256");
+    assert_eq!(
+        bucket["objects"].as_array().unwrap().len(),
+        2,
+        "binary and job: {bucket}"
+    );
+    let primary = &inv1[&format!("us-east-2/rds/heroku2rds-{name}")];
+    assert_eq!(primary["encrypted"], true);
+    assert_eq!(primary["storage_type"], "gp3");
+    assert_rules_closed(&inv1, &name);
+    assert!(count_outcomes(&first, "created") >= 11, "{}", first.stdout);
+
+    // The user-data the worker got: no secret in it.
+    let secret_password = {
+        let out = Command::new(python())
+            .args(["-c", &format!(
+                "import boto3,json;print(json.loads(boto3.client('secretsmanager',region_name='us-east-2').get_secret_value(SecretId='heroku2rds/{name}/rds-master')['SecretString'])['password'])"
+            )])
+            .envs(env.iter().map(|(k, v)| (k.clone(), v.clone())))
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    assert_eq!(secret_password.len(), 32);
+    assert!(!first.stdout.contains(&secret_password) && !first.stderr.contains(&secret_password));
+    let instance = inv1
+        .keys()
+        .find(|k| k.contains("/instance/"))
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let user_data = Command::new(python())
+        .args(["-c", &format!(
+            "import boto3,base64;print(base64.b64decode(boto3.client('ec2',region_name='us-east-2').describe_instance_attribute(InstanceId='{instance}',Attribute='userData')['UserData']['Value']).decode())"
+        )])
+        .envs(env.iter().map(|(k, v)| (k.clone(), v.clone())))
+        .output()
+        .unwrap();
+    let user_data = String::from_utf8(user_data.stdout).unwrap();
+    assert!(user_data.starts_with("#!/bin/bash"), "{user_data}");
+    assert!(user_data.contains("readonly PG_MAJOR=15"), "{user_data}");
+    assert!(
+        !user_data.contains(&secret_password),
+        "the master password is in the user-data"
+    );
+    assert!(
+        !user_data.contains(&crate::harness::root().password),
+        "the source password is in the user-data"
+    );
+
+    // Second run: nothing new.
+    let second = run(&env, &extra, &provision_args(&name, key.to_str().unwrap()));
+    second.expect_code(0);
+    assert_eq!(count_outcomes(&second, "created"), 0, "{}", second.stdout);
+    assert_eq!(
+        inventory(&env, &name),
+        inv1,
+        "the second provision changed the inventory"
+    );
+
+    // The operator moved: the plan shows the change, provision swaps the rule.
+    let moved = run(
+        &env,
+        &extra,
+        &[
+            "plan",
+            "--name",
+            &name,
+            "--replica-region",
+            "us-east-1",
+            "--operator-cidr",
+            "198.51.100.9",
+            "--ssh-public-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    moved.expect_code(0);
+    assert!(
+        moved.stdout.contains("allow 5432 from 198.51.100.9/32")
+            && moved
+                .stdout
+                .contains(&format!("revoke 5432 from {OPERATOR}")),
+        "{}",
+        moved.stdout
+    );
+
+    // Teardown: the worker side goes, the database side stays; twice is harmless.
+    let td = run(
+        &env,
+        &[],
+        &[
+            "teardown",
+            "--name",
+            &name,
+            "--replica-region",
+            "us-east-1",
+            "--yes",
+        ],
+    );
+    td.expect_code(0);
+    assert!(
+        td.stdout.contains("kept:") && td.stdout.contains("RDS primary"),
+        "{}",
+        td.stdout
+    );
+    let inv2 = inventory(&env, &name);
+    let left: Vec<&String> = inv2.keys().collect();
+    assert_eq!(kinds(&inv2, "/instance/"), 0, "{left:?}");
+    assert_eq!(kinds(&inv2, "/keypair/"), 0, "{left:?}");
+    assert!(
+        !inv2.contains_key(&format!("us-east-2/sg/heroku2rds-{name}-worker")),
+        "{left:?}"
+    );
+    assert_eq!(kinds(&inv2, "/rds/"), 2, "{left:?}");
+    let bucket2 = inv2.iter().find(|(k, _)| k.starts_with("s3/")).unwrap().1;
+    assert!(
+        bucket2["objects"].as_array().unwrap().is_empty(),
+        "job objects left: {bucket2}"
+    );
+    let db_rules = inv2[&format!("us-east-2/sg/heroku2rds-{name}-db")]["ingress"].clone();
+    assert_eq!(db_rules, serde_json::json!([format!("5432 {OPERATOR}")]));
+    let again = run(
+        &env,
+        &[],
+        &[
+            "teardown",
+            "--name",
+            &name,
+            "--replica-region",
+            "us-east-1",
+            "--yes",
+        ],
+    );
+    again.expect_code(0);
+    assert_eq!(inventory(&env, &name), inv2);
+
+    // Everything, deliberately: only the final snapshot stays.
+    let all = run(
+        &env,
+        &[],
+        &[
+            "teardown",
+            "--name",
+            &name,
+            "--replica-region",
+            "us-east-1",
+            "--include-replica",
+            "--delete-target",
+            "--yes",
+            "--json",
+        ],
+    );
+    all.expect_code(0);
+    let inv3 = inventory(&env, &name);
+    assert!(
+        inv3.keys().all(|k| k.contains("/snapshot/")),
+        "left after full teardown: {inv3:#?}"
+    );
+    assert_eq!(kinds(&inv3, "/snapshot/"), 1);
+    let kept = all.json()["kept"].clone();
+    assert!(kept.to_string().contains("final snapshot"), "{kept}");
+    run(
+        &env,
+        &[],
+        &[
+            "teardown",
+            "--name",
+            &name,
+            "--replica-region",
+            "us-east-1",
+            "--include-replica",
+            "--delete-target",
+            "--yes",
+        ],
+    )
+    .expect_code(0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_changes_nothing() {
+    let m = moto();
+    let env = aws_env(m, "test", "test");
+    let name = unique("bad");
+    let base = [
+        "--source-size-gb",
+        "1",
+        "--source-major",
+        "15",
+        "--no-worker",
+        "--yes",
+    ];
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (
+            vec![
+                "provision",
+                "--name",
+                &name,
+                "--region",
+                "us-east-9",
+                "--operator-cidr",
+                OPERATOR,
+            ],
+            2,
+            "unknown AWS region \"us-east-9\"",
+        ),
+        (
+            vec![
+                "provision",
+                "--name",
+                &name,
+                "--replica-region",
+                "us-east-2",
+                "--operator-cidr",
+                OPERATOR,
+            ],
+            2,
+            "is the primary's region",
+        ),
+        (
+            vec!["provision", "--name", &name, "--operator-cidr", "0.0.0.0/0"],
+            2,
+            "range too wide",
+        ),
+        (
+            vec![
+                "provision",
+                "--name",
+                "Bad_Name",
+                "--operator-cidr",
+                OPERATOR,
+            ],
+            2,
+            "invalid migration name",
+        ),
+        (
+            vec![
+                "provision",
+                "--name",
+                &name,
+                "--operator-cidr",
+                OPERATOR,
+                "--engine-major",
+                "13",
+            ],
+            2,
+            "below the source's PostgreSQL 15",
+        ),
+        (
+            vec!["teardown", "--name", &name, "--include-replica"],
+            2,
+            "needs the replica's region",
+        ),
+    ];
+    for (args, code, msg) in cases {
+        let mut all = args.clone();
+        if args[0] == "provision" {
+            all.extend_from_slice(&base);
+        } else {
+            all.push("--yes");
+        }
+        let r = run(&env, &[], &all);
+        r.expect_code(code);
+        assert!(r.stderr.contains(msg), "{args:?}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("fix:"),
+            "{args:?}: no fix in {}",
+            r.stderr
+        );
+    }
+    // Without a terminal and without --yes, provision refuses instead of waiting.
+    let r = run(
+        &env,
+        &[],
+        &[
+            "provision",
+            "--name",
+            &name,
+            "--operator-cidr",
+            OPERATOR,
+            "--source-size-gb",
+            "1",
+            "--source-major",
+            "15",
+            "--no-worker",
+        ],
+    );
+    r.expect_code(2);
+    assert!(r.stderr.contains("--yes"), "{}", r.stderr);
+    assert!(inventory(&env, &name).is_empty());
+
+    // A security group with our name that we did not tag: refused, nothing created.
+    tool(
+        &env,
+        &["untagged-sg", &format!("heroku2rds-{name}-db"), "us-east-2"],
+    );
+    let r = run(
+        &env,
+        &[],
+        &[
+            "provision",
+            "--name",
+            &name,
+            "--operator-cidr",
+            OPERATOR,
+            "--source-size-gb",
+            "1",
+            "--source-major",
+            "15",
+            "--no-worker",
+            "--yes",
+        ],
+    );
+    r.expect_code(2);
+    assert!(
+        r.stderr.contains("never adopts") && r.stderr.contains("nothing was changed"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        inventory(&env, &name).is_empty(),
+        "{:?}",
+        inventory(&env, &name)
+    );
+}
+
+/// Actions heroku2rds calls that moto 5.2.5 does not check under enforcement (seen: taking them
+/// away changes nothing). The bucket inventory shows the calls happen (public access block and
+/// default encryption are set).
+const EMULATOR_UNCHECKED: &[&str] = &[
+    "s3:PutBucketPublicAccessBlock",
+    "s3:PutEncryptionConfiguration",
+];
+
+/// The actions of policies/operator.json that heroku2rds calls itself (statements whose Sid
+/// starts with "Implicit" are required by AWS behind other calls and not checked by moto).
+fn called_actions(policy: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in policy["Statement"].as_array().unwrap() {
+        if s["Sid"].as_str().unwrap().starts_with("Implicit") {
+            continue;
+        }
+        for a in s["Action"].as_array().unwrap() {
+            let a = a.as_str().unwrap();
+            if !EMULATOR_UNCHECKED.contains(&a) {
+                out.push(a.to_string());
+            }
+        }
+    }
+    out
+}
+
+fn without(policy: &Value, action: &str) -> Value {
+    let mut p = policy.clone();
+    for s in p["Statement"].as_array_mut().unwrap() {
+        let actions = s["Action"].as_array_mut().unwrap();
+        actions.retain(|a| a != action);
+    }
+    p["Statement"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|s| !s["Action"].as_array().unwrap().is_empty());
+    p
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exactly_the_operator_policy_under_iam_enforcement() {
+    let pair = Pair::new("aws_iam").await;
+    // Enforcement is global to a moto server: this test gets its own.
+    let m = start_moto(free_port());
+    let root_env = aws_env(&m, "test", "test");
+    let scratch = std::env::temp_dir().join(format!("heroku2rds-iam-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).unwrap();
+    let admin_policy = scratch.join("admin.json");
+    std::fs::write(
+        &admin_policy,
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#,
+    )
+    .unwrap();
+    let admin = tool(
+        &root_env,
+        &["user", "admin", admin_policy.to_str().unwrap()],
+    );
+    let admin_env = aws_env(
+        &m,
+        admin["id"].as_str().unwrap(),
+        admin["secret"].as_str().unwrap(),
+    );
+    // From now on every request is checked against IAM.
+    let status = Command::new("curl")
+        .args([
+            "-sf",
+            "-X",
+            "POST",
+            "--data-binary",
+            "0",
+            "-H",
+            "Content-Type: application/octet-stream",
+            &format!("{}/moto-api/reset-auth", m.url),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let policy: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("policies/operator.json")).unwrap(),
+    )
+    .unwrap();
+    let user_with = |label: &str, p: &Value| {
+        let file = scratch.join(format!("{label}.json"));
+        std::fs::write(&file, p.to_string()).unwrap();
+        let keys = tool(&admin_env, &["user", label, file.to_str().unwrap()]);
+        aws_env(
+            &m,
+            keys["id"].as_str().unwrap(),
+            keys["secret"].as_str().unwrap(),
+        )
+    };
+    let key = ssh_key();
+    let src = pair.source_url();
+    let extra = [("HEROKU2RDS_SOURCE_URL", src.as_str())];
+    let sequence = |env: &[(String, String)], name: &str| -> Vec<Run> {
+        let mut runs = Vec::new();
+        for args in [
+            provision_args(name, key.to_str().unwrap()),
+            // The operator moved: exercises the rule revocation.
+            vec![
+                "provision",
+                "--name",
+                name,
+                "--replica-region",
+                "us-east-1",
+                "--operator-cidr",
+                "198.51.100.9/32",
+                "--ssh-public-key",
+                key.to_str().unwrap(),
+                "--yes",
+                "--json",
+            ],
+            vec![
+                "teardown",
+                "--name",
+                name,
+                "--replica-region",
+                "us-east-1",
+                "--include-replica",
+                "--delete-target",
+                "--yes",
+            ],
+        ] {
+            let r = run(env, &extra, &args);
+            let failed = r.code != 0;
+            runs.push(r);
+            if failed {
+                break;
+            }
+        }
+        runs
+    };
+
+    // With exactly the policy: the whole life cycle works.
+    let full = user_with("full", &policy);
+    let name = unique("iam");
+    for r in sequence(&full, &name) {
+        r.expect_code(0);
+    }
+
+    // A failure injected between steps (the RDS call refused), then a re-run with the full policy
+    // converges, with no duplicates.
+    let no_rds = user_with("no-rds", &without(&policy, "rds:CreateDBInstance"));
+    let conv = unique("conv");
+    let failed = run(
+        &no_rds,
+        &extra,
+        &provision_args(&conv, key.to_str().unwrap()),
+    );
+    failed.expect_code(4);
+    assert!(
+        failed.stderr.contains("rds:CreateDBInstance"),
+        "{}",
+        failed.stderr
+    );
+    assert!(
+        failed.stderr.contains("provision stopped after:")
+            && failed.stderr.contains("database security group"),
+        "created resources not reported: {}",
+        failed.stderr
+    );
+    run(&full, &extra, &provision_args(&conv, key.to_str().unwrap())).expect_code(0);
+    let inv = inventory(&admin_env, &conv);
+    assert_eq!(
+        inv.keys().filter(|k| k.contains("/sg/")).count(),
+        3,
+        "{inv:#?}"
+    );
+    assert_eq!(
+        inv.keys().filter(|k| k.contains("/rds/")).count(),
+        2,
+        "{inv:#?}"
+    );
+    assert_eq!(
+        inv.keys().filter(|k| k.contains("/instance/")).count(),
+        1,
+        "{inv:#?}"
+    );
+    run(
+        &full,
+        &extra,
+        &[
+            "teardown",
+            "--name",
+            &conv,
+            "--replica-region",
+            "us-east-1",
+            "--include-replica",
+            "--delete-target",
+            "--yes",
+        ],
+    )
+    .expect_code(0);
+
+    // Each action, taken away alone, stops the tool with a message naming it. Four at a time.
+    let actions = called_actions(&policy);
+    let superfluous = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for (lane, chunk) in actions.chunks(actions.len().div_ceil(4)).enumerate() {
+            let (user_with, sequence, superfluous, full, extra, admin_env, policy) = (
+                &user_with,
+                &sequence,
+                &superfluous,
+                &full,
+                &extra,
+                &admin_env,
+                &policy,
+            );
+            scope.spawn(move || {
+                for (j, action) in chunk.iter().enumerate() {
+                    let i = lane * 100 + j;
+                    let env = user_with(&format!("minus{i}"), &without(policy, action));
+                    let name = unique(&format!("m{i}"));
+                    let runs = sequence(&env, &name);
+                    let last = runs.last().unwrap();
+                    if last.code == 0 {
+                        superfluous.lock().unwrap().push(action.clone());
+                    } else {
+                        assert_eq!(last.code, 4, "{action}: {}", last.stderr);
+                        assert!(
+                            last.stderr.contains(action.as_str()),
+                            "{action} not named: {}",
+                            last.stderr
+                        );
+                        assert!(
+                            !last.stderr.contains(&crate::harness::root().password),
+                            "password leaked"
+                        );
+                    }
+                    // Clean up with the full policy (and prove it converges from wherever it stopped).
+                    run(
+                        full,
+                        extra,
+                        &[
+                            "teardown",
+                            "--name",
+                            &name,
+                            "--replica-region",
+                            "us-east-1",
+                            "--include-replica",
+                            "--delete-target",
+                            "--yes",
+                        ],
+                    )
+                    .expect_code(0);
+                    let left = inventory(admin_env, &name);
+                    assert!(
+                        left.keys().all(|k| k.contains("/snapshot/")),
+                        "{action}: left {left:#?}"
+                    );
+                }
+            });
+        }
+    });
+    let superfluous = superfluous.into_inner().unwrap();
+    assert!(
+        superfluous.is_empty(),
+        "policy grants actions heroku2rds never needed: {superfluous:?}"
+    );
+    let _ = std::fs::remove_dir_all(&scratch);
+}
