@@ -3,7 +3,9 @@
 
 pub mod clean;
 pub mod cli;
+pub mod cutover;
 pub mod error;
+pub mod heroku;
 pub mod pg;
 pub mod state;
 pub mod status;
