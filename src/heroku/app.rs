@@ -463,8 +463,13 @@ mod tests {
         let pg1 = addon("p1", "postgresql-one", POSTGRES_SERVICE);
         let pg2 = addon("p2", "postgresql-two", POSTGRES_SERVICE);
         // No Postgres at all.
-        let e =
-            choose_database("app", &[redis.clone()], &[att("r", "REDIS")], None).expect_err("none");
+        let e = choose_database(
+            "app",
+            std::slice::from_ref(&redis),
+            &[att("r", "REDIS")],
+            None,
+        )
+        .expect_err("none");
         assert!(e.message().contains("no Heroku Postgres"));
         // One, attached as DATABASE.
         let d = choose_database(
