@@ -9,8 +9,10 @@
 //!    views, validate foreign keys, verify;
 //! 4. **point of no return**: keep the Heroku database attached under another name, detach
 //!    `DATABASE`, set `DATABASE_URL` to the target;
-//! 5. restore the formation, wait for the new release and for every dyno to be up on it,
-//!    maintenance off, report the downtime.
+//! 5. wait for the new release to succeed, restore the formation (in this order: a dyno started
+//!    while the release is pending runs the previous release, whose `DATABASE_URL` is the Heroku
+//!    database), wait for every dyno to be up on the new release, maintenance off, report the
+//!    downtime.
 //!
 //! Every step is recorded on the target (`heroku2rds.cutovers`, `heroku2rds.cutover_steps`), so
 //! a re-run after a crash knows where the last one stopped. Before the point of no return any
@@ -72,10 +74,11 @@ pub enum Step {
     DatabaseDetached,
     /// `DATABASE_URL` points at the target.
     DatabaseUrlSet,
-    /// The saved formation is back.
-    FormationRestored,
     /// The release of the switch succeeded.
     ReleaseSucceeded,
+    /// The saved formation is back (only now: dynos started while the release is pending
+    /// would run the previous release, with the previous `DATABASE_URL`).
+    FormationRestored,
     /// Every dyno of the formation is up on that release.
     DynosUp,
     /// Maintenance off (if it was off before).
@@ -101,8 +104,8 @@ impl Step {
         Step::PointOfNoReturn,
         Step::DatabaseDetached,
         Step::DatabaseUrlSet,
-        Step::FormationRestored,
         Step::ReleaseSucceeded,
+        Step::FormationRestored,
         Step::DynosUp,
         Step::MaintenanceOff,
         Step::Completed,
@@ -155,8 +158,8 @@ impl Step {
             Step::PointOfNoReturn => "POINT OF NO RETURN: from here the switch only goes forward",
             Step::DatabaseDetached => "detach DATABASE from the Heroku database",
             Step::DatabaseUrlSet => "set DATABASE_URL to the target",
+            Step::ReleaseSucceeded => "wait for the new release to succeed (dynos started before would still get the old DATABASE_URL)",
             Step::FormationRestored => "restore the saved formation",
-            Step::ReleaseSucceeded => "wait for the new release to succeed",
             Step::DynosUp => "wait for every dyno to be up on the new release",
             Step::MaintenanceOff => "turn maintenance mode off (if it was off before)",
             Step::Completed => "done: report the downtime",
@@ -1279,10 +1282,6 @@ async fn forward(
         }
         record(Step::DatabaseUrlSet, None).await?;
     }
-    if !done.contains(&Step::FormationRestored) {
-        app.scale(&saved).await.map_err(finish)?;
-        record(Step::FormationRestored, None).await?;
-    }
     let mut version = rec
         .steps
         .iter()
@@ -1320,6 +1319,10 @@ async fn forward(
         version = Some(v);
     }
     let version = version.unwrap_or(release_before + 1);
+    if !done.contains(&Step::FormationRestored) {
+        app.scale(&saved).await.map_err(finish)?;
+        record(Step::FormationRestored, None).await?;
+    }
     if !done.contains(&Step::DynosUp) {
         let deadline = Instant::now() + opts.dyno_timeout;
         loop {

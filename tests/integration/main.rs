@@ -4,5 +4,7 @@ mod harness;
 
 mod bad_input;
 mod copy;
+mod cutover;
 mod follow;
+mod heroku;
 mod verify;
