@@ -145,14 +145,18 @@ impl<'a> Backups<'a> {
             progress(&t);
             match t.status() {
                 Status::Completed => return Ok(t),
-                Status::Failed | Status::Canceled => {
-                    return Err(Error::other(format!(
-                        "backup {} {}",
-                        t.label(),
-                        if t.status() == Status::Failed { "failed" } else { "was canceled" }
-                    ))
-                    .with_fix("`heroku pg:backups:info` shows its logs; capture again, or use --via pg_dump"))
-                }
+                Status::Failed | Status::Canceled => return Err(Error::other(format!(
+                    "backup {} {}",
+                    t.label(),
+                    if t.status() == Status::Failed {
+                        "failed"
+                    } else {
+                        "was canceled"
+                    }
+                ))
+                .with_fix(
+                    "`heroku pg:backups:info` shows its logs; capture again, or use --via pg_dump",
+                )),
                 Status::Pending | Status::Running => {}
             }
             if Instant::now() > deadline {

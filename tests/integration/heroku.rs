@@ -503,7 +503,11 @@ async fn cutover_bad_input_is_refused_clearly_and_changes_nothing() {
 
     assert_eq!(shape(&app).await, before, "the app changed");
     let releases = f.state(&app).await["releases"].clone();
-    assert_eq!(releases.as_array().map(Vec::len), Some(2), "no release was made: {releases}");
+    assert_eq!(
+        releases.as_array().map(Vec::len),
+        Some(2),
+        "no release was made: {releases}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -529,12 +533,18 @@ async fn backup_download_never_carries_the_token() {
     let t = b.capture().await.expect("capture");
     let mut seen = Vec::new();
     let done = b
-        .wait(&t.uuid, Duration::from_millis(200), Duration::from_secs(60), |t| {
-            seen.push(t.processed_bytes)
-        })
+        .wait(
+            &t.uuid,
+            Duration::from_millis(200),
+            Duration::from_secs(60),
+            |t| seen.push(t.processed_bytes),
+        )
         .await
         .expect("backup");
-    assert!(seen.len() > 1 && seen.windows(2).all(|w| w[0] <= w[1]), "progress grows: {seen:?}");
+    assert!(
+        seen.len() > 1 && seen.windows(2).all(|w| w[0] <= w[1]),
+        "progress grows: {seen:?}"
+    );
     let url = b.public_url(done.num).await.expect("public url");
     let bytes = c
         .download(&url)
@@ -544,19 +554,35 @@ async fn backup_download_never_carries_the_token() {
         .await
         .expect("bytes");
     assert_eq!(bytes.len() as i64, done.processed_bytes);
-    assert!(bytes.starts_with(b"PGDMP"), "a pg_dump custom-format archive");
+    assert!(
+        bytes.starts_with(b"PGDMP"),
+        "a pg_dump custom-format archive"
+    );
     let file = root().dir.join(format!("{app}.dump"));
     std::fs::write(&file, &bytes).expect("write dump");
-    let list = Command::new("pg_restore").arg("--list").arg(&file).output().expect("pg_restore");
-    assert!(list.status.success(), "{}", String::from_utf8_lossy(&list.stderr));
+    let list = Command::new("pg_restore")
+        .arg("--list")
+        .arg(&file)
+        .output()
+        .expect("pg_restore");
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
     assert!(String::from_utf8_lossy(&list.stdout).contains("TABLE DATA public b"));
 
     let public = f.requests("/__public/backups/").await;
     assert!(!public.is_empty(), "the download was logged");
     for r in &public {
-        assert_eq!(r["authorization"], "absent", "the token went to the download host: {r}");
+        assert_eq!(
+            r["authorization"], "absent",
+            "the token went to the download host: {r}"
+        );
     }
-    let data = f.requests(&format!("/client/v11/apps/{app}/transfers")).await;
+    let data = f
+        .requests(&format!("/client/v11/apps/{app}/transfers"))
+        .await;
     assert!(!data.is_empty());
     for r in &data {
         assert_eq!(r["authorization"], "valid", "{r}");
