@@ -461,7 +461,12 @@ class App:
                 "organization": None, "team": None, "region": region,
                 "released_at": iso(self.released_at), "repo_size": None, "slug_size": None,
                 "space": None, "stack": stack, "updated_at": iso(self.updated_at),
-                "web_url": f"https://{self.name}-{self.id[:12].replace('-', '')}.herokuapp.com/"}
+                "web_url": f"https://{self.web_host()}.herokuapp.com/"}
+
+    def web_host(self):
+        # New apps get NAME-HASH.herokuapp.com; the schema caps the label at 31 characters.
+        room = 30 - len(self.name) - 1
+        return f"{self.name}-{self.id.replace('-', '')[:min(room, 12)]}" if room >= 4 else self.name
 
     def attachments(self):
         return [a for a in STATE.attachments.values() if a.app is self]
@@ -1686,13 +1691,13 @@ def attachment_create(c):
     name = name.upper()
     ns = b.get("namespace")
     existing = next((x for x in a.attachments() if x.name == name and x.namespace == ns), None)
+    if existing and existing.addon is ad:
+        return Response(200, existing.json(c.include()))    # already so: nothing to change
     if existing:
         if b.get("confirm") != a.name:
             raise HerokuError(422, "confirmation_required",
                               f"Attachment {name} already exists on {a.name}. To replace it, "
                               f"confirm with the app name ({a.name}).")
-        if existing.addon is ad:
-            return Response(200, existing.json(c.include()))
         # replacing: the old add-on must keep another attachment to its billing app
         if existing.app is existing.addon.app and not any(
                 x is not existing and x.app is existing.addon.app

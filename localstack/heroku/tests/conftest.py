@@ -120,9 +120,10 @@ class Client:
 def start_fake(tmp_dir, extra_env=None):
     port, public_port = pgcluster.free_port(), pgcluster.free_port()
     log = open(os.path.join(tmp_dir, f"fake-{port}.log"), "wb")
+    data_dir = os.path.join(tmp_dir, f"fake-data-{port}")   # removed with pytest's tmp dirs
     proc = subprocess.Popen([sys.executable, "-u", FAKE, "--port", str(port),
-                             "--public-port", str(public_port)],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                             "--public-port", str(public_port), "--data-dir", data_dir],
+                            stdout=log, stderr=subprocess.STDOUT,   # in the run's group
                             env=dict(os.environ, **(extra_env or {})))
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 20
@@ -146,7 +147,7 @@ def stop_fake(proc):
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            proc.kill()
             proc.wait()
 
 
