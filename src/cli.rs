@@ -42,6 +42,8 @@ pub enum Command {
     Teardown(TeardownArgs),
     /// Run a job description written by provision (what the EC2 worker's systemd unit runs).
     Worker(WorkerArgs),
+    /// Switch a Heroku app from its Heroku Postgres database to the target, with rollback.
+    Cutover(CutoverArgs),
 }
 
 /// Settings shared by `plan` and `provision`; each overrides heroku2rds.toml.
@@ -177,6 +179,54 @@ pub struct WorkerArgs {
     /// The job description file.
     #[arg(long)]
     pub job: std::path::PathBuf,
+}
+
+/// `cutover` arguments.
+#[derive(Debug, Args)]
+pub struct CutoverArgs {
+    /// The Heroku app.
+    #[arg(long, short = 'a', env = "HEROKU_APP")]
+    pub app: String,
+    /// Which Heroku Postgres add-on is the source, when the app has several (add-on name or
+    /// attachment name).
+    #[arg(long)]
+    pub addon: Option<String>,
+    /// Source database URL; default: the app's DATABASE_URL, read from Heroku.
+    #[arg(long, env = "HEROKU2RDS_SOURCE_URL", hide_env_values = true)]
+    pub source: Option<String>,
+    #[command(flatten)]
+    pub target: TargetArg,
+    /// The URL the app gets as DATABASE_URL (default: --target). Must require TLS
+    /// (sslmode=require or stronger).
+    #[arg(long, env = "HEROKU2RDS_TARGET_APP_URL", hide_env_values = true)]
+    pub target_app_url: Option<String>,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Check readiness and print the steps without changing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the step log and the measured downtime as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds the app's sessions on the source get to end before they are terminated.
+    #[arg(long, default_value_t = 30)]
+    pub session_grace_s: u64,
+    /// Largest replication lag (age of the oldest unapplied change, seconds) accepted at start.
+    #[arg(long, default_value_t = 30)]
+    pub max_lag_s: u64,
+    /// Longest wait for dynos to stop or to come up, seconds.
+    #[arg(long, default_value_t = 300)]
+    pub dyno_timeout_s: u64,
+    /// Longest wait for a running replicate to empty the change log, seconds.
+    #[arg(long, default_value_t = 300)]
+    pub drain_timeout_s: u64,
+    /// Longest wait for the release that switches DATABASE_URL, seconds.
+    #[arg(long, default_value_t = 900)]
+    pub release_timeout_s: u64,
+    /// Parallel comparisons of the final verification.
+    #[arg(long, short = 'j', default_value_t = 2)]
+    pub jobs: usize,
 }
 
 /// `clean` arguments.

@@ -8,10 +8,11 @@ use clap::Parser;
 use heroku2rds::aws::plan;
 use heroku2rds::cli::{Cli, Command};
 use heroku2rds::error::{Error, Kind, Result};
+use heroku2rds::heroku::client as heroku_client;
 use heroku2rds::pg::conn::{error_chain, ConnSpec};
 use heroku2rds::pg::{preflight, replicate, sequences, verify};
 use heroku2rds::worker::Job;
-use heroku2rds::{clean, provisioning, status};
+use heroku2rds::{clean, cutover, provisioning, status};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -82,6 +83,70 @@ fn cancellation() -> Arc<AtomicBool> {
         }
     });
     flag
+}
+
+/// Cutover's signal handling: Ctrl-C/SIGTERM set the flag (before the point of no return that
+/// rolls back); the process never exits on a signal, so a switch past the point of no return
+/// always runs to completion.
+fn cutover_signals() -> cutover::Signals {
+    let signals = cutover::Signals::default();
+    let s = signals.clone();
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => return,
+            };
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            s.cancel.store(true, Ordering::SeqCst);
+            if s.past_point_of_no_return.load(Ordering::SeqCst) {
+                eprintln!(
+                    "interrupted after the point of no return: the switch runs to completion"
+                );
+            } else {
+                eprintln!("interrupted: rolling the cutover back");
+            }
+        }
+    });
+    signals
+}
+
+/// The Heroku client configuration from the environment (the only place it is read).
+fn heroku_config() -> Result<heroku_client::Config> {
+    let key = std::env::var("HEROKU_API_KEY").ok();
+    let netrc =
+        std::env::var_os("HOME").and_then(|h| heroku_client::read_netrc(std::path::Path::new(&h)));
+    let (token, source) = heroku_client::resolve_token(key.as_deref(), netrc.as_deref())?;
+    heroku_client::Config::new(
+        std::env::var("HEROKU_API_URL").ok().as_deref(),
+        std::env::var("HEROKU_DATA_API_URL").ok().as_deref(),
+        token,
+        source,
+    )
+}
+
+/// Asks on the terminal; refuses without one.
+fn confirm_on_terminal(app: &str, plan: &[String]) -> Result<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return Err(
+            Error::usage("cutover needs confirmation and there is no terminal to ask on")
+                .with_fix("run it in a terminal, or pass --yes"),
+        );
+    }
+    eprintln!("heroku2rds will switch app {app}:");
+    for (i, line) in plan.iter().enumerate() {
+        eprintln!("  {:>2}. {line}", i);
+    }
+    eprint!("type the app name ({app}) to proceed: ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(answer.trim() == app)
 }
 
 fn print_json(value: &impl serde::Serialize) -> Result<()> {
@@ -365,6 +430,55 @@ async fn run(command: Command) -> Result<u8> {
                 .transpose()?;
             let report = clean::run(&source, target.as_ref(), a.force).await?;
             println!("{report}");
+            Ok(0)
+        }
+        Command::Cutover(a) => {
+            let target = ConnSpec::parse(&a.target.target, "target")?;
+            let app_url = a
+                .target_app_url
+                .clone()
+                .unwrap_or_else(|| a.target.target.clone());
+            cutover::check_app_url(&app_url)?;
+            let source = a
+                .source
+                .as_deref()
+                .map(|s| ConnSpec::parse(s, "source"))
+                .transpose()?;
+            if a.app.is_empty() {
+                return Err(Error::usage("--app is empty"));
+            }
+            let client = heroku_client::Client::new(heroku_config()?)?;
+            let secs = std::time::Duration::from_secs;
+            let opts = cutover::Options {
+                app: a.app.clone(),
+                addon: a.addon.clone(),
+                source,
+                target,
+                app_url,
+                dry_run: a.dry_run,
+                session_grace: secs(a.session_grace_s),
+                max_lag: secs(a.max_lag_s),
+                dyno_timeout: secs(a.dyno_timeout_s),
+                drain_timeout: secs(a.drain_timeout_s),
+                release_timeout: secs(a.release_timeout_s),
+                jobs: a.jobs.max(1),
+                poll: std::time::Duration::from_millis(500),
+            };
+            let yes = a.yes;
+            let app = a.app.clone();
+            let mut confirm = move |plan: &[String]| -> Result<bool> {
+                if yes {
+                    Ok(true)
+                } else {
+                    confirm_on_terminal(&app, plan)
+                }
+            };
+            let report = cutover::run(&client, &opts, &mut confirm, &cutover_signals()).await?;
+            if a.json {
+                print_json(&report)?;
+            } else {
+                print!("{}", cutover::render(&report));
+            }
             Ok(0)
         }
         Command::RefreshMatviews(a) => {

@@ -184,6 +184,160 @@ pub async fn event(client: &impl GenericClient, phase: Phase, message: &str) -> 
     Ok(())
 }
 
+/// DDL of the cutover's records (see `cutover.rs`). Idempotent; needs [`STATE_DDL`] first.
+/// Holds no secrets: no URL, no token, only names, quantities and times.
+pub const CUTOVER_DDL: &str = r#"
+CREATE TABLE IF NOT EXISTS heroku2rds.cutovers (
+    id                 serial PRIMARY KEY,
+    app                text NOT NULL,
+    addon_id           text NOT NULL,
+    addon_name         text NOT NULL,
+    formation          jsonb NOT NULL,
+    maintenance_before boolean NOT NULL,
+    previous_existed   boolean NOT NULL,
+    outcome            text CHECK (outcome IN ('completed', 'rolled-back')),
+    reason             text,
+    started_at         timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished_at        timestamptz
+);
+CREATE TABLE IF NOT EXISTS heroku2rds.cutover_steps (
+    cutover_id int NOT NULL REFERENCES heroku2rds.cutovers(id),
+    step       text NOT NULL,
+    detail     jsonb,
+    at         timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (cutover_id, step)
+);
+"#;
+
+/// One recorded cutover attempt.
+#[derive(Debug, Clone)]
+pub struct CutoverRecord {
+    /// Attempt id.
+    pub id: i32,
+    /// Heroku app.
+    pub app: String,
+    /// The Heroku Postgres add-on (id, name).
+    pub addon_id: String,
+    /// Its name.
+    pub addon_name: String,
+    /// The formation saved before scaling down (JSON list of {type, quantity, size}).
+    pub formation: serde_json::Value,
+    /// Whether maintenance was on before the cutover.
+    pub maintenance_before: bool,
+    /// Whether the "previous database" attachment existed before the cutover.
+    pub previous_existed: bool,
+    /// `completed`, `rolled-back`, or None while unfinished.
+    pub outcome: Option<String>,
+    /// Why it was rolled back.
+    pub reason: Option<String>,
+    /// Steps done: (step, detail, seconds since the epoch), in order.
+    pub steps: Vec<(String, Option<serde_json::Value>, f64)>,
+}
+
+/// Creates the cutover tables (idempotent).
+pub async fn ensure_cutover_tables(client: &Client) -> Result<()> {
+    client
+        .batch_execute(CUTOVER_DDL)
+        .await
+        .map_err(|e| query_error(e, "creating the cutover records on the target"))
+}
+
+/// The newest cutover attempt, if any.
+pub async fn last_cutover(client: &Client) -> Result<Option<CutoverRecord>> {
+    let row = client
+        .query_opt(
+            "SELECT id, app, addon_id, addon_name, formation, maintenance_before, previous_existed, outcome, reason
+               FROM heroku2rds.cutovers ORDER BY id DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .map_err(|e| query_error(e, "reading the cutover records"))?;
+    let Some(r) = row else { return Ok(None) };
+    let id: i32 = r.get(0);
+    let steps = client
+        .query(
+            "SELECT step, detail, extract(epoch FROM at)::float8 FROM heroku2rds.cutover_steps
+              WHERE cutover_id = $1 ORDER BY at, step",
+            &[&id],
+        )
+        .await
+        .map_err(|e| query_error(e, "reading the cutover steps"))?
+        .iter()
+        .map(|s| (s.get(0), s.get(1), s.get(2)))
+        .collect();
+    Ok(Some(CutoverRecord {
+        id,
+        app: r.get(1),
+        addon_id: r.get(2),
+        addon_name: r.get(3),
+        formation: r.get(4),
+        maintenance_before: r.get(5),
+        previous_existed: r.get(6),
+        outcome: r.get(7),
+        reason: r.get(8),
+        steps,
+    }))
+}
+
+/// Records a new attempt; returns its id.
+pub async fn start_cutover(
+    client: &Client,
+    app: &str,
+    addon_id: &str,
+    addon_name: &str,
+    formation: &serde_json::Value,
+    maintenance_before: bool,
+    previous_existed: bool,
+) -> Result<i32> {
+    Ok(client
+        .query_one(
+            "INSERT INTO heroku2rds.cutovers (app, addon_id, addon_name, formation, maintenance_before, previous_existed)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            &[&app, &addon_id, &addon_name, formation, &maintenance_before, &previous_existed],
+        )
+        .await
+        .map_err(|e| query_error(e, "recording the cutover"))?
+        .get(0))
+}
+
+/// Records a step as done (idempotent: the first record wins); returns its time, seconds since
+/// the epoch.
+pub async fn record_cutover_step(
+    client: &Client,
+    id: i32,
+    step: &str,
+    detail: Option<&serde_json::Value>,
+) -> Result<f64> {
+    let row = client
+        .query_one(
+            "WITH ins AS (INSERT INTO heroku2rds.cutover_steps (cutover_id, step, detail) VALUES ($1, $2, $3)
+                          ON CONFLICT DO NOTHING RETURNING at)
+             SELECT extract(epoch FROM coalesce((SELECT at FROM ins),
+                    (SELECT at FROM heroku2rds.cutover_steps WHERE cutover_id = $1 AND step = $2)))::float8",
+            &[&id, &step, &detail],
+        )
+        .await
+        .map_err(|e| query_error(e, &format!("recording cutover step {step}")))?;
+    Ok(row.get(0))
+}
+
+/// Ends an attempt.
+pub async fn finish_cutover(
+    client: &Client,
+    id: i32,
+    outcome: &str,
+    reason: Option<&str>,
+) -> Result<()> {
+    client
+        .execute(
+            "UPDATE heroku2rds.cutovers SET outcome = $2, reason = $3, finished_at = clock_timestamp() WHERE id = $1",
+            &[&id, &outcome, &reason],
+        )
+        .await
+        .map_err(|e| query_error(e, "recording the end of the cutover"))?;
+    Ok(())
+}
+
 /// Holds the target's single-runner lock for as long as it lives: a session advisory lock on a
 /// dedicated connection whose `application_name` names the holder, so a second runner can say
 /// which process holds it. Creates nothing on the target.
@@ -192,10 +346,31 @@ pub struct RunnerLock {
 }
 
 const RUNNER_LOCK_KEY: i64 = 0x6865_726f_6b75; // "heroku"
+const CUTOVER_LOCK_KEY: i64 = 0x6375_746f_7672; // "cutovr"
 
 impl RunnerLock {
     /// Takes the lock or fails naming the process that holds it.
     pub async fn acquire(client: Client, what: &str) -> Result<Self> {
+        Self::acquire_key(client, what, RUNNER_LOCK_KEY).await
+    }
+
+    /// Takes the cutover's own lock (one cutover at a time per target); it does not exclude
+    /// `replicate`.
+    pub async fn acquire_cutover(client: Client) -> Result<Self> {
+        Self::acquire_key(client, "cutover", CUTOVER_LOCK_KEY).await
+    }
+
+    /// Takes the runner lock if it is free; None when another process (a following
+    /// `replicate`) holds it.
+    pub async fn try_acquire(client: Client, what: &str) -> Result<Option<Self>> {
+        match Self::acquire_key(client, what, RUNNER_LOCK_KEY).await {
+            Ok(l) => Ok(Some(l)),
+            Err(e) if e.kind() == crate::error::Kind::Usage => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn acquire_key(client: Client, what: &str, key: i64) -> Result<Self> {
         let host = hostname::get()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default();
@@ -209,14 +384,14 @@ impl RunnerLock {
         let own = format!("pid {}", std::process::id());
         for attempt in 0.. {
             let got: bool = client
-                .query_one("SELECT pg_try_advisory_lock($1)", &[&RUNNER_LOCK_KEY])
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
                 .await
                 .map_err(|e| query_error(e, "taking the runner lock"))?
                 .get(0);
             if got {
                 break;
             }
-            let holder = runner(&client).await.ok().flatten();
+            let holder = holder(&client, key).await.ok().flatten();
             if attempt < 50 && holder.as_deref().is_some_and(|h| h.ends_with(&own)) {
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                 continue;
@@ -235,12 +410,16 @@ impl RunnerLock {
 
 /// True when a runner currently holds the target's lock (for `status`).
 pub async fn runner(client: &Client) -> Result<Option<String>> {
+    holder(client, RUNNER_LOCK_KEY).await
+}
+
+async fn holder(client: &Client, key: i64) -> Result<Option<String>> {
     let row = client
         .query_opt(
             "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
               WHERE l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
                 AND ((l.classid::bigint << 32) | l.objid::bigint) = $1 LIMIT 1",
-            &[&RUNNER_LOCK_KEY],
+            &[&key],
         )
         .await
         .map_err(|e| query_error(e, "looking for a running replicate"))?;

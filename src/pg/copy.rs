@@ -175,17 +175,52 @@ pub async fn copy_chunk(
 ) -> Result<(u64, u64)> {
     let name = table.display_name();
     let key = table.integer_key.then(|| table.key[0].as_str());
-    let cols = table.copy_columns();
-    let out_sql = format!(
-        "COPY (SELECT {cols} FROM ONLY {} WHERE {}) TO STDOUT",
-        table.qualified(),
-        chunk.range.predicate(key)
-    );
-    let in_sql = format!("COPY {} ({cols}) FROM STDIN", table.qualified());
     let tx = tgt
         .transaction()
         .await
         .map_err(|e| query_error(e, "starting a target transaction"))?;
+    let (rows, bytes) = stream_rows(src, &tx, table, &chunk.range.predicate(key)).await?;
+    let marked = tx
+        .execute(
+            "UPDATE heroku2rds.chunks SET done_at = clock_timestamp(), rows = $3, bytes = $4
+              WHERE table_id = $1 AND chunk_no = $2 AND done_at IS NULL",
+            &[
+                &chunk.table_id,
+                &chunk.chunk_no,
+                &(rows as i64),
+                &(bytes as i64),
+            ],
+        )
+        .await
+        .map_err(|e| query_error(e, "recording a copied chunk"))?;
+    if marked != 1 {
+        // Someone else finished this chunk: drop our copy of it.
+        tx.rollback()
+            .await
+            .map_err(|e| query_error(e, "rolling back a duplicate chunk"))?;
+        return Ok((0, 0));
+    }
+    tx.commit()
+        .await
+        .map_err(|e| query_error(e, &format!("committing a chunk of {name}")))?;
+    Ok((rows, bytes))
+}
+
+/// Streams the rows of `table` selected by `predicate` from the source into the table on the
+/// target, inside the caller's transaction. Returns (rows, bytes of COPY text).
+async fn stream_rows(
+    src: &tokio_postgres::Client,
+    tx: &tokio_postgres::Transaction<'_>,
+    table: &Table,
+    predicate: &str,
+) -> Result<(u64, u64)> {
+    let name = table.display_name();
+    let cols = table.copy_columns();
+    let out_sql = format!(
+        "COPY (SELECT {cols} FROM ONLY {} WHERE {predicate}) TO STDOUT",
+        table.qualified(),
+    );
+    let in_sql = format!("COPY {} ({cols}) FROM STDIN", table.qualified());
     let sink = tx
         .copy_in::<_, bytes::Bytes>(&in_sql)
         .await
@@ -220,30 +255,41 @@ pub async fn copy_chunk(
         .finish()
         .await
         .map_err(|e| query_error(e, &format!("finishing COPY into {name}")))?;
-    let marked = tx
-        .execute(
-            "UPDATE heroku2rds.chunks SET done_at = clock_timestamp(), rows = $3, bytes = $4
-              WHERE table_id = $1 AND chunk_no = $2 AND done_at IS NULL",
-            &[
-                &chunk.table_id,
-                &chunk.chunk_no,
-                &(rows as i64),
-                &(bytes as i64),
-            ],
-        )
-        .await
-        .map_err(|e| query_error(e, "recording a copied chunk"))?;
-    if marked != 1 {
-        // Someone else finished this chunk: drop our copy of it.
-        tx.rollback()
-            .await
-            .map_err(|e| query_error(e, "rolling back a duplicate chunk"))?;
-        return Ok((0, 0));
-    }
-    tx.commit()
-        .await
-        .map_err(|e| query_error(e, &format!("committing a chunk of {name}")))?;
     Ok((rows, bytes))
+}
+
+/// Copies a whole table again (tables without a key, `--keyless recopy`, at cutover with writes
+/// stopped): its rows on the target are replaced by the source's in one transaction.
+pub async fn recopy_table(
+    src: &tokio_postgres::Client,
+    tgt: &mut tokio_postgres::Client,
+    table: &Table,
+) -> Result<u64> {
+    let tx = tgt
+        .transaction()
+        .await
+        .map_err(|e| query_error(e, "starting a target transaction"))?;
+    // As apply: the rows are the source's, so the target's triggers and foreign-key checks
+    // must not fire on them.
+    tx.batch_execute(&format!(
+        "SET LOCAL session_replication_role = replica; DELETE FROM ONLY {}",
+        table.qualified()
+    ))
+    .await
+    .map_err(|e| {
+        query_error(
+            e,
+            &format!("emptying {} on the target", table.display_name()),
+        )
+    })?;
+    let (rows, _) = stream_rows(src, &tx, table, "true").await?;
+    tx.commit().await.map_err(|e| {
+        query_error(
+            e,
+            &format!("committing the copy of {}", table.display_name()),
+        )
+    })?;
+    Ok(rows)
 }
 
 /// Runs `jobs` workers over `chunks` (largest tables, by rows, first). Stops all workers after their

@@ -5,5 +5,7 @@ mod harness;
 mod aws;
 mod bad_input;
 mod copy;
+mod cutover;
 mod follow;
+mod heroku;
 mod verify;

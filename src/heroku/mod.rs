@@ -1,0 +1,5 @@
+//! Heroku: the Platform API and the Postgres data API (see DESIGN.md, "Heroku").
+
+pub mod app;
+pub mod backups;
+pub mod client;
