@@ -21,8 +21,26 @@ import jsonschema
 from jsonschema import Draft4Validator, FormatChecker
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SCHEMA_PATH = os.environ.get("HEROKU_PLATFORM_SCHEMA",
-                             os.path.join(HERE, "..", "platform-schema.json"))
+def find_schema():
+    """The official Platform API schema is not part of this repository: it is read from
+    HEROKU_PLATFORM_SCHEMA, or from shared/reference/heroku-platform-schema.json in the nearest
+    ancestor directory of the checkout that has it (the project's shared reference folder)."""
+    given = os.environ.get("HEROKU_PLATFORM_SCHEMA")
+    if given:
+        return given
+    d = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
+    while True:
+        candidate = os.path.join(d, "shared", "reference", "heroku-platform-schema.json")
+        if os.path.isfile(candidate):
+            return candidate
+        parent = os.path.dirname(d)
+        if parent == d:
+            raise SystemExit(
+                "the official Heroku Platform API schema was not found: set HEROKU_PLATFORM_SCHEMA "
+                "to heroku-platform-schema.json (shared/reference/ beside the checkout)")
+        d = parent
+
+
 
 DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 
@@ -67,8 +85,8 @@ def _strict(node):
 
 
 class Schema:
-    def __init__(self, path=SCHEMA_PATH):
-        with open(path) as f:
+    def __init__(self, path=None):
+        with open(path or find_schema()) as f:
             raw = json.load(f)
         base = _strip_meta(raw)
         self.loose_root = base
