@@ -210,7 +210,7 @@ pub async fn make_plan(r: &Resolved) -> Result<Planned> {
 
 /// The worker's binary: the given file, or this executable when it runs on the worker's
 /// platform.
-fn worker_binary(r: &Resolved, arch: &str) -> Result<Vec<u8>> {
+fn worker_binary(r: &Resolved, arch: &str) -> Result<PathBuf> {
     let path = match &r.worker_binary {
         Some(p) => p.clone(),
         None => {
@@ -230,9 +230,14 @@ fn worker_binary(r: &Resolved, arch: &str) -> Result<Vec<u8>> {
                 .map_err(|e| Error::other("cannot locate this executable").with_source(e))?
         }
     };
-    std::fs::read(&path).map_err(|e| {
-        Error::usage(format!("cannot read the worker binary {}", path.display())).with_source(e)
-    })
+    if !path.is_file() {
+        return Err(Error::usage(format!(
+            "the worker binary {} is not a file",
+            path.display()
+        ))
+        .with_fix("pass --worker-binary with the path of a Linux heroku2rds executable"));
+    }
+    Ok(path)
 }
 
 /// Carries out a plan. Refuses when the plan has conflicts.

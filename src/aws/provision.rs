@@ -30,8 +30,9 @@ use crate::worker::{Job, JOB_VERSION};
 pub struct WorkerInput {
     /// The source database URL (goes into the job, never into user-data).
     pub source_url: String,
-    /// The Linux heroku2rds binary for the worker's architecture.
-    pub binary: Vec<u8>,
+    /// The Linux heroku2rds binary for the worker's architecture (streamed from the file, never
+    /// held in memory whole).
+    pub binary: std::path::PathBuf,
     /// Parallel copy workers.
     pub jobs: Option<usize>,
     /// Keyless table handling.
@@ -608,6 +609,24 @@ async fn wait_available(
     }
 }
 
+/// The SHA-256 of a file, read in 1 MiB pieces.
+fn sha256_file(path: &std::path::Path) -> Result<String> {
+    use std::io::Read;
+    let fail = |e: std::io::Error| {
+        Error::usage(format!("cannot read the worker binary {}", path.display())).with_source(e)
+    };
+    let mut file = std::fs::File::open(path).map_err(fail)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(fail)?;
+        if n == 0 {
+            return Ok(hex::encode(hasher.finalize()));
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
 /// Uploads the binary and the job, and starts the instance with user-data pointing at both by
 /// presigned URLs valid for one hour.
 async fn launch_worker(
@@ -617,7 +636,7 @@ async fn launch_worker(
     w: &super::spec::WorkerSpec,
     worker_sg: &str,
     job: &Job,
-    binary: &[u8],
+    binary: &std::path::Path,
 ) -> Result<String> {
     let ami = observe::ubuntu_ami(aws, &w.arch).await?.ok_or_else(|| {
         Error::other(format!(
@@ -627,14 +646,24 @@ async fn launch_worker(
         .with_fix("check the region, or choose --worker-arch amd64")
     })?;
     let s3 = aws.s3();
-    let sha = hex::encode(sha2::Sha256::digest(binary));
+    let sha = sha256_file(binary)?;
     let binary_key = format!("jobs/heroku2rds-{}-{}", env!("CARGO_PKG_VERSION"), w.arch);
     let job_key = "jobs/job.json".to_string();
-    for (key, body) in [(&binary_key, binary.to_vec()), (&job_key, job.to_bytes())] {
+    let binary_body = ByteStream::from_path(binary).await.map_err(|e| {
+        Error::usage(format!(
+            "cannot read the worker binary {}",
+            binary.display()
+        ))
+        .with_source(e)
+    })?;
+    for (key, body) in [
+        (&binary_key, binary_body),
+        (&job_key, ByteStream::from(job.to_bytes())),
+    ] {
         s3.put_object()
             .bucket(&names.bucket)
             .key(key)
-            .body(ByteStream::from(body))
+            .body(body)
             .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::Aes256)
             .send()
             .await

@@ -663,6 +663,8 @@ async fn exactly_the_operator_policy_under_iam_enforcement() {
     let status = Command::new("curl")
         .args([
             "-sf",
+            "-o",
+            "/dev/null",
             "-X",
             "POST",
             "--data-binary",
