@@ -17,6 +17,7 @@ use heroku2rds::{clean, cutover, provisioning, status};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli.log);
+    warn_about_passwords_in_arguments(std::env::args().skip(1));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -35,6 +36,36 @@ fn main() -> ExitCode {
                 eprintln!("  fix: {fix}");
             }
             ExitCode::from(e.kind().exit_code() as u8)
+        }
+    }
+}
+
+/// Arguments are visible to every user of the machine (`ps`): warn when one carries a password.
+fn warn_about_passwords_in_arguments(args: impl Iterator<Item = String>) {
+    let mut flag = String::new();
+    for arg in args {
+        let (name, value) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), v.to_string()),
+            _ if arg.starts_with("--") => {
+                flag = arg;
+                continue;
+            }
+            _ => (std::mem::take(&mut flag), arg),
+        };
+        let has_password = url::Url::parse(&value)
+            .map(|u| u.password().is_some_and(|p| !p.is_empty()))
+            .unwrap_or(false);
+        if has_password && !name.is_empty() {
+            let var = match name.as_str() {
+                "--source" => "HEROKU2RDS_SOURCE_URL",
+                "--target" => "HEROKU2RDS_TARGET_URL",
+                "--target-app-url" => "HEROKU2RDS_TARGET_APP_URL",
+                _ => "the matching environment variable",
+            };
+            tracing::warn!(
+                "{name} carries a password on the command line, where every user of this machine can \
+                 read it (ps); pass it in {var} instead"
+            );
         }
     }
 }
