@@ -236,7 +236,22 @@ async fn preflight_reports_every_kind_of_finding() {
     let plain = h2r_env(&["preflight", "--source", &require], &[]);
     plain.expect_code(3);
     assert!(plain.stdout.contains("BLOCKING"), "{}", plain.stdout);
+    // A password on the command line is visible to every user: warned, without repeating it.
+    assert!(
+        plain
+            .stderr
+            .contains("--source carries a password on the command line")
+            && plain.stderr.contains("HEROKU2RDS_SOURCE_URL"),
+        "{}",
+        plain.stderr
+    );
+    assert!(!plain.stderr.contains(&crate::harness::root().password));
     let run = pair.h2r(&["preflight", "--json"]);
+    assert!(
+        !run.stderr.contains("on the command line"),
+        "{}",
+        run.stderr
+    );
     run.expect_code(3);
     let j = run.json();
     assert_eq!(j["blocked"], true);
