@@ -34,6 +34,8 @@ pub enum Command {
     RefreshMatviews(TargetArgs),
     /// Remove capture triggers, functions, the change log and the tool's schemas. Idempotent.
     Clean(CleanArgs),
+    /// Write a commented heroku2rds.toml with every setting and its default.
+    Init(InitArgs),
     /// Show what provision would create, find or change in AWS. Read-only.
     Plan(PlanArgs),
     /// Create the AWS side (security groups, RDS, replica, secret, bucket, worker). Converges when re-run.
@@ -44,6 +46,29 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Switch a Heroku app from its Heroku Postgres database to the target, with rollback.
     Cutover(CutoverArgs),
+}
+
+/// `init` arguments.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The Heroku app to migrate.
+    #[arg(long, short = 'a')]
+    pub app: String,
+    /// The migration's name [default: the app's name].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Region of the RDS primary [default: us-east-2].
+    #[arg(long, default_value = "us-east-2")]
+    pub region: String,
+    /// Region of an optional cross-region read replica.
+    #[arg(long)]
+    pub replica_region: Option<String>,
+    /// Where to write it.
+    #[arg(long, default_value = "heroku2rds.toml")]
+    pub config: std::path::PathBuf,
+    /// Overwrite an existing file.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Settings shared by `plan` and `provision`; each overrides heroku2rds.toml.

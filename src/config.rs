@@ -69,6 +69,57 @@ pub fn load(path: Option<&Path>) -> Result<File> {
     })
 }
 
+/// What `init` writes: every setting with its default, commented. Values given to `init` are
+/// filled in; the rest stay commented out so the defaults apply.
+pub fn template(app: &str, name: &str, region: &str, replica_region: Option<&str>) -> String {
+    let replica = match replica_region {
+        Some(r) => format!("replica_region = \"{r}\""),
+        None => "# replica_region = \"us-east-1\"".to_string(),
+    };
+    format!(
+        r#"# heroku2rds.toml: settings of one migration. Flags override them; see README.md.
+# Written by `heroku2rds init`. Secrets never go here: database URLs come from
+# HEROKU2RDS_SOURCE_URL / HEROKU2RDS_TARGET_URL, the Heroku token from HEROKU_API_KEY, AWS
+# credentials from the usual AWS chain.
+
+# The migration's name: part of every AWS resource name and the value of the
+# heroku2rds:migration tag (lowercase letters, digits, hyphens).
+name = "{name}"
+# The Heroku app whose DATABASE_URL is migrated.
+app = "{app}"
+
+[aws]
+# Region of the RDS primary, the worker and the archive bucket.
+region = "{region}"
+# A cross-region read replica (e.g. next to Heroku's US databases in us-east-1).
+{replica}
+# Address range admitted to the database (and SSH): default your public address /32.
+# operator_cidr = "203.0.113.7/32"
+# Further ranges admitted to 5432, e.g. the app's static outbound addresses.
+# app_cidrs = []
+# Admit 5432 from anywhere (TLS and the password still required). Needed when the app's
+# dynos have no fixed outbound addresses.
+# open_to_internet = false
+# RDS instance class; default sized from the source (db.m7g.large below 50 GB).
+# db_instance_class = "db.m7g.large"
+# PostgreSQL major version on RDS; default the source's (never below it).
+# engine_major = 16
+# Storage autoscaling ceiling in GiB; off by default.
+# storage_autoscaling_max_gb = 500
+# The database and master user created on RDS.
+# db_name = "app"
+# master_username = "app"
+# Automated backup retention in days.
+# backup_retention_days = 7
+# Worker instance type (default sized from the source, m7i.large below 100 GB) and architecture.
+# worker_instance_type = "m7i.large"
+# worker_arch = "amd64"
+# An OpenSSH public key to install on the worker (SSH stays closed without one).
+# ssh_public_key = "~/.ssh/id_ed25519.pub"
+"#
+    )
+}
+
 /// Finds this machine's public IPv4 address as AWS sees it (checkip.amazonaws.com), for the
 /// operator's /32.
 pub async fn detect_public_ip() -> Result<String> {
@@ -110,6 +161,32 @@ pub async fn detect_public_ip() -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_template_parses_and_mentions_every_setting() {
+        let t = template("acme-prod", "acme", "us-east-2", Some("us-east-1"));
+        let f: File = toml::from_str(&t).unwrap();
+        assert_eq!(f.app.as_deref(), Some("acme-prod"));
+        assert_eq!(f.aws.replica_region.as_deref(), Some("us-east-1"));
+        // Uncommenting every line must still parse: each key is one the file accepts.
+        let all: String = t
+            .lines()
+            .map(|l| {
+                l.strip_prefix("# ")
+                    .filter(|r| r.contains(" = "))
+                    .unwrap_or(l)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let all = all.replace(
+            "replica_region = \"us-east-1\"\nreplica_region",
+            "replica_region",
+        );
+        let f: File = toml::from_str(&all).unwrap();
+        assert_eq!(f.aws.operator_cidr.as_deref(), Some("203.0.113.7/32"));
+        assert_eq!(f.aws.backup_retention_days, Some(7));
+        assert!(f.aws.ssh_public_key.is_some() && f.aws.worker_arch.is_some());
+    }
 
     #[test]
     fn unknown_keys_are_refused_and_known_ones_read() {

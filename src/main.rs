@@ -323,6 +323,30 @@ async fn run(command: Command) -> Result<u8> {
             };
             run_replicate(source, target, opts).await
         }
+        Command::Init(a) => {
+            let name = a.name.clone().unwrap_or_else(|| a.app.clone());
+            heroku2rds::aws::spec::validate_name(&name)?;
+            heroku2rds::aws::spec::validate_region(&a.region, "--region")?;
+            if let Some(rr) = &a.replica_region {
+                heroku2rds::aws::spec::validate_region(rr, "--replica-region")?;
+            }
+            if a.config.exists() && !a.force {
+                return Err(
+                    Error::usage(format!("{} exists already", a.config.display()))
+                        .with_fix("edit it, or pass --force to overwrite it"),
+                );
+            }
+            let text =
+                heroku2rds::config::template(&a.app, &name, &a.region, a.replica_region.as_deref());
+            std::fs::write(&a.config, text).map_err(|e| {
+                Error::usage(format!("cannot write {}", a.config.display())).with_source(e)
+            })?;
+            println!(
+                "wrote {} (edit it, then run `heroku2rds plan`)",
+                a.config.display()
+            );
+            Ok(0)
+        }
         Command::Plan(a) => {
             let r = provisioning::resolve(&a.aws).await?;
             let p = provisioning::make_plan(&r).await?;
