@@ -46,6 +46,50 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Switch a Heroku app from its Heroku Postgres database to the target, with rollback.
     Cutover(CutoverArgs),
+    /// Stream the final Heroku backup (or a pg_dump of the source) into the migration's S3 bucket.
+    Archive(ArchiveArgs),
+}
+
+/// Where `archive` takes the dump from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ArchiveVia {
+    /// A Heroku backup (captured now, or --backup).
+    Backup,
+    /// `pg_dump -Fc` of the source, run here (for databases too big for Heroku's backups).
+    #[value(name = "pg_dump", alias = "pg-dump")]
+    PgDump,
+}
+
+/// `archive` arguments.
+#[derive(Debug, Args)]
+pub struct ArchiveArgs {
+    /// The Heroku app.
+    #[arg(long, short = 'a', env = "HEROKU_APP")]
+    pub app: String,
+    /// The migration's name (as given to provision): decides the bucket.
+    #[arg(long)]
+    pub name: String,
+    /// Region of the bucket (provision's --region).
+    #[arg(long, default_value = "us-east-2")]
+    pub region: String,
+    /// Archive this existing backup (e.g. b005) instead of capturing one.
+    #[arg(long)]
+    pub backup: Option<String>,
+    /// Where the dump comes from.
+    #[arg(long, value_enum, default_value = "backup")]
+    pub via: ArchiveVia,
+    /// Which Heroku Postgres add-on, when the app has several (add-on or attachment name).
+    #[arg(long)]
+    pub addon: Option<String>,
+    /// With --via pg_dump: the database URL to dump (default: the app's DATABASE_URL).
+    #[arg(long, env = "HEROKU2RDS_SOURCE_URL", hide_env_values = true)]
+    pub source: Option<String>,
+    /// Longest wait for the backup to finish, in minutes.
+    #[arg(long, default_value_t = 360)]
+    pub backup_wait_minutes: u64,
+    /// Print {bucket,key,bytes,sha256,source} as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `init` arguments.

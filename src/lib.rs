@@ -1,6 +1,7 @@
 //! heroku2rds: move a production PostgreSQL database from Heroku to Amazon RDS with seconds of
 //! write downtime. See DESIGN.md for the architecture.
 
+pub mod archive;
 pub mod aws;
 pub mod clean;
 pub mod cli;

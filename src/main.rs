@@ -12,7 +12,7 @@ use heroku2rds::heroku::client as heroku_client;
 use heroku2rds::pg::conn::{error_chain, ConnSpec};
 use heroku2rds::pg::{preflight, replicate, sequences, verify};
 use heroku2rds::worker::Job;
-use heroku2rds::{clean, cutover, provisioning, status};
+use heroku2rds::{archive, clean, cutover, provisioning, status};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -114,6 +114,19 @@ fn cancellation() -> Arc<AtomicBool> {
         }
     });
     flag
+}
+
+/// Resolves on the first Ctrl-C or SIGTERM (the caller aborts what it was doing).
+async fn interrupted() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(t) => t,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("interrupted: aborting");
 }
 
 /// Cutover's signal handling: Ctrl-C/SIGTERM set the flag (before the point of no return that
@@ -533,6 +546,53 @@ async fn run(command: Command) -> Result<u8> {
                 print_json(&report)?;
             } else {
                 print!("{}", cutover::render(&report));
+            }
+            Ok(0)
+        }
+        Command::Archive(a) => {
+            let source = match (&a.source, a.via) {
+                (Some(s), heroku2rds::cli::ArchiveVia::PgDump) => {
+                    Some(ConnSpec::parse(s, "source")?)
+                }
+                _ => None,
+            };
+            let via = match a.via {
+                heroku2rds::cli::ArchiveVia::Backup => archive::Via::Backup(a.backup.clone()),
+                heroku2rds::cli::ArchiveVia::PgDump => {
+                    if a.backup.is_some() {
+                        return Err(Error::usage("--backup goes with --via backup")
+                            .with_fix("leave out --backup, or --via pg_dump"));
+                    }
+                    archive::Via::PgDump(source.clone())
+                }
+            };
+            let opts = archive::Options {
+                app: a.app.clone(),
+                name: a.name.clone(),
+                region: a.region.clone(),
+                addon: a.addon.clone(),
+                via,
+                poll: std::time::Duration::from_secs(1),
+                backup_timeout: std::time::Duration::from_secs(a.backup_wait_minutes.max(1) * 60),
+            };
+            archive::validate(&opts)?;
+            // The token is only needed to talk to Heroku.
+            let client = if source.is_some() {
+                None
+            } else {
+                Some(heroku_client::Client::new(heroku_config()?)?)
+            };
+            let aws = heroku2rds::aws::Aws::load(&opts.region, None).await;
+            let done = archive::run(&aws, client.as_ref(), &opts, interrupted()).await?;
+            if a.json {
+                print_json(&done)?;
+            } else {
+                println!(
+                    "archived {} to s3://{}/{}",
+                    done.source, done.bucket, done.key
+                );
+                println!("bytes: {}", done.bytes);
+                println!("sha256: {}", done.sha256);
             }
             Ok(0)
         }

@@ -365,7 +365,8 @@ pub async fn db_instance(
     }))
 }
 
-async fn bucket(aws: &Aws, name: &str, migration: &str) -> Result<Found<Bucket>> {
+/// The bucket `name`: missing, ours (tagged, or untagged and empty), or foreign.
+pub async fn bucket(aws: &Aws, name: &str, migration: &str) -> Result<Found<Bucket>> {
     let s3 = aws.s3();
     // GetBucketTagging tells all three cases apart: no such bucket, ours (tagged), not ours
     // (403: another account's bucket, or our credentials lack s3:GetBucketTagging).

@@ -3,6 +3,8 @@
   inventory NAME REGION[,REGION]  every resource tagged heroku2rds:migration=NAME, as JSON
   user NAME POLICY_JSON_FILE      an IAM user with exactly that inline policy; prints its keys
   untagged-sg NAME REGION         a security group named NAME without any tag
+  get BUCKET KEY FILE             downloads an object into FILE; prints its size and metadata
+  uploads BUCKET                  the bucket's unfinished multipart uploads (keys)
 Credentials and endpoint come from the environment.
 """
 
@@ -97,6 +99,18 @@ def user(name, policy_file):
     return {"id": key["AccessKeyId"], "secret": key["SecretAccessKey"]}
 
 
+def get(bucket, key, path):
+    s3 = boto3.client("s3")
+    s3.download_file(bucket, key, path)
+    head = s3.head_object(Bucket=bucket, Key=key)
+    return {"size": head["ContentLength"], "metadata": head.get("Metadata", {})}
+
+
+def uploads(bucket):
+    s3 = boto3.client("s3")
+    return sorted(u["Key"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []))
+
+
 def untagged_sg(name, region):
     ec2 = boto3.client("ec2", region_name=region)
     return {"id": ec2.create_security_group(GroupName=name, Description="not heroku2rds")["GroupId"]}
@@ -108,6 +122,10 @@ if __name__ == "__main__":
         print(json.dumps(inventory(sys.argv[2], sys.argv[3].split(",")), sort_keys=True))
     elif cmd == "user":
         print(json.dumps(user(sys.argv[2], sys.argv[3])))
+    elif cmd == "get":
+        print(json.dumps(get(sys.argv[2], sys.argv[3], sys.argv[4])))
+    elif cmd == "uploads":
+        print(json.dumps(uploads(sys.argv[2])))
     elif cmd == "untagged-sg":
         print(json.dumps(untagged_sg(sys.argv[2], sys.argv[3])))
     else:

@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod archive;
 mod aws;
 mod bad_input;
 mod copy;
