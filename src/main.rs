@@ -89,43 +89,56 @@ fn render_error(e: &Error) -> String {
     }
 }
 
+fn sigterm() -> Option<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok()
+}
+
+/// Waits for the next Ctrl-C or SIGTERM (Ctrl-C only when SIGTERM cannot be watched).
+async fn next_signal(term: &mut Option<tokio::signal::unix::Signal>) {
+    match term {
+        Some(t) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = t.recv() => {}
+            }
+        }
+        None => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Calls `each` on every Ctrl-C or SIGTERM, from a background task that lives as long as the
+/// process.
+fn on_signals(mut each: impl FnMut() + Send + 'static) {
+    tokio::spawn(async move {
+        let mut term = sigterm();
+        loop {
+            next_signal(&mut term).await;
+            each();
+        }
+    });
+}
+
 /// Sets the returned flag on SIGINT/SIGTERM; a second signal exits at once.
 fn cancellation() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let f = flag.clone();
-    tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(_) => return,
-            };
-        loop {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            if f.swap(true, Ordering::SeqCst) {
-                eprintln!("interrupted again: exiting now");
-                std::process::exit(130);
-            }
-            eprintln!(
-                "interrupted: stopping cleanly after the work in flight (press Ctrl-C again to exit now)"
-            );
+    on_signals(move || {
+        if f.swap(true, Ordering::SeqCst) {
+            eprintln!("interrupted again: exiting now");
+            std::process::exit(130);
         }
+        eprintln!(
+            "interrupted: stopping cleanly after the work in flight (press Ctrl-C again to exit now)"
+        );
     });
     flag
 }
 
 /// Resolves on the first Ctrl-C or SIGTERM (the caller aborts what it was doing).
 async fn interrupted() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(t) => t,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    next_signal(&mut sigterm()).await;
     eprintln!("interrupted: aborting");
 }
 
@@ -135,25 +148,12 @@ async fn interrupted() {
 fn cutover_signals() -> cutover::Signals {
     let signals = cutover::Signals::default();
     let s = signals.clone();
-    tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(_) => return,
-            };
-        loop {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            s.cancel.store(true, Ordering::SeqCst);
-            if s.past_point_of_no_return.load(Ordering::SeqCst) {
-                eprintln!(
-                    "interrupted after the point of no return: the switch runs to completion"
-                );
-            } else {
-                eprintln!("interrupted: rolling the cutover back");
-            }
+    on_signals(move || {
+        s.cancel.store(true, Ordering::SeqCst);
+        if s.past_point_of_no_return.load(Ordering::SeqCst) {
+            eprintln!("interrupted after the point of no return: the switch runs to completion");
+        } else {
+            eprintln!("interrupted: rolling the cutover back");
         }
     });
     signals
@@ -173,24 +173,40 @@ fn heroku_config() -> Result<heroku_client::Config> {
     )
 }
 
-/// Asks on the terminal; refuses without one.
-fn confirm_on_terminal(app: &str, plan: &[String]) -> Result<bool> {
+/// Prints `prompt` on the terminal and returns the answer; without a terminal, refuses with
+/// "`needs` and there is no terminal to ask on".
+fn ask(needs: &str, prompt: &str) -> Result<String> {
     use std::io::{BufRead, IsTerminal, Write};
     if !std::io::stdin().is_terminal() {
         return Err(
-            Error::usage("cutover needs confirmation and there is no terminal to ask on")
-                .with_fix("run it in a terminal, or pass --yes"),
+            Error::usage(format!("{needs} and there is no terminal to ask on"))
+                .with_fix("run it in a terminal, or pass --yes to confirm in advance"),
         );
     }
-    eprintln!("heroku2rds will switch app {app}:");
-    for (i, line) in plan.iter().enumerate() {
-        eprintln!("  {:>2}. {line}", i);
-    }
-    eprint!("type the app name ({app}) to proceed: ");
+    eprint!("{prompt}");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer)?;
-    Ok(answer.trim() == app)
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| Error::other("reading the answer").with_source(e))?;
+    Ok(answer.trim().to_string())
+}
+
+/// Shows the cutover plan and asks for the app's name.
+fn confirm_on_terminal(app: &str, plan: &[String]) -> Result<bool> {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        eprintln!("heroku2rds will switch app {app}:");
+        for (i, line) in plan.iter().enumerate() {
+            eprintln!("  {:>2}. {line}", i);
+        }
+    }
+    let answer = ask(
+        "cutover needs confirmation",
+        &format!("type the app name ({app}) to proceed: "),
+    )?;
+    Ok(answer == app)
 }
 
 fn print_json(value: &impl serde::Serialize) -> Result<()> {
@@ -202,21 +218,11 @@ fn print_json(value: &impl serde::Serialize) -> Result<()> {
 
 /// Asks yes/no on a terminal; refuses without one.
 fn confirm(question: &str, command: &str) -> Result<()> {
-    use std::io::{BufRead, IsTerminal, Write};
-    if !std::io::stdin().is_terminal() {
-        return Err(Error::usage(format!(
-            "{command} changes your AWS account and there is no terminal to confirm on"
-        ))
-        .with_fix("pass --yes to confirm in advance"));
-    }
-    eprint!("{question} [y/N] ");
-    let _ = std::io::stderr().flush();
-    let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| Error::other("reading the answer").with_source(e))?;
-    if matches!(line.trim(), "y" | "Y" | "yes") {
+    let answer = ask(
+        &format!("{command} changes your AWS account"),
+        &format!("{question} [y/N] "),
+    )?;
+    if matches!(answer.as_str(), "y" | "Y" | "yes") {
         Ok(())
     } else {
         Err(Error::usage(format!(
@@ -227,19 +233,14 @@ fn confirm(question: &str, command: &str) -> Result<()> {
 
 /// Asks for the migration's name to be typed before deleting the database.
 fn confirm_typed(name: &str) -> Result<()> {
-    use std::io::{BufRead, IsTerminal, Write};
-    if !std::io::stdin().is_terminal() {
-        return Err(Error::usage("teardown --delete-target deletes the RDS database and there is no terminal to confirm on")
-            .with_fix("pass --yes to confirm in advance"));
-    }
-    eprint!("This deletes the RDS database of migration {name} (a final snapshot is kept) and the archive bucket.\nType the migration's name to confirm: ");
-    let _ = std::io::stderr().flush();
-    let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| Error::other("reading the answer").with_source(e))?;
-    if line.trim() == name {
+    let answer = ask(
+        "teardown --delete-target deletes the RDS database",
+        &format!(
+            "This deletes the RDS database of migration {name} (a final snapshot is kept) and the \
+             archive bucket.\nType the migration's name to confirm: "
+        ),
+    )?;
+    if answer == name {
         Ok(())
     } else {
         Err(Error::usage(
