@@ -63,15 +63,18 @@ pub enum ArchiveVia {
 /// `archive` arguments.
 #[derive(Debug, Args)]
 pub struct ArchiveArgs {
-    /// The Heroku app.
-    #[arg(long, short = 'a', env = "HEROKU_APP")]
-    pub app: String,
-    /// The migration's name (as given to provision): decides the bucket.
+    /// Config file (default: ./heroku2rds.toml when it exists).
     #[arg(long)]
-    pub name: String,
-    /// Region of the bucket (provision's --region).
-    #[arg(long, default_value = "us-east-2")]
-    pub region: String,
+    pub config: Option<std::path::PathBuf>,
+    /// The Heroku app [default: `app` in heroku2rds.toml].
+    #[arg(long, short = 'a', env = "HEROKU_APP")]
+    pub app: Option<String>,
+    /// The migration's name (as given to provision): decides the bucket [default: `name` in heroku2rds.toml].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Region of the bucket (provision's --region) [default: heroku2rds.toml's, else us-east-2].
+    #[arg(long)]
+    pub region: Option<String>,
     /// Archive this existing backup (e.g. b005) instead of capturing one.
     #[arg(long)]
     pub backup: Option<String>,

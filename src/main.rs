@@ -567,10 +567,25 @@ async fn run(command: Command) -> Result<u8> {
                     archive::Via::PgDump(source.clone())
                 }
             };
+            let file = heroku2rds::config::load(a.config.as_deref())?;
+            let app = a.app.clone().or(file.app).ok_or_else(|| {
+                Error::usage("no Heroku app")
+                    .with_fix("pass --app APP (or set app in heroku2rds.toml)")
+            })?;
+            let name = a.name.clone().or(file.name).ok_or_else(|| {
+                Error::usage("no migration name").with_fix(
+                    "pass --name NAME, the one given to provision (or set name in heroku2rds.toml)",
+                )
+            })?;
+            let region = a
+                .region
+                .clone()
+                .or(file.aws.region)
+                .unwrap_or_else(|| provisioning::DEFAULT_REGION.to_string());
             let opts = archive::Options {
-                app: a.app.clone(),
-                name: a.name.clone(),
-                region: a.region.clone(),
+                app,
+                name,
+                region,
                 addon: a.addon.clone(),
                 via,
                 poll: std::time::Duration::from_secs(1),
