@@ -31,8 +31,7 @@ where
         SdkError::TimeoutError(_) => Error::other(format!("AWS did not answer {action} in time"))
             .with_fix("check the network connection to AWS, then re-run")
             .transient(),
-        SdkError::DispatchFailure(d) if !mentions_credentials(&e) => {
-            let _ = d;
+        SdkError::DispatchFailure(_) if !mentions_credentials(&e) => {
             Error::other(format!("cannot reach AWS for {action}"))
                 .with_fix(
                     "check the network connection, the region, and AWS_ENDPOINT_URL if you set one",

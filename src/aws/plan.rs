@@ -260,25 +260,26 @@ pub fn plan(spec: &Spec, names: &Names, seen: &Observed) -> Plan {
         resource: "RDS primary",
         name: names.db.clone(),
         region: region.to_string(),
-        action: match &seen.db {
-            Found::Ours(d) => {
-                let mut notes = Vec::new();
-                if d.class != spec.db.instance_class {
-                    notes.push(format!("class is {} (left as is)", d.class));
-                }
-                if d.storage_gb != spec.db.storage_gb {
-                    notes.push(format!("storage is {} GiB (left as is)", d.storage_gb));
-                }
-                let _ = notes; // reported in detail below; an existing database is never modified
-                Action::Exists
-            }
-            other => simple(other),
-        },
+        // An existing database is never modified: where it differs from the spec, the detail
+        // says so and provision leaves it as it is.
+        action: simple(&seen.db),
         detail: match &seen.db {
-            Found::Ours(d) => format!(
-                "{db_detail}; now {} {} {} GiB, {}",
-                d.engine_version, d.class, d.storage_gb, d.status
-            ),
+            Found::Ours(d) => {
+                let differs =
+                    d.class != spec.db.instance_class || d.storage_gb != spec.db.storage_gb;
+                format!(
+                    "{db_detail}; now {} {} {} GiB, {}{}",
+                    d.engine_version,
+                    d.class,
+                    d.storage_gb,
+                    d.status,
+                    if differs {
+                        " (differs from the settings; left as is)"
+                    } else {
+                        ""
+                    }
+                )
+            }
             _ => db_detail,
         },
     });

@@ -542,22 +542,8 @@ async fn bad_input_changes_nothing() {
         );
     }
     // Without a terminal and without --yes, provision refuses instead of waiting.
-    let r = run(
-        &env,
-        &[],
-        &[
-            "provision",
-            "--name",
-            &name,
-            "--operator-cidr",
-            OPERATOR,
-            "--source-size-gb",
-            "1",
-            "--source-major",
-            "15",
-            "--no-worker",
-        ],
-    );
+    let db_only = ["provision", "--name", &name, "--operator-cidr", OPERATOR];
+    let r = run(&env, &[], &[&db_only[..], &base[..base.len() - 1]].concat());
     r.expect_code(2);
     assert!(r.stderr.contains("--yes"), "{}", r.stderr);
     assert!(inventory(&env, &name).is_empty());
@@ -567,23 +553,7 @@ async fn bad_input_changes_nothing() {
         &env,
         &["untagged-sg", &format!("heroku2rds-{name}-db"), "us-east-2"],
     );
-    let r = run(
-        &env,
-        &[],
-        &[
-            "provision",
-            "--name",
-            &name,
-            "--operator-cidr",
-            OPERATOR,
-            "--source-size-gb",
-            "1",
-            "--source-major",
-            "15",
-            "--no-worker",
-            "--yes",
-        ],
-    );
+    let r = run(&env, &[], &[&db_only[..], &base[..]].concat());
     r.expect_code(2);
     assert!(
         r.stderr.contains("never adopts") && r.stderr.contains("nothing was changed"),
