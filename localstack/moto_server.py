@@ -15,13 +15,26 @@ Environment read here:
   HEROKU2RDS_MOTO_SKIP_FIXES
                   comma-separated fix names to leave out, or `all`: to check whether a newer
                   moto still needs them (run localstack/smoke with it).
+  HEROKU2RDS_RDS_BACKING
+                  opt-in (see back_rds_with_local_postgres): a libpq connection string or
+                  postgresql:// URL of a superuser on a local PostgreSQL cluster; every RDS
+                  PostgreSQL primary created also gets its master user and database there.
+                  libpq's PG* variables (PGPASSWORD, PGSSLROOTCERT, ...) apply to it.
 """
 
 from __future__ import annotations
 
 import atexit
+import base64
+import hashlib
+import hmac
+import json
 import os
+import re
+import shutil
+import subprocess
 import sys
+import warnings
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
@@ -37,7 +50,9 @@ from botocore.awsrequest import AWSRequest  # noqa: E402
 from moto.core import responses as core_responses  # noqa: E402
 from moto.iam import access_control  # noqa: E402
 from moto.moto_server import werkzeug_app  # noqa: E402
+from moto.rds import exceptions as rds_exceptions  # noqa: E402
 from moto.rds import models as rds_models  # noqa: E402
+from moto.rds import responses as rds_responses  # noqa: E402
 
 
 def _require(owner: object, name: str) -> object:
@@ -222,6 +237,185 @@ FIXES = [
 ]
 
 
+# --- Features: opt-in behaviour moto does not have (each a no-op unless enabled) ------------
+
+RDS_BACKING_ENV = "HEROKU2RDS_RDS_BACKING"
+
+# Run by psql with the variables master, database and verifier (-v NAME=VALUE) and used only as
+# :"master" / :'verifier' (quoted by psql), so no value can change the SQL. \gset turns the one
+# row of facts into variables for the \if blocks.
+RDS_BACKING_SQL = r"""
+SET client_min_messages = warning;
+SELECT
+  EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = :'master') AS role_exists,
+  EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = :'master' AND rolsuper)
+    AS role_is_superuser,
+  EXISTS (SELECT FROM pg_catalog.pg_database WHERE datname = :'database') AS database_exists,
+  current_setting('server_version_num')::int >= 150000 AS has_parameter_grants
+\gset
+\if :role_is_superuser
+DO $$ BEGIN RAISE EXCEPTION 'the master user is a superuser on the backing cluster '
+  '(RDS never makes one): choose another MasterUsername'; END $$;
+\endif
+\if :role_exists
+ALTER ROLE :"master" WITH LOGIN CREATEDB CREATEROLE PASSWORD :'verifier';
+\else
+CREATE ROLE :"master" WITH LOGIN CREATEDB CREATEROLE PASSWORD :'verifier';
+\endif
+GRANT pg_signal_backend TO :"master";
+\if :has_parameter_grants
+GRANT SET ON PARAMETER session_replication_role TO :"master";
+\endif
+\if :database_exists
+\else
+CREATE DATABASE :"database" OWNER :"master";
+\endif
+"""
+
+
+class RDSBackingError(rds_exceptions.RDSClientError):
+    """CreateDBInstance failed because the backing PostgreSQL cluster refused the master user or
+    database (HTTP 400, so SDKs report it at once instead of retrying)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("LocalPostgresBackingFailed", message)
+
+
+def scram_sha256_verifier(password: str, iterations: int = 4096) -> str:
+    """The SCRAM-SHA-256 verifier PostgreSQL stores for `password`, as psql's password command
+    computes it.
+
+    The cluster gets this instead of the password, so the password itself is never on psql's
+    command line, in the SQL the server may log, or in an error message. PostgreSQL SASLprep's
+    the password first, which leaves printable ASCII unchanged; RDS passwords are printable
+    ASCII, and other passwords are refused before this is called.
+    """
+    salt = os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+
+    def b64(raw: bytes) -> str:
+        return base64.b64encode(raw).decode()
+
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
+def _psql_on_backing(conninfo: str, script: str, variables: dict[str, str]) -> None:
+    """Runs `script` with psql on the backing cluster; raises RDSBackingError with psql's
+    message (terse: without the echo of the failing statement) when it fails."""
+    command = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=terse"]
+    for name, value in variables.items():
+        command += ["-v", f"{name}={value}"]
+    command += ["-d", conninfo]
+    env = {**os.environ, "PGAPPNAME": "heroku2rds moto RDS backing"}
+    env.setdefault("PGCONNECT_TIMEOUT", "10")
+    try:
+        done = subprocess.run(
+            command, input=script, text=True, capture_output=True, env=env, timeout=120
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise RDSBackingError(f"{RDS_BACKING_ENV}: psql failed: {type(error).__name__}") from None
+    if done.returncode != 0:
+        detail = " ".join(done.stderr.split()) or f"psql exited with status {done.returncode}"
+        raise RDSBackingError(f"{RDS_BACKING_ENV}: the local PostgreSQL cluster refused: {detail}")
+
+
+def back_rds_with_local_postgres() -> None:
+    """Gives every RDS PostgreSQL primary a real database: the master user and database are made
+    on a local PostgreSQL cluster too (opt-in; a no-op unless HEROKU2RDS_RDS_BACKING is set).
+
+    moto's RDS instances are records with a fake endpoint and nothing behind it. With
+    HEROKU2RDS_RDS_BACKING set to a superuser's connection string on a local cluster, each
+    successful CreateDBInstance of a `postgres` primary (not a read replica, not an Aurora
+    cluster member) also does there what RDS does on the new server: the role MasterUsername
+    with LOGIN, CREATEDB, CREATEROLE and MasterUserPassword (ALTER ROLE if it exists: the latest
+    CreateDBInstance sets the password), membership in pg_signal_backend, SET on
+    session_replication_role (PostgreSQL 15+), and the database DBName (default `postgres`)
+    owned by it unless a database of that name exists. With ManageMasterUserPassword the
+    password is the one in the instance's managed secret. If the cluster refuses, the instance
+    is removed again and CreateDBInstance fails with LocalPostgresBackingFailed and psql's
+    message. The endpoint stays moto's fake host name: clients reach the cluster by mapping it.
+    """
+    conninfo = os.environ.get(RDS_BACKING_ENV, "").strip()
+    if not conninfo:
+        return
+    if shutil.which("psql") is None:
+        sys.exit(
+            f"moto_server.py: {RDS_BACKING_ENV} is set but psql is not on PATH "
+            "(apt-get install postgresql-client)"
+        )
+    response = rds_responses.RDSResponse
+    original_create = _require(response, "create_db_instance")
+    _require(rds_models.RDSBackend, "delete_db_instance")
+
+    def master_password(database: rds_models.DBInstance, params: dict) -> str:
+        if params.get("manage_master_user_password"):
+            secret = database.master_user_secret.secret.secret_string
+            return json.loads(secret)["password"]
+        return params.get("master_user_password") or ""
+
+    def back(database: rds_models.DBInstance, params: dict) -> None:
+        master = params.get("master_username") or ""
+        password = master_password(database, params)
+        db_name = params.get("db_name") or "postgres"
+        if not master:
+            raise RDSBackingError(f"{RDS_BACKING_ENV}: MasterUsername is required")
+        if not re.fullmatch(r"[\x20-\x7e]{8,}", password):
+            raise RDSBackingError(
+                f"{RDS_BACKING_ENV}: MasterUserPassword must be at least 8 printable ASCII "
+                "characters"
+            )
+        variables = {
+            "master": master,
+            "database": db_name,
+            "verifier": scram_sha256_verifier(password),
+        }
+        _psql_on_backing(conninfo, RDS_BACKING_SQL, variables)
+        print(
+            f"{RDS_BACKING_ENV}: RDS instance {database.db_instance_identifier}: master user "
+            f"{master!r} and database {db_name!r} made on the local cluster",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def create_db_instance(self):  # type: ignore[no-untyped-def]
+        result = original_create(self)
+        params = self.params
+        database = self.backend.databases.get(params.get("db_instance_identifier"))
+        if (
+            database is None
+            or database.engine != "postgres"
+            or getattr(database, "db_cluster_identifier", None)
+        ):
+            return result
+        try:
+            back(database, params)
+        except RDSBackingError:
+            # Undo the instance, as if CreateDBInstance had failed (deletion protection aside).
+            database.deletion_protection = False
+            self.backend.delete_db_instance(
+                database.db_instance_identifier, skip_final_snapshot=True
+            )
+            raise
+        return result
+
+    response.create_db_instance = create_db_instance
+    # moto warns that the code is not one of RDS's error shapes; it is meant not to be.
+    warnings.filterwarnings("ignore", message=r"Exception\(RDSBackingError\)")
+    print(
+        f"{RDS_BACKING_ENV} is set: RDS PostgreSQL primaries get their master user and database "
+        "on that local cluster",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+# Applied after the fixes, always; each does nothing unless its environment variable is set.
+FEATURES = [back_rds_with_local_postgres]
+
+
 def write_pid_file(path: str) -> None:
     pid = str(os.getpid())
     Path(path).write_text(pid + "\n")
@@ -249,6 +443,8 @@ def main() -> None:
     applied = [fix for fix in FIXES if "all" not in skip and fix.__name__ not in skip]
     for fix in applied:
         fix()
+    for feature in FEATURES:
+        feature()
     print(
         f"moto {moto.__version__} with fixes: {', '.join(f.__name__ for f in applied) or 'none'}; "
         f"AMIs from {os.environ['MOTO_AMIS_PATH']}",
