@@ -44,6 +44,9 @@ pub struct Options {
     pub poll: Duration,
     /// Longest wait for a backup to finish.
     pub backup_timeout: Duration,
+    /// Seconds since the epoch that date the object key; None: now. `migrate` records it so a
+    /// re-run writes the same key instead of a second archive.
+    pub stamp: Option<u64>,
 }
 
 /// The result, as `--json` prints it.
@@ -109,10 +112,7 @@ pub async fn run(
     let account = aws.account().await?;
     let bucket = spec::bucket_name(&opts.name, &account, &opts.region);
     check_bucket(aws, &bucket, &opts.name).await?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = opts.stamp.unwrap_or_else(unix_now);
     let need_heroku = || {
         heroku.ok_or_else(|| {
             Error::usage("no Heroku token")
@@ -217,6 +217,28 @@ pub async fn run(
     }
 }
 
+/// Seconds since the epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Starts a backup of the app's database and returns its label (`b005`) at once, so a caller
+/// can record it before waiting (`migrate` resumes with `--backup`).
+pub async fn capture(client: &Client, app: &str, addon: Option<&str>) -> Result<String> {
+    let db = App::new(client, app).database(addon).await?;
+    let t = Backups::new(client, &db.addon.app.name, &db.addon.id)
+        .capture()
+        .await?;
+    tracing::info!(
+        "capturing backup {} of app {app} (it counts against the plan's backup retention)",
+        t.label()
+    );
+    Ok(t.label())
+}
+
 fn archived(s: Stored, source: String) -> Archived {
     Archived {
         bucket: s.bucket,
@@ -233,15 +255,16 @@ async fn backup(backups: &Backups<'_>, id: Option<&str>, opts: &Options) -> Resu
     if let Some(id) = id {
         let num = parse_backup_id(id)?;
         let t = backups.transfer(&num.to_string()).await?;
-        if t.status() != Status::Completed {
-            return Err(Error::usage(format!(
-                "backup {} has not succeeded ({:?})",
-                t.label(),
-                t.status()
+        return match t.status() {
+            Status::Completed => Ok(t),
+            // Still running (e.g. captured by an interrupted `migrate`): wait for it.
+            Status::Pending | Status::Running => wait_backup(backups, t, opts).await,
+            other => Err(Error::usage(format!(
+                "backup {} has not succeeded ({other:?})",
+                t.label()
             ))
-            .with_fix("pick a finished backup from `heroku pg:backups`, or leave --backup out to capture one"));
-        }
-        return Ok(t);
+            .with_fix("pick a finished backup from `heroku pg:backups`, or leave --backup out to capture one")),
+        };
     }
     let t = backups.capture().await?;
     tracing::info!(
@@ -249,6 +272,11 @@ async fn backup(backups: &Backups<'_>, id: Option<&str>, opts: &Options) -> Resu
         t.label(),
         opts.app
     );
+    wait_backup(backups, t, opts).await
+}
+
+/// Waits for a backup to finish, logging its progress.
+async fn wait_backup(backups: &Backups<'_>, t: Transfer, opts: &Options) -> Result<Transfer> {
     let mut last = -1;
     backups
         .wait(&t.num.to_string(), opts.poll, opts.backup_timeout, |t| {

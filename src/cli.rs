@@ -48,6 +48,88 @@ pub enum Command {
     Cutover(CutoverArgs),
     /// Stream the final Heroku backup (or a pg_dump of the source) into the migration's S3 bucket.
     Archive(ArchiveArgs),
+    /// The whole migration, resumable: plan, provision, replicate, cut over, archive, summary.
+    Migrate(MigrateArgs),
+}
+
+/// Where `migrate` runs replication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RunnerArg {
+    /// On the EC2 worker provision creates; this process only watches (the laptop may sleep).
+    Ec2,
+    /// In this process, which must keep running until the cutover.
+    Local,
+}
+
+/// What `migrate` archives after the cutover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ArchiveArg {
+    /// A Heroku backup, captured after the switch.
+    Backup,
+    /// `pg_dump -Fc` of the Heroku database, run here.
+    #[value(name = "pg_dump", alias = "pg-dump")]
+    PgDump,
+    /// No archive.
+    None,
+}
+
+/// `migrate` arguments.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The Heroku app [default: `app` in heroku2rds.toml].
+    #[arg(long, short = 'a', env = "HEROKU_APP")]
+    pub app: Option<String>,
+    /// Which Heroku Postgres add-on, when the app has several (add-on or attachment name).
+    #[arg(long)]
+    pub addon: Option<String>,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+    /// Where replication runs.
+    #[arg(long, value_enum, default_value = "ec2")]
+    pub runner: RunnerArg,
+    /// What to archive into the bucket after the cutover.
+    #[arg(long, value_enum, default_value = "backup")]
+    pub archive: ArchiveArg,
+    /// The URL the app gets as DATABASE_URL [default: the RDS endpoint with sslmode=require].
+    #[arg(long, env = "HEROKU2RDS_TARGET_APP_URL", hide_env_values = true)]
+    pub target_app_url: Option<String>,
+    #[command(flatten)]
+    pub cutover: CutoverTimingArgs,
+    /// Do not ask (the plan and the cutover are confirmed in advance).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Print events and the summary as JSON lines on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Longest wait for the RDS primary to become available, in minutes.
+    #[arg(long, default_value_t = 60)]
+    pub wait_minutes: u64,
+    /// Longest wait for the EC2 worker to start replicating, in minutes.
+    #[arg(long, default_value_t = 20)]
+    pub worker_start_minutes: u64,
+    /// Longest wait for the Heroku backup of the archive, in minutes.
+    #[arg(long, default_value_t = 360)]
+    pub backup_wait_minutes: u64,
+}
+
+/// The cutover's waits and limits.
+#[derive(Debug, Clone, Args)]
+pub struct CutoverTimingArgs {
+    /// Seconds the app's sessions on the source get to end before they are terminated.
+    #[arg(long, default_value_t = 30)]
+    pub session_grace_s: u64,
+    /// Largest replication lag (age of the oldest unapplied change, seconds) accepted at start.
+    #[arg(long, default_value_t = 30)]
+    pub max_lag_s: u64,
+    /// Longest wait for dynos to stop or to come up, seconds.
+    #[arg(long, default_value_t = 300)]
+    pub dyno_timeout_s: u64,
+    /// Longest wait for a running replicate to empty the change log, seconds.
+    #[arg(long, default_value_t = 300)]
+    pub drain_timeout_s: u64,
+    /// Longest wait for the release that switches DATABASE_URL, seconds.
+    #[arg(long, default_value_t = 900)]
+    pub release_timeout_s: u64,
 }
 
 /// Where `archive` takes the dump from.
@@ -119,7 +201,7 @@ pub struct InitArgs {
 }
 
 /// Settings shared by `plan` and `provision`; each overrides heroku2rds.toml.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct AwsArgs {
     /// Config file (default: ./heroku2rds.toml when it exists).
     #[arg(long)]
@@ -181,6 +263,22 @@ pub struct AwsArgs {
     /// How the worker handles tables without a usable key.
     #[arg(long, value_enum, default_value = "error")]
     pub keyless: KeylessMode,
+    #[command(flatten)]
+    pub reach: ReachArgs,
+}
+
+/// How this machine reaches the RDS database.
+#[derive(Debug, Clone, Args)]
+pub struct ReachArgs {
+    /// Reach the RDS database through HOST:PORT, e.g. the local end of an SSH tunnel through the
+    /// worker (`ssh -L 15432:ENDPOINT:5432 ubuntu@WORKER`); TLS still checks the certificate
+    /// against the RDS host name.
+    #[arg(long, env = "HEROKU2RDS_TARGET_CONNECT")]
+    pub target_connect: Option<String>,
+    /// CA bundle that signed the RDS certificate [default: AWS's global RDS bundle, downloaded
+    /// once from truststore.pki.rds.amazonaws.com and cached].
+    #[arg(long, env = "HEROKU2RDS_CA_BUNDLE")]
+    pub ca_bundle: Option<std::path::PathBuf>,
 }
 
 /// `plan` arguments.
@@ -281,21 +379,8 @@ pub struct CutoverArgs {
     /// Print the step log and the measured downtime as JSON on stdout.
     #[arg(long)]
     pub json: bool,
-    /// Seconds the app's sessions on the source get to end before they are terminated.
-    #[arg(long, default_value_t = 30)]
-    pub session_grace_s: u64,
-    /// Largest replication lag (age of the oldest unapplied change, seconds) accepted at start.
-    #[arg(long, default_value_t = 30)]
-    pub max_lag_s: u64,
-    /// Longest wait for dynos to stop or to come up, seconds.
-    #[arg(long, default_value_t = 300)]
-    pub dyno_timeout_s: u64,
-    /// Longest wait for a running replicate to empty the change log, seconds.
-    #[arg(long, default_value_t = 300)]
-    pub drain_timeout_s: u64,
-    /// Longest wait for the release that switches DATABASE_URL, seconds.
-    #[arg(long, default_value_t = 900)]
-    pub release_timeout_s: u64,
+    #[command(flatten)]
+    pub timing: CutoverTimingArgs,
     /// Parallel comparisons of the final verification.
     #[arg(long, short = 'j', default_value_t = 2)]
     pub jobs: usize,

@@ -507,6 +507,15 @@ pub fn render(r: &Report) -> String {
 /// Asks the user to confirm the plan; returns false to abort.
 pub type Confirm<'a> = &'a mut (dyn FnMut(&[String]) -> Result<bool> + Send);
 
+/// How the error of a run that only rolled back an interrupted attempt begins.
+const ROLLED_BACK_INTERRUPTED: &str = "rolled back the interrupted cutover";
+
+/// True for the error of a run that rolled back an interrupted attempt and switched nothing:
+/// running again starts a fresh cutover.
+pub fn rolled_back_interrupted(e: &Error) -> bool {
+    e.to_string().starts_with(ROLLED_BACK_INTERRUPTED)
+}
+
 /// Flags shared with the signal handler.
 #[derive(Debug, Clone, Default)]
 pub struct Signals {
@@ -567,7 +576,7 @@ pub async fn run(
                 let why = "the previous run stopped before the point of no return (crash or kill)";
                 rollback(&app, &tgt, rec, opts, why).await?;
                 return Err(Error::other(format!(
-                    "rolled back the interrupted cutover of app {}: maintenance, formation and DATABASE_URL are as before",
+                    "{ROLLED_BACK_INTERRUPTED} of app {}: maintenance, formation and DATABASE_URL are as before",
                     opts.app
                 ))
                 .with_fix("run `heroku2rds cutover` again to switch"));

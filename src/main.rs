@@ -12,7 +12,7 @@ use heroku2rds::heroku::client as heroku_client;
 use heroku2rds::pg::conn::{error_chain, ConnSpec};
 use heroku2rds::pg::{preflight, replicate, sequences, verify};
 use heroku2rds::worker::Job;
-use heroku2rds::{archive, clean, cutover, provisioning, status};
+use heroku2rds::{archive, clean, cutover, migrate, progress, provisioning, status};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -280,6 +280,133 @@ async fn run_replicate(source: ConnSpec, target: ConnSpec, opts: replicate::Opti
     Ok(0)
 }
 
+/// `migrate`'s signal handling: Ctrl-C/SIGTERM stop replication cleanly, roll back a cutover
+/// before its point of no return, and never interrupt a switch past it.
+fn migrate_signals() -> cutover::Signals {
+    let signals = cutover::Signals::default();
+    let s = signals.clone();
+    on_signals(move || {
+        s.cancel.store(true, Ordering::SeqCst);
+        if s.past_point_of_no_return.load(Ordering::SeqCst) {
+            eprintln!(
+                "interrupted after the cutover's point of no return: the switch runs to completion"
+            );
+        } else {
+            eprintln!("interrupted: stopping cleanly (a cutover in progress rolls back); run migrate again to resume");
+        }
+    });
+    signals
+}
+
+async fn run_migrate(a: heroku2rds::cli::MigrateArgs) -> Result<u8> {
+    use heroku2rds::cli::{ArchiveArg, RunnerArg};
+    use std::io::IsTerminal;
+    let file = heroku2rds::config::load(a.aws.config.as_deref())?;
+    let app = a.app.clone().or(file.app.clone()).ok_or_else(|| {
+        Error::usage("no Heroku app")
+            .with_fix("pass --app APP (or run `heroku2rds init --app APP`)")
+    })?;
+    let runner = match a.runner {
+        RunnerArg::Ec2 => migrate::Runner::Ec2,
+        RunnerArg::Local => migrate::Runner::Local,
+    };
+    let mut aws = a.aws.clone();
+    if runner == migrate::Runner::Ec2 && aws.no_worker {
+        return Err(
+            Error::usage("--no-worker leaves nothing to run replication on")
+                .with_fix("pass --runner local to replicate from this machine instead"),
+        );
+    }
+    aws.no_worker = runner == migrate::Runner::Local;
+    if aws.name.is_none() && file.name.is_none() {
+        aws.name = Some(app.clone());
+    }
+    if let Some(u) = &a.target_app_url {
+        cutover::check_app_url(u)?;
+    }
+    let client = heroku_client::Client::new(heroku_config()?)?;
+    if aws.source.is_none() {
+        aws.source = Some(migrate::source_url(&client, &app, a.addon.as_deref()).await?);
+    }
+    let resolved = provisioning::resolve(&aws).await?;
+    let secs = std::time::Duration::from_secs;
+    let mode = if a.json {
+        progress::Mode::Json
+    } else if std::io::stdout().is_terminal() {
+        progress::Mode::Tty
+    } else {
+        progress::Mode::Plain
+    };
+    if a.aws.jobs == Some(0) {
+        return Err(Error::usage("--jobs must be at least 1"));
+    }
+    let opts = migrate::Options {
+        replicate: replicate::Options {
+            jobs: a.aws.jobs.unwrap_or(0),
+            keyless: a.aws.keyless,
+            chunk_bytes: 64 << 20,
+            until: replicate::Until::Forever,
+            lock_timeout: std::time::Duration::from_secs(1),
+            capture_max_wait: secs(900),
+            batch: 5000,
+        },
+        resolved,
+        app: app.clone(),
+        addon: a.addon.clone(),
+        runner,
+        yes: a.yes,
+        archive: match a.archive {
+            ArchiveArg::Backup => Some(migrate::ArchiveFrom::Backup),
+            ArchiveArg::PgDump => Some(migrate::ArchiveFrom::PgDump),
+            ArchiveArg::None => None,
+        },
+        target_app_url: a.target_app_url.clone(),
+        provision_wait: secs(a.wait_minutes.max(1) * 60),
+        worker_start_timeout: secs(a.worker_start_minutes.max(1) * 60),
+        backup_timeout: secs(a.backup_wait_minutes.max(1) * 60),
+        cutover: migrate::CutoverSettings {
+            session_grace: secs(a.cutover.session_grace_s),
+            max_lag: secs(a.cutover.max_lag_s),
+            dyno_timeout: secs(a.cutover.dyno_timeout_s),
+            drain_timeout: secs(a.cutover.drain_timeout_s),
+            release_timeout: secs(a.cutover.release_timeout_s),
+            verify_jobs: 2,
+        },
+        progress: mode,
+        poll: std::time::Duration::from_secs(1),
+    };
+    let yes = a.yes;
+    let mut plan_prompt = move || -> Result<()> {
+        if yes {
+            Ok(())
+        } else {
+            confirm("Create and change these AWS resources?", "migrate")
+        }
+    };
+    let app_name = app.clone();
+    let mut cutover_prompt = move |plan: &[String]| -> Result<bool> {
+        if yes {
+            Ok(true)
+        } else {
+            confirm_on_terminal(&app_name, plan)
+        }
+    };
+    let prompts = migrate::Prompts {
+        plan: &mut plan_prompt,
+        cutover: &mut cutover_prompt,
+    };
+    let summary = migrate::run(&client, &opts, prompts, &migrate_signals()).await?;
+    if a.json {
+        let mut v = serde_json::to_value(&summary)
+            .map_err(|e| Error::other(format!("rendering JSON: {e}")))?;
+        v["event"] = "summary".into();
+        println!("{v}");
+    } else {
+        print!("{}", migrate::render(&summary));
+    }
+    Ok(0)
+}
+
 async fn run(command: Command) -> Result<u8> {
     match command {
         Command::Preflight(a) => {
@@ -525,11 +652,11 @@ async fn run(command: Command) -> Result<u8> {
                 target,
                 app_url,
                 dry_run: a.dry_run,
-                session_grace: secs(a.session_grace_s),
-                max_lag: secs(a.max_lag_s),
-                dyno_timeout: secs(a.dyno_timeout_s),
-                drain_timeout: secs(a.drain_timeout_s),
-                release_timeout: secs(a.release_timeout_s),
+                session_grace: secs(a.timing.session_grace_s),
+                max_lag: secs(a.timing.max_lag_s),
+                dyno_timeout: secs(a.timing.dyno_timeout_s),
+                drain_timeout: secs(a.timing.drain_timeout_s),
+                release_timeout: secs(a.timing.release_timeout_s),
                 jobs: a.jobs.max(1),
                 poll: std::time::Duration::from_millis(500),
             };
@@ -590,6 +717,7 @@ async fn run(command: Command) -> Result<u8> {
                 via,
                 poll: std::time::Duration::from_secs(1),
                 backup_timeout: std::time::Duration::from_secs(a.backup_wait_minutes.max(1) * 60),
+                stamp: None,
             };
             archive::validate(&opts)?;
             // The token is only needed to talk to Heroku.
@@ -612,6 +740,7 @@ async fn run(command: Command) -> Result<u8> {
             }
             Ok(0)
         }
+        Command::Migrate(a) => run_migrate(a).await,
         Command::RefreshMatviews(a) => {
             let target = ConnSpec::parse(&a.target.target, "target")?;
             let n = sequences::refresh_matviews(&target.connect().await?).await?;

@@ -8,11 +8,12 @@ use serde::Serialize;
 
 use crate::aws::observe::{self, Observed};
 use crate::aws::plan::{self, Plan};
+use crate::aws::provision::Reach;
 use crate::aws::provision::{self, Provisioned, Waits, WorkerInput};
 use crate::aws::spec::{self, DbSpec, Names, Spec, WorkerSpec};
 use crate::aws::teardown;
 use crate::aws::Aws;
-use crate::cli::{AwsArgs, TeardownArgs};
+use crate::cli::{AwsArgs, ReachArgs, TeardownArgs};
 use crate::config;
 use crate::error::{Error, Result};
 use crate::pg::conn::ConnSpec;
@@ -28,6 +29,7 @@ pub struct Resolved {
     pub worker_binary: Option<PathBuf>,
     pub jobs: Option<usize>,
     pub keyless: KeylessMode,
+    pub reach: ReachArgs,
 }
 
 fn pick<T: Clone>(flag: &Option<T>, file: &Option<T>) -> Option<T> {
@@ -177,6 +179,7 @@ pub async fn resolve(a: &AwsArgs) -> Result<Resolved> {
         worker_binary: a.worker_binary.clone(),
         jobs: a.jobs,
         keyless: a.keyless,
+        reach: a.reach.clone(),
     })
 }
 
@@ -257,11 +260,19 @@ pub async fn provision(r: &Resolved, p: Planned, wait: Duration) -> Result<Provi
                     .with_fix("set HEROKU2RDS_SOURCE_URL (or --source), or pass --no-worker")
             })?;
             ConnSpec::parse(&source_url, "source")?;
+            // An emulator's instances do not run: a stand-in runs the job on this machine, so
+            // the job describes the database as this machine reaches it.
+            let local_reach = if p.aws.emulated() {
+                Some(reach(&r.reach).await?)
+            } else {
+                None
+            };
             Some(WorkerInput {
                 source_url,
                 binary: worker_binary(r, &w.arch)?,
                 jobs: r.jobs,
                 keyless: r.keyless,
+                local_reach,
             })
         }
         _ => None,
@@ -275,6 +286,71 @@ pub async fn provision(r: &Resolved, p: Planned, wait: Duration) -> Result<Provi
         },
     };
     provision::apply(&p.aws, &r.spec, &p.names, p.seen, worker, waits).await
+}
+
+/// How this machine reaches the RDS database: `--target-connect` and `--ca-bundle` (default:
+/// AWS's global RDS bundle, downloaded once into the cache).
+pub async fn reach(a: &ReachArgs) -> Result<Reach> {
+    let ca_bundle = match &a.ca_bundle {
+        Some(p) => {
+            if !p.is_file() {
+                return Err(
+                    Error::usage(format!("--ca-bundle {} is not a file", p.display())).with_fix(
+                        "give the PEM file of the CA that signed the database's certificate",
+                    ),
+                );
+            }
+            p.clone()
+        }
+        None => rds_ca_bundle().await?,
+    };
+    if let Some(c) = &a.target_connect {
+        // Checked here, before anything is created.
+        ConnSpec::parse("postgresql://u@h/d", "target")?.via(c)?;
+    }
+    Ok(Reach {
+        connect: a.target_connect.clone(),
+        ca_bundle,
+    })
+}
+
+/// AWS's global RDS CA bundle, from the cache or downloaded into it.
+async fn rds_ca_bundle() -> Result<PathBuf> {
+    let dir = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .ok_or_else(|| {
+            Error::usage("no HOME to cache the RDS CA bundle in").with_fix("pass --ca-bundle")
+        })?
+        .join("heroku2rds");
+    let path = dir.join("rds-global-bundle.pem");
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() > 0) {
+        return Ok(path);
+    }
+    let cannot = |why: String| {
+        Error::usage(format!(
+            "cannot download the RDS CA bundle from {}: {why}",
+            crate::aws::userdata::RDS_CA_URL
+        ))
+        .with_fix("download it yourself and pass --ca-bundle FILE")
+    };
+    let body = reqwest::get(crate::aws::userdata::RDS_CA_URL)
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| cannot(crate::pg::conn::error_chain(&e)))?
+        .text()
+        .await
+        .map_err(|e| cannot(e.to_string()))?;
+    if !body.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(cannot("the answer is not a PEM bundle".into()));
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| cannot(e.to_string()))?;
+    let tmp = dir.join(".rds-global-bundle.pem.tmp");
+    std::fs::write(&tmp, body)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| cannot(e.to_string()))?;
+    tracing::info!("downloaded the RDS CA bundle to {}", path.display());
+    Ok(path)
 }
 
 /// What teardown will look at, resolved from flags and the file.

@@ -242,6 +242,101 @@ pub async fn ensure_cutover_tables(client: &Client) -> Result<()> {
         .map_err(|e| query_error(e, "creating the cutover records on the target"))
 }
 
+/// DDL of `migrate`'s phase records. Idempotent; independent of [`STATE_DDL`] (the phases
+/// start before replicate creates the rest). Holds no secrets.
+pub const MIGRATE_DDL: &str = r#"
+CREATE SCHEMA IF NOT EXISTS heroku2rds;
+CREATE TABLE IF NOT EXISTS heroku2rds.migrate_phases (
+    phase       text PRIMARY KEY,
+    started_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished_at timestamptz,
+    detail      jsonb NOT NULL DEFAULT '{}'
+);
+"#;
+
+/// One recorded phase of `migrate`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PhaseRecord {
+    /// Phase name.
+    pub phase: String,
+    /// Seconds since the epoch.
+    pub started_at: f64,
+    /// Seconds since the epoch, once finished.
+    pub finished_at: Option<f64>,
+    /// What the phase recorded (no secrets).
+    pub detail: serde_json::Value,
+}
+
+/// Creates the phase records when missing.
+pub async fn ensure_migrate_phases(client: &Client) -> Result<()> {
+    client
+        .batch_execute(MIGRATE_DDL)
+        .await
+        .map_err(|e| query_error(e, "creating the migrate records on the target"))
+}
+
+/// Every recorded phase, in the order they started.
+pub async fn migrate_phases(client: &Client) -> Result<Vec<PhaseRecord>> {
+    let rows = client
+        .query(
+            "SELECT phase, extract(epoch FROM started_at)::float8,
+                    extract(epoch FROM finished_at)::float8, detail
+               FROM heroku2rds.migrate_phases ORDER BY started_at, phase",
+            &[],
+        )
+        .await
+        .map_err(|e| query_error(e, "reading the migrate records"))?;
+    Ok(rows
+        .iter()
+        .map(|r| PhaseRecord {
+            phase: r.get(0),
+            started_at: r.get(1),
+            finished_at: r.get(2),
+            detail: r.get(3),
+        })
+        .collect())
+}
+
+/// Records that `phase` started at `started_at` (seconds since the epoch; now when None) unless
+/// it was recorded before, and merges `detail` into its detail.
+pub async fn start_migrate_phase(
+    client: &Client,
+    phase: &str,
+    started_at: Option<f64>,
+    detail: &serde_json::Value,
+) -> Result<()> {
+    client
+        .execute(
+            "INSERT INTO heroku2rds.migrate_phases (phase, started_at, detail)
+             VALUES ($1, coalesce(to_timestamp($2), clock_timestamp()), $3)
+             ON CONFLICT (phase) DO UPDATE SET detail = migrate_phases.detail || excluded.detail",
+            &[&phase, &started_at, detail],
+        )
+        .await
+        .map_err(|e| query_error(e, "recording a migrate phase"))?;
+    Ok(())
+}
+
+/// Records that `phase` finished (the first finish counts), merging `detail`.
+pub async fn finish_migrate_phase(
+    client: &Client,
+    phase: &str,
+    detail: &serde_json::Value,
+) -> Result<()> {
+    client
+        .execute(
+            "INSERT INTO heroku2rds.migrate_phases (phase, finished_at, detail)
+             VALUES ($1, clock_timestamp(), $2)
+             ON CONFLICT (phase) DO UPDATE
+                SET finished_at = coalesce(migrate_phases.finished_at, clock_timestamp()),
+                    detail = migrate_phases.detail || excluded.detail",
+            &[&phase, detail],
+        )
+        .await
+        .map_err(|e| query_error(e, "recording a migrate phase"))?;
+    Ok(())
+}
+
 /// The newest cutover attempt, if any.
 pub async fn last_cutover(client: &Client) -> Result<Option<CutoverRecord>> {
     let row = client

@@ -250,6 +250,64 @@ impl PartWriter {
     }
 }
 
+/// The complete archive stored at `key` (its SHA-256 recorded), if any. An object without the
+/// checksum is the remains of a run killed between completing and recording: not complete.
+pub async fn find_complete(aws: &Aws, bucket: &str, key: &str) -> Result<Option<Stored>> {
+    let head = aws.s3().head_object().bucket(bucket).key(key).send().await;
+    let head = match head {
+        Ok(h) => h,
+        Err(aws_sdk_s3::error::SdkError::ServiceError(se)) if se.err().is_not_found() => {
+            return Ok(None)
+        }
+        Err(e) => return Err(sdk("s3:GetObject", e)),
+    };
+    let meta = head.metadata();
+    let sha = meta.and_then(|m| m.get("sha256")).cloned();
+    let bytes = meta
+        .and_then(|m| m.get("bytes"))
+        .and_then(|b| b.parse::<u64>().ok());
+    Ok(match (sha, bytes) {
+        (Some(sha256), Some(bytes)) => Some(Stored {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            bytes,
+            sha256,
+            parts: 0,
+        }),
+        _ => None,
+    })
+}
+
+/// Aborts the unfinished multipart uploads under `prefix` (left by a run that was killed; S3
+/// keeps and bills their parts). Returns how many.
+pub async fn abort_unfinished(aws: &Aws, bucket: &str, prefix: &str) -> Result<usize> {
+    let s3 = aws.s3();
+    let listed = s3
+        .list_multipart_uploads()
+        .bucket(bucket)
+        .prefix(prefix)
+        .send()
+        .await
+        .map_err(|e| sdk("s3:ListBucketMultipartUploads", e))?;
+    let mut n = 0;
+    for u in listed.uploads() {
+        if let (Some(key), Some(id)) = (u.key(), u.upload_id()) {
+            s3.abort_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(id)
+                .send()
+                .await
+                .map_err(|e| sdk("s3:AbortMultipartUpload", e))?;
+            tracing::info!(
+                "aborted an unfinished upload of s3://{bucket}/{key} left by an interrupted run"
+            );
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 /// Part size for an archive of `expected` bytes: 16 MiB, or larger when 10,000 parts would not
 /// hold it.
 pub fn part_size_for(expected: Option<u64>) -> usize {

@@ -23,6 +23,7 @@ use super::spec::{generate_password, Names, Spec};
 use super::userdata::{self, UserData};
 use super::{Aws, TAG_KEY};
 use crate::error::{Error, Result};
+use crate::pg::conn::ConnSpec;
 use crate::pg::preflight::KeylessMode;
 use crate::worker::{Job, JOB_VERSION};
 
@@ -37,6 +38,71 @@ pub struct WorkerInput {
     pub jobs: Option<usize>,
     /// Keyless table handling.
     pub keyless: KeylessMode,
+    /// How the worker reaches the database when it runs on this machine (an emulator's
+    /// instances do not run: a local stand-in runs the job): the tunnel and CA bundle this
+    /// machine uses. `None` on AWS: the worker connects to the endpoint and checks it against the
+    /// RDS bundle its bootstrap installs.
+    pub local_reach: Option<Reach>,
+}
+
+/// How a machine reaches the RDS database: an optional tunnel (`HOST:PORT`) and the CA bundle
+/// that signed the database's certificate.
+#[derive(Clone, Debug, Default)]
+pub struct Reach {
+    pub connect: Option<String>,
+    pub ca_bundle: std::path::PathBuf,
+}
+
+impl Reach {
+    /// The master user's connection to the database at `host:port` (TLS verified against the
+    /// host name).
+    pub fn target(
+        &self,
+        host: &str,
+        port: i32,
+        user: &str,
+        password: &str,
+        db: &str,
+    ) -> Result<ConnSpec> {
+        let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let url = format!(
+            "postgresql://{}:{}@{host}:{port}/{}?sslmode=verify-full&sslrootcert={}",
+            enc(user),
+            enc(password),
+            enc(db),
+            enc(&self.ca_bundle.to_string_lossy())
+        );
+        let spec = ConnSpec::parse(&url, "target")?;
+        match &self.connect {
+            Some(c) => spec.via(c),
+            None => Ok(spec),
+        }
+    }
+}
+
+/// Reads the master password provision stored in Secrets Manager.
+pub async fn read_master_password(aws: &Aws, names: &Names) -> Result<String> {
+    let v = aws
+        .secrets()
+        .get_secret_value()
+        .secret_id(&names.secret)
+        .send()
+        .await
+        .map_err(|e| sdk("secretsmanager:GetSecretValue", e))?;
+    let parsed: serde_json::Value =
+        serde_json::from_str(v.secret_string().unwrap_or("{}")).unwrap_or_default();
+    parsed["password"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| {
+            Error::other(format!(
+                "the secret {} holds no password field",
+                names.secret
+            ))
+            .with_fix(
+                "run teardown --delete-target for this migration, or restore the secret's JSON",
+            )
+        })
 }
 
 /// One thing provision did or found.
@@ -204,26 +270,7 @@ async fn steps(
     // uses it exists, never printed.
     let secrets = aws.secrets();
     let password = match seen.secret.ours() {
-        Some(_) => {
-            let v = secrets
-                .get_secret_value()
-                .secret_id(&names.secret)
-                .send()
-                .await
-                .map_err(|e| sdk("secretsmanager:GetSecretValue", e))?;
-            let parsed: serde_json::Value =
-                serde_json::from_str(v.secret_string().unwrap_or("{}")).unwrap_or_default();
-            parsed["password"]
-                .as_str()
-                .map(str::to_string)
-                .ok_or_else(|| {
-                    Error::other(format!(
-                        "the secret {} holds no password field",
-                        names.secret
-                    ))
-                    .with_fix("run teardown --delete-target for this migration, or restore the secret's JSON")
-                })?
-        }
+        Some(_) => read_master_password(aws, names).await?,
         None => {
             let password = generate_password()?;
             let value = serde_json::json!({
@@ -357,13 +404,19 @@ async fn steps(
                 .endpoint
                 .clone()
                 .ok_or_else(|| Error::other(format!("RDS reports no endpoint for {}", names.db)))?;
-            let target_url = format!(
-                "postgres://{}:{}@{host}:{port}/{}?sslmode=verify-full&sslrootcert={}",
-                spec.db.master_username,
-                password,
-                spec.db.db_name,
-                userdata::RDS_CA_PATH
-            );
+            let reach = input.local_reach.clone().unwrap_or_else(|| Reach {
+                connect: None,
+                ca_bundle: userdata::RDS_CA_PATH.into(),
+            });
+            let target_url = reach
+                .target(
+                    &host,
+                    port,
+                    &spec.db.master_username,
+                    &password,
+                    &spec.db.db_name,
+                )?
+                .to_secret_url();
             let job = Job {
                 version: JOB_VERSION,
                 migration: name.to_string(),

@@ -74,6 +74,9 @@ impl SslMode {
 #[derive(Clone)]
 pub struct ConnSpec {
     host: String,
+    /// Address to connect to instead of resolving `host` (libpq's `hostaddr`): a tunnel's local
+    /// end. TLS still checks the certificate against `host`.
+    hostaddr: Option<std::net::IpAddr>,
     port: u16,
     user: String,
     password: Option<String>,
@@ -102,7 +105,11 @@ impl fmt::Display for ConnSpec {
             f,
             "postgresql://{}@{}:{}/{}",
             self.user, host, self.port, self.dbname
-        )
+        )?;
+        match self.hostaddr {
+            Some(a) => write!(f, " (via {a})"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -146,12 +153,16 @@ impl ConnSpec {
         let dbname = percent_decode(url.path().trim_start_matches('/'));
         let mut sslmode = None;
         let mut sslrootcert = None;
+        let mut hostaddr = None;
         let mut connect_timeout = Duration::from_secs(10);
         for (k, v) in url.query_pairs() {
             match k.as_ref() {
                 "sslmode" => sslmode = Some(SslMode::parse(&v)?),
                 "sslrootcert" => sslrootcert = Some(PathBuf::from(v.as_ref())),
                 "host" => host = Some(v.into_owned()),
+                "hostaddr" => hostaddr = Some(v.parse::<std::net::IpAddr>().map_err(|_| {
+                    bad("hostaddr must be a numeric IP address (the name goes in the host part)")
+                })?),
                 "connect_timeout" => {
                     let secs: u64 = v
                         .parse()
@@ -173,6 +184,7 @@ impl ConnSpec {
         }
         Ok(ConnSpec {
             host,
+            hostaddr,
             port,
             user,
             password,
@@ -188,6 +200,68 @@ impl ConnSpec {
     pub fn with_application_name(mut self, name: &str) -> Self {
         self.application_name = name.to_string();
         self
+    }
+
+    /// The same database reached through `addr` (`HOST:PORT`, e.g. the local end of an SSH
+    /// tunnel): connections go to that address while TLS still verifies the certificate against
+    /// the URL's host name, as libpq's `hostaddr`.
+    pub fn via(mut self, addr: &str) -> Result<Self> {
+        use std::net::ToSocketAddrs;
+        let bad = || {
+            Error::usage(format!("--target-connect {addr:?} is not HOST:PORT"))
+                .with_fix("give the local end of the tunnel, e.g. --target-connect 127.0.0.1:15432")
+        };
+        let (h, p) = addr.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = p.parse().map_err(|_| bad())?;
+        let h = h.trim_matches(|c| c == '[' || c == ']');
+        if h.is_empty() || port == 0 {
+            return Err(bad());
+        }
+        let ip = (h, port)
+            .to_socket_addrs()
+            .map_err(|e| {
+                Error::usage(format!("--target-connect: cannot resolve {h}: {e}"))
+                    .with_fix("give an IP address or a name this machine resolves")
+            })?
+            .next()
+            .ok_or_else(bad)?
+            .ip();
+        self.hostaddr = Some(ip);
+        self.port = port;
+        Ok(self)
+    }
+
+    /// The URL with its password and TLS settings, for handing to another process (a worker's
+    /// job, an app's DATABASE_URL). A secret: never log it.
+    pub fn to_secret_url(&self) -> String {
+        let enc = |s: &str| {
+            url::form_urlencoded::byte_serialize(s.as_bytes())
+                .collect::<String>()
+                .replace('+', "%20")
+        };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        let mut u = format!("postgresql://{}", enc(&self.user));
+        if let Some(p) = &self.password {
+            u.push(':');
+            u.push_str(&enc(p));
+        }
+        u.push_str(&format!(
+            "@{host}:{}/{}?sslmode={}",
+            self.port,
+            enc(&self.dbname),
+            self.sslmode.as_str()
+        ));
+        if let Some(root) = &self.sslrootcert {
+            u.push_str(&format!("&sslrootcert={}", enc(&root.to_string_lossy())));
+        }
+        if let Some(a) = self.hostaddr {
+            u.push_str(&format!("&hostaddr={a}"));
+        }
+        u
     }
 
     /// Host name or address.
@@ -227,6 +301,9 @@ impl ConnSpec {
         if let Some(root) = &self.sslrootcert {
             s.push_str(&format!(" sslrootcert={}", q(&root.to_string_lossy())));
         }
+        if let Some(a) = self.hostaddr {
+            s.push_str(&format!(" hostaddr={a}"));
+        }
         s
     }
 
@@ -249,6 +326,9 @@ impl ConnSpec {
             cfg.host_path(&self.host);
         } else {
             cfg.host(&self.host);
+        }
+        if let Some(a) = self.hostaddr {
+            cfg.hostaddr(a);
         }
         cfg.port(self.port)
             .user(&self.user)
@@ -598,6 +678,30 @@ mod tests {
             let e = ConnSpec::parse(bad, "source").expect_err(bad);
             assert_eq!(e.kind(), Kind::Usage, "{bad}");
             assert!(!e.to_string().contains(":p@"), "{e}");
+        }
+    }
+
+    #[test]
+    fn tunnels_keep_the_tls_name_and_urls_round_trip() {
+        let s = ConnSpec::parse(
+            "postgres://app:p%40ss%20w%2Bx@db.example.com:5432/app?sslmode=verify-full&sslrootcert=/tmp/ca.pem",
+            "target",
+        )
+        .expect("valid")
+        .via("127.0.0.1:15432")
+        .expect("an address");
+        assert_eq!((s.host(), s.port()), ("db.example.com", 15432));
+        assert!(s.libpq_conninfo().contains("hostaddr=127.0.0.1"));
+        assert!(!s.libpq_conninfo().contains("p@ss"));
+        assert!(s.to_string().ends_with("(via 127.0.0.1)"), "{s}");
+        let back = ConnSpec::parse(&s.to_secret_url(), "target").expect("its own URL parses");
+        assert_eq!(back.password.as_deref(), Some("p@ss w+x"));
+        assert_eq!(back.to_secret_url(), s.to_secret_url());
+        assert_eq!(back.sslrootcert, s.sslrootcert);
+        let plain = ConnSpec::parse("postgres://a@h/d", "target").expect("valid");
+        for bad in ["nocolon", "h:0", ":5432", "h:port"] {
+            let e = plain.clone().via(bad).expect_err(bad);
+            assert_eq!(e.kind(), Kind::Usage, "{bad}");
         }
     }
 
