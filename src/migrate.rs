@@ -200,12 +200,30 @@ fn unix_now_f64() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// The master user's connection to the primary, as this machine reaches it.
-async fn target(o: &Options, aws: &Aws, names: &Names, host: &str, port: i32) -> Result<ConnSpec> {
+/// The primary as this machine reaches it, and the URL the app gets by default (the endpoint
+/// itself, TLS required: the app does not use this machine's tunnel or CA file).
+struct Target {
+    spec: ConnSpec,
+    app_url: String,
+}
+
+/// The master user's connection to the primary.
+async fn target(o: &Options, aws: &Aws, names: &Names, host: &str, port: i32) -> Result<Target> {
     let reach = provisioning::reach(&o.resolved.reach).await?;
     let password = read_master_password(aws, names).await?;
     let db = &o.resolved.spec.db;
-    reach.target(host, port, &db.master_username, &password, &db.db_name)
+    let spec = reach.target(host, port, &db.master_username, &password, &db.db_name)?;
+    let direct = provisioning::Reach {
+        connect: None,
+        ..reach
+    }
+    .target(host, port, &db.master_username, &password, &db.db_name)?
+    .to_secret_url();
+    let app_url = format!(
+        "{}?sslmode=require",
+        direct.split('?').next().unwrap_or_default()
+    );
+    Ok(Target { spec, app_url })
 }
 
 /// Connects; a new RDS endpoint can take a while to resolve, so connection failures (not
@@ -375,7 +393,7 @@ pub async fn run(
     let mut existing = None;
     if let Some((host, port)) = planned.seen.db.ours().and_then(|d| d.endpoint.clone()) {
         let t = target(o, &aws, &names, &host, port).await?;
-        let c = connect_patiently(&t, &say).await?;
+        let c = connect_patiently(&t.spec, &say).await?;
         state::ensure_migrate_phases(&c).await?;
         phases = state::migrate_phases(&c).await?;
         existing = Some(t);
@@ -418,7 +436,7 @@ pub async fn run(
                 .clone()
                 .ok_or_else(|| Error::other(format!("RDS reports no endpoint for {}", names.db)))?;
             let t = target(o, &aws, &names, &host, port).await?;
-            let c = connect_patiently(&t, &say).await?;
+            let c = connect_patiently(&t.spec, &say).await?;
             state::ensure_migrate_phases(&c).await?;
             state::start_migrate_phase(&c, "provision", Some(t0), &json!({"created": created}))
                 .await?;
@@ -426,6 +444,10 @@ pub async fn run(
             t
         }
     };
+    let Target {
+        spec: target,
+        app_url: default_app_url,
+    } = target;
     let tgt = target.connect().await?;
 
     // Replicate until caught up (again, when a previous run stopped before the cutover: the
@@ -463,16 +485,7 @@ pub async fn run(
     } else {
         say.step("cutover", "[4/6] cutover: maintenance on, dynos stopped, final sync and verification, DATABASE_URL switched, dynos back");
         state::start_migrate_phase(&tgt, "cutover", None, &json!({})).await?;
-        let app_url = match &o.target_app_url {
-            Some(u) => u.clone(),
-            None => {
-                // The app reaches the endpoint directly (not through this machine's tunnel) and
-                // requires TLS.
-                let u = target.to_secret_url();
-                let u = u.split('?').next().unwrap_or_default();
-                format!("{u}?sslmode=require")
-            }
-        };
+        let app_url = o.target_app_url.clone().unwrap_or(default_app_url);
         cutover::check_app_url(&app_url)?;
         let copts = cutover::Options {
             app: o.app.clone(),
@@ -512,6 +525,7 @@ pub async fn run(
             "write_freeze_s": report.write_freeze_s,
             "release": report.release,
             "database": report.database,
+            "steps": report.steps,
         });
         state::finish_migrate_phase(&tgt, "cutover", &detail).await?;
         if !say.json {
@@ -612,6 +626,9 @@ async fn archive_phase(
         }
     };
     state::finish_migrate_phase(tgt, PHASE, &done).await?;
+    let done = finished(&state::migrate_phases(tgt).await?, PHASE)
+        .map(|p| p.detail)
+        .unwrap_or(done);
     say.line(
         PHASE,
         &format!(

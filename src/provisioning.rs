@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::aws::observe::{self, Observed};
 use crate::aws::plan::{self, Plan};
-use crate::aws::provision::Reach;
+pub use crate::aws::provision::Reach;
 use crate::aws::provision::{self, Provisioned, Waits, WorkerInput};
 use crate::aws::spec::{self, DbSpec, Names, Spec, WorkerSpec};
 use crate::aws::teardown;

@@ -438,6 +438,26 @@ pub async fn finish_cutover(
 /// which process holds it. Creates nothing on the target.
 pub struct RunnerLock {
     _client: Client,
+    key: i64,
+}
+
+/// Locks held by live [`RunnerLock`]s of this process (key, count): when one is held, a holder
+/// with this process's pid is a live task of ours (migrate's in-process follower), not a
+/// session left over from a lost connection.
+static HELD_HERE: std::sync::Mutex<Vec<i64>> = std::sync::Mutex::new(Vec::new());
+
+fn held_here(key: i64) -> bool {
+    HELD_HERE.lock().map(|h| h.contains(&key)).unwrap_or(false)
+}
+
+impl Drop for RunnerLock {
+    fn drop(&mut self) {
+        if let Ok(mut h) = HELD_HERE.lock() {
+            if let Some(i) = h.iter().position(|k| *k == self.key) {
+                h.swap_remove(i);
+            }
+        }
+    }
 }
 
 const RUNNER_LOCK_KEY: i64 = 0x6865_726f_6b75; // "heroku"
@@ -487,7 +507,10 @@ impl RunnerLock {
                 break;
             }
             let holder = holder(&client, key).await.ok().flatten();
-            if attempt < 50 && holder.as_deref().is_some_and(|h| h.ends_with(&own)) {
+            if attempt < 50
+                && !held_here(key)
+                && holder.as_deref().is_some_and(|h| h.ends_with(&own))
+            {
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                 continue;
             }
@@ -499,7 +522,13 @@ impl RunnerLock {
                 "wait for it to finish or stop it (Ctrl-C / SIGTERM) before starting another",
             ));
         }
-        Ok(RunnerLock { _client: client })
+        if let Ok(mut h) = HELD_HERE.lock() {
+            h.push(key);
+        }
+        Ok(RunnerLock {
+            _client: client,
+            key,
+        })
     }
 }
 

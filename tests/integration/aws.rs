@@ -25,7 +25,14 @@ fn repo() -> &'static Path {
 }
 
 fn start_moto(port: u16) -> Moto {
+    start_moto_with(port, &[])
+}
+
+/// Starts a private emulator on `port` with extra environment (e.g. the RDS backing); stopped
+/// when this process ends.
+pub fn start_moto_with(port: u16, env: &[(&str, &str)]) -> Moto {
     let out = Command::new(repo().join("localstack/start"))
+        .envs(env.iter().copied())
         .env("MOTO_PORT", port.to_string())
         .env("HEROKU2RDS_NO_FAKE_HEROKU", "1")
         .stderr(Stdio::inherit())
@@ -50,7 +57,7 @@ fn start_moto(port: u16) -> Moto {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -104,7 +111,7 @@ pub fn tool(env: &[(String, String)], args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("aws_tool.py prints JSON")
 }
 
-fn inventory(env: &[(String, String)], name: &str) -> serde_json::Map<String, Value> {
+pub fn inventory(env: &[(String, String)], name: &str) -> serde_json::Map<String, Value> {
     tool(env, &["inventory", name, "us-east-2,us-east-1"])
         .as_object()
         .unwrap()

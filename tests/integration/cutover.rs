@@ -13,7 +13,7 @@ use crate::heroku::{app_name, fake, h2r_heroku, shape, TOKEN};
 
 /// The stand-in for the app's web dynos: inserts through psql with $DATABASE_URL, and logs each
 /// acknowledged (committed) write to $ACK_FILE as "boot n".
-const WRITER: &str = r#"boot=$(date +%s%N); i=0
+pub const WRITER: &str = r#"boot=$(date +%s%N); i=0
 while true; do
   i=$((i+1))
   if psql "$DATABASE_URL" -qtAX -v ON_ERROR_STOP=1 -c "INSERT INTO public.writes (boot, n, dyno) VALUES ($boot, $i, '$DYNO'); INSERT INTO public.nokey VALUES ($i, 'w', $boot)" >/dev/null 2>&1; then
@@ -22,7 +22,7 @@ while true; do
   sleep 0.05
 done"#;
 
-const SCHEMA: &str = "
+pub const SCHEMA: &str = "
 CREATE TABLE public.writes (id bigserial PRIMARY KEY, boot bigint NOT NULL, n int NOT NULL, dyno text NOT NULL);
 CREATE TABLE public.items (id int PRIMARY KEY, v text NOT NULL);
 INSERT INTO public.items SELECT i, md5(i::text) FROM generate_series(1, 2000) i;
@@ -31,7 +31,7 @@ INSERT INTO public.nokey SELECT i, 'fixture', NULL FROM generate_series(1, 100) 
 CREATE MATERIALIZED VIEW public.items_summary AS SELECT count(*) AS n, max(id) AS top FROM public.items;
 ";
 
-fn quick(mut body: Value) -> Value {
+pub fn quick(mut body: Value) -> Value {
     let o = body.as_object_mut().expect("object");
     o.insert("dyno_start_seconds".into(), json!(0.3));
     o.insert("dyno_stop_grace_seconds".into(), json!(0.5));
@@ -47,7 +47,7 @@ fn kill(pid: u32, sig: &str) {
 }
 
 /// Rows of `table` as sorted md5s, restricted by `filter`.
-async fn rows(c: &tokio_postgres::Client, table: &str, filter: &str) -> (i64, String) {
+pub async fn rows(c: &tokio_postgres::Client, table: &str, filter: &str) -> (i64, String) {
     let r = c
         .query_one(
             &format!("SELECT count(*), coalesce(md5(string_agg(h, ',' ORDER BY h)), '') FROM (SELECT md5(x::text) h FROM {table} x WHERE {filter}) s"),

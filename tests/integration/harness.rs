@@ -165,7 +165,7 @@ fn make_ca(dir: &Path, cn: &str) -> PathBuf {
         ],
         dir,
     );
-    std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n").expect("ext");
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1,DNS:*.aaaaaaaaaa.us-east-2.rds.amazonaws.com,DNS:*.aaaaaaaaaa.us-east-1.rds.amazonaws.com\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n").expect("ext");
     openssl(
         &[
             "x509",

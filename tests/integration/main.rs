@@ -9,4 +9,5 @@ mod copy;
 mod cutover;
 mod follow;
 mod heroku;
+mod migrate;
 mod verify;

@@ -1,0 +1,429 @@
+//! `migrate` end to end on the stand-ins, as the rehearsal runs it: a private pair of clusters
+//! (the "Heroku" database and the cluster behind the emulator's RDS instance, reached through
+//! `--target-connect` like a tunnel), a private AWS emulator whose CreateDBInstance makes the
+//! master user on that cluster, the fake Heroku with writer dynos, and the binary as a black box.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::aws::{aws_env, free_port, inventory, start_moto_with, tool, unique};
+use crate::cutover::{quick, rows, SCHEMA, WRITER};
+use crate::harness::{root, Pair, Run};
+use crate::heroku::{app_name, fake, TOKEN};
+
+const OPERATOR: &str = "203.0.113.7/32";
+
+struct Stage {
+    pair: Pair,
+    env: Vec<(String, String)>,
+    app: String,
+    name: String,
+    ack: PathBuf,
+}
+
+fn endpoint(name: &str) -> String {
+    format!("heroku2rds-{name}.aaaaaaaaaa.us-east-2.rds.amazonaws.com")
+}
+
+fn acks(p: &std::path::Path) -> Vec<(i64, i64)> {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Clusters, emulator, app with two writer dynos (already writing), all private to the test.
+async fn stage(tag: &str) -> Stage {
+    let pair = Pair::private(tag).await;
+    pair.source_owner()
+        .await
+        .batch_execute(SCHEMA)
+        .await
+        .expect("schema");
+    let backing = pair.target.url("postgres", "postgres");
+    let moto = start_moto_with(free_port(), &[("HEROKU2RDS_RDS_BACKING", &backing)]);
+    let name = unique(tag);
+    let app = app_name(tag);
+    let ack = root().dir.join(format!("{app}.acks"));
+    let f = fake();
+    f.post(
+        "/apps",
+        quick(json!({
+            "name": app, "database_url": pair.source_url(),
+            "config_vars": { "ACK_FILE": ack.display().to_string() },
+            "formation": [
+                { "type": "web", "quantity": 2, "size": "Standard-1X", "command": WRITER },
+            ],
+        })),
+    )
+    .await;
+    // The dynos reach "RDS" by its endpoint name, which leads to the stand-in cluster.
+    f.post(
+        "/network",
+        json!({ format!("{}:5432", endpoint(&name)): format!("127.0.0.1:{}", pair.target.port) }),
+    )
+    .await;
+    let mut env = aws_env(&moto, "test", "test");
+    env.extend(f.env(TOKEN).into_iter().map(|(k, v)| (k.to_string(), v)));
+    env.push((
+        "HEROKU2RDS_TARGET_CONNECT".into(),
+        format!("127.0.0.1:{}", pair.target.port),
+    ));
+    env.push(("HEROKU2RDS_CA_BUNDLE".into(), root().ca.display().to_string()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acks(&ack).len() < 20 {
+        assert!(Instant::now() < deadline, "the dynos did not write");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Stage {
+        pair,
+        env,
+        app,
+        name,
+        ack,
+    }
+}
+
+impl Stage {
+    fn args(&self, runner: &str) -> Vec<String> {
+        [
+            "migrate",
+            "--app",
+            &self.app,
+            "--name",
+            &self.name,
+            "--runner",
+            runner,
+            "--yes",
+            "--json",
+            "--operator-cidr",
+            OPERATOR,
+            "--keyless",
+            "recopy",
+            "--session-grace-s",
+            "5",
+            "--max-lag-s",
+            "60",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    fn command(&self, args: &[String]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_heroku2rds"));
+        c.args(args)
+            .env_remove("HEROKU2RDS_SOURCE_URL")
+            .env_remove("HEROKU2RDS_TARGET_URL")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[String]) -> Run {
+        let out = self.command(args).output().expect("run heroku2rds");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Starts the binary with stdout and stderr going to files (so a kill cannot block a pipe).
+    fn spawn(&self, args: &[String], log: &str) -> (Child, PathBuf) {
+        let out = root().dir.join(format!("{}-{log}.out", self.name));
+        let err = root().dir.join(format!("{}-{log}.err", self.name));
+        let child = self
+            .command(args)
+            .stdout(std::fs::File::create(&out).expect("out"))
+            .stderr(std::fs::File::create(&err).expect("err"))
+            .spawn()
+            .expect("spawn heroku2rds");
+        (child, out)
+    }
+
+    fn inventory(&self) -> serde_json::Map<String, Value> {
+        inventory(&self.env, &self.name)
+    }
+
+    /// The target database as its superuser.
+    async fn target(&self) -> tokio_postgres::Client {
+        self.pair.target.admin("app").await
+    }
+}
+
+/// The JSON event lines of a run's stdout.
+fn events(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn summary_of(run: &Run) -> Value {
+    events(&run.stdout)
+        .into_iter()
+        .find(|e| e["event"] == "summary")
+        .unwrap_or_else(|| panic!("no summary: {run:?}"))
+}
+
+/// Everything the migration promises, checked independently of heroku2rds.
+async fn check_migrated(s: &Stage, summary: &Value) {
+    let host = endpoint(&s.name);
+    assert!(summary["downtime_s"].as_f64().is_some_and(|d| d > 0.0), "{summary}");
+    assert!(summary["database"].as_str().is_some_and(|d| d.contains(&host)), "{summary}");
+    let phases: Vec<&str> = summary["phases"]
+        .as_array()
+        .expect("phases")
+        .iter()
+        .filter(|p| !p["finished_at"].is_null())
+        .filter_map(|p| p["phase"].as_str())
+        .collect();
+    for p in ["provision", "replicate", "cutover", "archive"] {
+        assert!(phases.contains(&p), "phase {p} not finished: {summary}");
+    }
+
+    // The app uses the new database; the old one stays reachable.
+    let vars = fake().config(&s.app).await;
+    let url = vars["DATABASE_URL"].as_str().expect("DATABASE_URL");
+    assert!(url.contains(&host) && url.contains("sslmode=require"), "{url}");
+    assert!(
+        vars["HEROKU2RDS_PREVIOUS_DATABASE_URL"]
+            .as_str()
+            .is_some_and(|u| u.contains(&format!(":{}/", s.pair.source.port))),
+        "{vars}"
+    );
+
+    // Every acknowledged write is on the target; the source's rows all are; the rest of the
+    // target's rows of the written tables came after the switch (new dyno boots).
+    let acked = acks(&s.ack);
+    let src = s.pair.source_owner().await;
+    let tgt = s.target().await;
+    let last_boot: i64 = src
+        .query_one("SELECT coalesce(max(boot), 0) FROM public.writes", &[])
+        .await
+        .expect("max boot")
+        .get(0);
+    let on_target: std::collections::BTreeSet<(i64, i64)> = tgt
+        .query("SELECT boot, n::bigint FROM public.writes", &[])
+        .await
+        .expect("target writes")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let missing: Vec<_> = acked.iter().filter(|a| !on_target.contains(a)).collect();
+    assert!(missing.is_empty(), "acknowledged writes missing on the target: {missing:?}");
+    assert!(
+        acked.iter().any(|(b, _)| *b > last_boot),
+        "no write reached the new database after the switch"
+    );
+    // On the source every row is "old"; on the target the old rows must be exactly those.
+    let old = format!("boot IS NULL OR boot <= {last_boot}");
+    for (table, filter) in [
+        ("public.writes", old.as_str()),
+        ("public.nokey", old.as_str()),
+        ("public.items", "true"),
+        ("public.items_summary", "true"),
+    ] {
+        assert_eq!(
+            rows(&src, table, filter).await,
+            rows(&tgt, table, filter).await,
+            "{table} differs"
+        );
+    }
+    // New rows continue the source's sequence (synced at the switch).
+    let (src_max, tgt_min_new): (i64, Option<i64>) = (
+        src.query_one("SELECT coalesce(max(id), 0) FROM public.writes", &[])
+            .await
+            .expect("max")
+            .get(0),
+        tgt.query_one(
+            &format!("SELECT min(id) FROM public.writes WHERE boot > {last_boot}"),
+            &[],
+        )
+        .await
+        .expect("min new")
+        .get(0),
+    );
+    assert!(tgt_min_new.is_some_and(|m| m > src_max), "{src_max} {tgt_min_new:?}");
+
+    // The archive: one object, its recorded checksum right, a valid custom-format dump.
+    let a = &summary["archive"];
+    let (bucket, key) = (a["bucket"].as_str().expect("bucket"), a["key"].as_str().expect("key"));
+    let file = root().dir.join(format!("{}.dump", s.name));
+    let got = tool(&s.env, &["get", bucket, key, &file.display().to_string()]);
+    let bytes = std::fs::read(&file).expect("archive file");
+    use sha2::Digest;
+    assert_eq!(got["metadata"]["sha256"], hex::encode(sha2::Sha256::digest(&bytes)));
+    assert_eq!(a["sha256"], got["metadata"]["sha256"]);
+    let listed = Command::new(crate::harness::pg_bin().join("pg_restore"))
+        .arg("--list")
+        .arg(&file)
+        .output()
+        .expect("pg_restore");
+    assert!(listed.status.success(), "{listed:?}");
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("TABLE DATA public writes"));
+    assert_eq!(tool(&s.env, &["uploads", bucket]), json!([]), "unfinished uploads left");
+
+    // Exactly one of everything.
+    let inv = s.inventory();
+    let count = |kind: &str| inv.keys().filter(|k| k.contains(kind)).count();
+    assert_eq!(count("/rds/"), 1, "{inv:?}");
+    assert_eq!(count("/secret/"), 1, "{inv:?}");
+    assert_eq!(count("s3/"), 1, "{inv:?}");
+    let objects = inv
+        .iter()
+        .find(|(k, _)| k.starts_with("s3/"))
+        .map(|(_, v)| v["objects"].clone())
+        .expect("bucket");
+    let archives: Vec<&Value> = objects
+        .as_array()
+        .expect("objects")
+        .iter()
+        .filter(|o| o.as_str().is_some_and(|k| k.starts_with("archive/")))
+        .collect();
+    assert_eq!(archives, vec![&json!(key)], "{objects}");
+    // Nothing of the migration is left in the Heroku database's app state.
+    let st = fake().state(&s.app).await;
+    assert_eq!(st["maintenance"], false, "{st}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_local_end_to_end_then_teardown() {
+    let s = stage("mig").await;
+    let run = s.run(&s.args("local"));
+    run.expect_code(0);
+    let summary = summary_of(&run);
+    eprintln!(
+        "measured: downtime {:.2}s, write freeze {:.2}s",
+        summary["downtime_s"].as_f64().unwrap_or(-1.0),
+        summary["write_freeze_s"].as_f64().unwrap_or(-1.0)
+    );
+    for p in summary["phases"].as_array().into_iter().flatten() {
+        if p["phase"] == "cutover" {
+            eprintln!("cutover steps: {}", p["detail"]["steps"]);
+        }
+    }
+    check_migrated(&s, &summary).await;
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert!(!all.contains(&root().password), "a password in migrate's output");
+    let steps: Vec<String> = events(&run.stdout)
+        .iter()
+        .filter(|e| e["event"] == "step")
+        .filter_map(|e| e["phase"].as_str().map(String::from))
+        .collect();
+    assert_eq!(
+        steps,
+        ["plan", "provision", "replicate", "cutover", "archive", "summary"],
+        "{}",
+        run.stdout
+    );
+
+    // Again: nothing is repeated.
+    let before = s.inventory();
+    let again = s.run(&s.args("local"));
+    again.expect_code(0);
+    let second = summary_of(&again);
+    assert_eq!(second["archive"], summary["archive"]);
+    assert_eq!(second["downtime_s"], summary["downtime_s"]);
+    assert_eq!(s.inventory(), before, "a re-run changed AWS");
+    let steps: Vec<String> = events(&again.stdout)
+        .iter()
+        .filter(|e| e["event"] == "step")
+        .filter_map(|e| e["phase"].as_str().map(String::from))
+        .collect();
+    assert_eq!(steps, ["plan", "summary"], "{}", again.stdout);
+
+    // Teardown keeps exactly what the summary said is kept.
+    let td = s.run(
+        &["teardown", "--name", &s.name, "--yes", "--json"]
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>(),
+    );
+    td.expect_code(0);
+    let inv = s.inventory();
+    let kinds: std::collections::BTreeSet<&str> = inv
+        .keys()
+        .map(|k| k.split('/').nth(1).unwrap_or(k))
+        .collect();
+    assert!(!inv.keys().any(|k| k.contains("/instance/")), "{inv:?}");
+    assert!(!inv.keys().any(|k| k.ends_with("-worker")), "{inv:?}");
+    for kept in ["rds", "secret", "paramgroup", "sg"] {
+        assert!(kinds.contains(kept), "{kept} not kept: {inv:?}");
+    }
+    assert_eq!(
+        inv.keys().filter(|k| k.starts_with("s3/")).count(),
+        1,
+        "{inv:?}"
+    );
+    for k in summary["kept"].as_array().expect("kept") {
+        let k = k.as_str().unwrap_or_default();
+        assert!(!k.contains("EC2 worker"), "{k}");
+    }
+}
+
+/// A small deterministic generator for the kill moments (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_killed_at_ten_random_moments_completes() {
+    let s = stage("kil").await;
+    let seed: u64 = std::env::var("HEROKU2RDS_KILL_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(7)
+                | 1
+        });
+    eprintln!("kill test: seed {seed} (HEROKU2RDS_KILL_SEED={seed} repeats it)");
+    let mut rng = Rng(seed);
+    let args = s.args("local");
+    for i in 0..10 {
+        let delay = Duration::from_millis(300 + rng.next() % 6000);
+        let (mut child, out) = s.spawn(&args, &format!("kill{i}"));
+        let deadline = Instant::now() + delay;
+        let mut exited = None;
+        while Instant::now() < deadline {
+            if let Some(st) = child.try_wait().expect("wait") {
+                exited = Some(st);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let last_phase = events(&std::fs::read_to_string(&out).unwrap_or_default())
+            .iter()
+            .rev()
+            .find_map(|e| e["phase"].as_str().map(String::from))
+            .unwrap_or_else(|| "before the first step".into());
+        match exited {
+            Some(st) => eprintln!("kill {i}: exited by itself ({st}) within {delay:?}, last phase {last_phase}"),
+            None => eprintln!("kill {i}: SIGKILL after {delay:?}, in phase {last_phase}"),
+        }
+    }
+    let run = s.run(&args);
+    run.expect_code(0);
+    let summary = summary_of(&run);
+    check_migrated(&s, &summary).await;
+}
