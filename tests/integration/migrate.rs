@@ -40,11 +40,11 @@ fn acks(p: &std::path::Path) -> Vec<(i64, i64)> {
 }
 
 /// Clusters, emulator, app with two writer dynos (already writing), all private to the test.
-async fn stage(tag: &str) -> Stage {
+async fn stage(tag: &str, extra_sql: &str) -> Stage {
     let pair = Pair::private(tag).await;
     pair.source_owner()
         .await
-        .batch_execute(SCHEMA)
+        .batch_execute(&format!("{SCHEMA}{extra_sql}"))
         .await
         .expect("schema");
     let backing = pair.target.url("postgres", "postgres");
@@ -297,7 +297,7 @@ async fn check_migrated(s: &Stage, summary: &Value) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn migrate_local_end_to_end_then_teardown() {
-    let s = stage("mig").await;
+    let s = stage("mig", "").await;
     let run = s.run(&s.args("local"));
     run.expect_code(0);
     let summary = summary_of(&run);
@@ -384,7 +384,13 @@ impl Rng {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn migrate_killed_at_ten_random_moments_completes() {
-    let s = stage("kil").await;
+    // Enough data that the copy takes a few seconds, so kills land in every phase.
+    let s = stage(
+        "kil",
+        "CREATE TABLE public.bulk (id bigint PRIMARY KEY, payload text NOT NULL);
+         INSERT INTO public.bulk SELECT i, repeat(md5(i::text), 4) FROM generate_series(1, 60000) i;",
+    )
+    .await;
     let seed: u64 = std::env::var("HEROKU2RDS_KILL_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -399,7 +405,7 @@ async fn migrate_killed_at_ten_random_moments_completes() {
     let mut rng = Rng(seed);
     let args = s.args("local");
     for i in 0..10 {
-        let delay = Duration::from_millis(300 + rng.next() % 6000);
+        let delay = Duration::from_millis(300 + rng.next() % 2500);
         let (mut child, out) = s.spawn(&args, &format!("kill{i}"));
         let deadline = Instant::now() + delay;
         let mut exited = None;
@@ -426,4 +432,10 @@ async fn migrate_killed_at_ten_random_moments_completes() {
     run.expect_code(0);
     let summary = summary_of(&run);
     check_migrated(&s, &summary).await;
+    let (src, tgt) = (s.pair.source_owner().await, s.target().await);
+    assert_eq!(
+        rows(&src, "public.bulk", "true").await,
+        rows(&tgt, "public.bulk", "true").await,
+        "public.bulk differs"
+    );
 }
