@@ -439,3 +439,120 @@ async fn migrate_killed_at_ten_random_moments_completes() {
         "public.bulk differs"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_on_the_worker_while_status_shows_progress() {
+    // Enough rows that the copy is seen in progress.
+    let s = stage(
+        "wrk",
+        "CREATE TABLE public.bulk (id bigint PRIMARY KEY, payload text NOT NULL);
+         INSERT INTO public.bulk SELECT i, repeat(md5(i::text), 4) FROM generate_series(1, 150000) i;",
+    )
+    .await;
+    // The emulator's instances do not run: the stand-in does what the worker's user-data and
+    // systemd unit do (fetch binary and job by their presigned URLs, check the SHA-256, run
+    // `heroku2rds worker --job $CREDENTIALS_DIRECTORY/job`, restart on failure).
+    let state = root().dir.join(format!("{}-standin", s.name));
+    std::fs::create_dir_all(&state).expect("state dir");
+    let aws_only: Vec<(String, String)> = s
+        .env
+        .iter()
+        .filter(|(k, _)| k.starts_with("AWS_"))
+        .cloned()
+        .collect();
+    let mut standin = Command::new(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("localstack/ec2-worker-standin"),
+    )
+    .args(["--migration", &s.name, "--state-dir"])
+    .arg(&state)
+    .env_clear()
+    .env("PATH", std::env::var("PATH").unwrap_or_default())
+    .env("HOME", std::env::var("HOME").unwrap_or_default())
+    .envs(aws_only.iter().map(|(k, v)| (k, v)))
+    .stdin(Stdio::null())
+    .stderr(std::fs::File::create(state.join("standin.err")).expect("log"))
+    .spawn()
+    .expect("start the EC2 worker stand-in");
+
+    let (mut migrate, out) = s.spawn(&s.args("ec2"), "ec2");
+    // `status` from another process, reading the target only.
+    let status_url = s.pair.target.url("postgres", "app");
+    let mut seen_copying = false;
+    let mut runner_seen = None;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let code = loop {
+        if let Some(st) = migrate.try_wait().expect("wait") {
+            break st.code();
+        }
+        assert!(Instant::now() < deadline, "migrate --runner ec2 did not finish");
+        let st = crate::harness::h2r_env(
+            &["status", "--json"],
+            &[("HEROKU2RDS_TARGET_URL", status_url.as_str())],
+        );
+        if st.code == 0 {
+            let v = st.json();
+            if let Some(r) = v["runner"].as_str() {
+                runner_seen = Some(r.to_string());
+            }
+            if v["phase"] == "copying" || v["chunks_done"].as_i64() < v["chunks_total"].as_i64() {
+                seen_copying = true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    };
+    let stdout = std::fs::read_to_string(&out).unwrap_or_default();
+    assert_eq!(code, Some(0), "migrate failed:\n{stdout}");
+    let runner = runner_seen.expect("status never showed a runner");
+    assert!(
+        !runner.contains(&format!("pid {}", migrate.id())),
+        "the laptop ran replication itself: {runner}"
+    );
+    assert!(seen_copying, "status never showed the copy in progress");
+    let progress = events(&stdout)
+        .iter()
+        .filter(|e| e["event"] == "progress")
+        .count();
+    assert!(progress > 0, "migrate showed no progress:\n{stdout}");
+    let summary = summary_of(&Run {
+        code: 0,
+        stdout: stdout.clone(),
+        stderr: String::new(),
+    });
+    check_migrated(&s, &summary).await;
+    let (src, tgt) = (s.pair.source_owner().await, s.target().await);
+    assert_eq!(
+        rows(&src, "public.bulk", "true").await,
+        rows(&tgt, "public.bulk", "true").await,
+        "public.bulk differs"
+    );
+
+    // The worker ran from the job the laptop wrote, and teardown stops it.
+    let logs: String = std::fs::read_dir(&state)
+        .expect("state")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    assert!(logs.contains("running the job of migration"), "{logs}");
+    assert!(!logs.contains(&root().password), "a password in the worker's log");
+    let td = s.run(
+        &["teardown", "--name", &s.name, "--yes"]
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>(),
+    );
+    td.expect_code(0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let err = std::fs::read_to_string(state.join("standin.err")).unwrap_or_default();
+        if err.contains("terminated") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the worker was not stopped: {err}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &standin.id().to_string()])
+        .status();
+    let _ = standin.wait();
+}
