@@ -31,7 +31,7 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-make_tls() {  # make_tls DIR: a CA and a server certificate for localhost/127.0.0.1
+make_tls() {  # make_tls DIR: a CA and a server certificate for localhost/127.0.0.1 (and $EXTRA_SAN)
   local d=$1
   mkdir -p "$d"
   (
@@ -41,7 +41,8 @@ make_tls() {  # make_tls DIR: a CA and a server certificate for localhost/127.0.
       -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
     openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout server.key -out server.csr \
       -subj "/CN=localhost" 2>/dev/null
-    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > ext.cnf
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1%s\nextendedKeyUsage=serverAuth\n' \
+      "${EXTRA_SAN:+,$EXTRA_SAN}" > ext.cnf
     openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.crt -days 2 \
       -extfile ext.cnf 2>/dev/null
   )
