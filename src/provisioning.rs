@@ -261,8 +261,9 @@ pub async fn provision(r: &Resolved, p: Planned, wait: Duration) -> Result<Provi
             })?;
             ConnSpec::parse(&source_url, "source")?;
             // An emulator's instances do not run: a stand-in runs the job on this machine, so
-            // the job describes the database as this machine reaches it.
-            let local_reach = if p.aws.emulated() {
+            // the job describes the database as this machine reaches it (when told how).
+            let given = r.reach.target_connect.is_some() || r.reach.ca_bundle.is_some();
+            let local_reach = if p.aws.emulated() && given {
                 Some(reach(&r.reach).await?)
             } else {
                 None

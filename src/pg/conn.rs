@@ -70,6 +70,23 @@ impl SslMode {
     }
 }
 
+/// The environment variable that allows plaintext connections to other machines.
+pub const ALLOW_PLAINTEXT_ENV: &str = "HEROKU2RDS_ALLOW_PLAINTEXT";
+
+fn plaintext_allowed() -> bool {
+    std::env::var(ALLOW_PLAINTEXT_ENV).is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+}
+
+/// True for a Unix socket, `localhost` or a loopback address: traffic that never leaves the
+/// machine.
+fn is_local(host: &str) -> bool {
+    host.starts_with('/')
+        || host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|a| a.is_loopback())
+}
+
 /// A parsed database URL. `Debug` and `Display` never show the password.
 #[derive(Clone)]
 pub struct ConnSpec {
@@ -182,6 +199,22 @@ impl ConnSpec {
         if dbname.is_empty() {
             return Err(bad("it names no database"));
         }
+        let local = is_local(&host) || hostaddr.is_some_and(|a| a.is_loopback());
+        let sslmode = match sslmode.unwrap_or(SslMode::Prefer) {
+            // Never fall back to plaintext across a network: "prefer" means TLS there.
+            SslMode::Prefer if !local => SslMode::Require,
+            SslMode::Disable if !local && !plaintext_allowed() => {
+                return Err(Error::usage(format!(
+                    "the {what} URL asks for a plaintext connection (sslmode=disable) to {host}, \
+                     which is not on this machine"
+                ))
+                .with_fix(format!(
+                    "use sslmode=require or stronger (verify-full with sslrootcert checks the server); \
+                     if the network path is private, set {ALLOW_PLAINTEXT_ENV}=1"
+                )))
+            }
+            m => m,
+        };
         Ok(ConnSpec {
             host,
             hostaddr,
@@ -189,7 +222,7 @@ impl ConnSpec {
             user,
             password,
             dbname,
-            sslmode: sslmode.unwrap_or(SslMode::Prefer),
+            sslmode,
             sslrootcert,
             connect_timeout,
             application_name: "heroku2rds".into(),
@@ -702,6 +735,25 @@ mod tests {
         for bad in ["nocolon", "h:0", ":5432", "h:port"] {
             let e = plain.clone().via(bad).expect_err(bad);
             assert_eq!(e.kind(), Kind::Usage, "{bad}");
+        }
+    }
+
+    #[test]
+    fn tls_is_required_across_a_network() {
+        let remote = ConnSpec::parse("postgres://u:p@db.example.com/d", "source").expect("valid");
+        assert_eq!(remote.sslmode(), SslMode::Require, "prefer becomes require");
+        let local = ConnSpec::parse("postgres://u:p@127.0.0.1/d", "source").expect("valid");
+        assert_eq!(local.sslmode(), SslMode::Prefer);
+        let tunnel =
+            ConnSpec::parse("postgres://u:p@db.example.com/d?hostaddr=127.0.0.1&sslmode=disable", "t")
+                .expect("a loopback address may be plaintext");
+        assert_eq!(tunnel.sslmode(), SslMode::Disable);
+        if !plaintext_allowed() {
+            let e = ConnSpec::parse("postgres://u:p@db.example.com/d?sslmode=disable", "source")
+                .expect_err("plaintext across a network");
+            assert_eq!(e.kind(), Kind::Usage);
+            assert!(e.to_string().contains("plaintext"), "{e}");
+            assert!(e.fix().is_some_and(|f| f.contains(ALLOW_PLAINTEXT_ENV)));
         }
     }
 

@@ -5,6 +5,7 @@
   untagged-sg NAME REGION         a security group named NAME without any tag
   get BUCKET KEY FILE             downloads an object into FILE; prints its size and metadata
   uploads BUCKET                  the bucket's unfinished multipart uploads (keys)
+  secret ID                       the JSON a Secrets Manager secret holds
 Credentials and endpoint come from the environment.
 """
 
@@ -111,6 +112,11 @@ def uploads(bucket):
     return sorted(u["Key"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []))
 
 
+def secret(secret_id):
+    sm = boto3.client("secretsmanager")
+    return json.loads(sm.get_secret_value(SecretId=secret_id)["SecretString"])
+
+
 def untagged_sg(name, region):
     ec2 = boto3.client("ec2", region_name=region)
     return {"id": ec2.create_security_group(GroupName=name, Description="not heroku2rds")["GroupId"]}
@@ -126,6 +132,8 @@ if __name__ == "__main__":
         print(json.dumps(get(sys.argv[2], sys.argv[3], sys.argv[4])))
     elif cmd == "uploads":
         print(json.dumps(uploads(sys.argv[2])))
+    elif cmd == "secret":
+        print(json.dumps(secret(sys.argv[2])))
     elif cmd == "untagged-sg":
         print(json.dumps(untagged_sg(sys.argv[2], sys.argv[3])))
     else:

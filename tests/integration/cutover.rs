@@ -447,6 +447,16 @@ async fn failures_before_the_point_of_no_return_roll_back_and_after_it_continue(
     };
     let mut child = spawn("120");
     wait_step(&pair, "dynos-stopped", &mut child).await;
+    // A second cutover of the same migration refuses while this one runs, naming it, and
+    // changes nothing.
+    let second = h2r_heroku(&pair, TOKEN, &base);
+    second.expect_code(2);
+    assert!(
+        second.stderr.contains("already running")
+            && second.stderr.contains(&format!("pid {}", child.id())),
+        "{}",
+        second.stderr
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     child.kill().expect("kill -9");
     child.wait().expect("reap");

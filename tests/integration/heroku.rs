@@ -84,7 +84,12 @@ pub fn fake() -> &'static Fake {
         }
         Fake {
             url,
-            http: reqwest::Client::new(),
+            // Shared by tests that each run their own tokio runtime: a pooled connection belongs
+            // to the runtime that opened it and dies with it, so keep none.
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("http client"),
         }
     })
 }

@@ -295,10 +295,42 @@ async fn check_migrated(s: &Stage, summary: &Value) {
     assert_eq!(st["maintenance"], false, "{st}");
 }
 
+/// Runs `args` to the end while sampling the process list: returns the run and every command
+/// line of heroku2rds and its children seen meanwhile.
+fn run_watching_ps(s: &Stage, args: &[String], log: &str) -> (Run, Vec<String>) {
+    let (mut child, out) = s.spawn(args, log);
+    let mut seen = std::collections::BTreeSet::new();
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        let ps = Command::new("ps")
+            .args(["-eo", "args"])
+            .output()
+            .expect("ps");
+        for line in String::from_utf8_lossy(&ps.stdout).lines() {
+            if ["heroku2rds", "pg_dump", "pg_restore", "psql"]
+                .iter()
+                .any(|w| line.contains(w))
+            {
+                seen.insert(line.to_string());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let err = out.with_extension("err");
+    let run = Run {
+        code: status.code().unwrap_or(-1),
+        stdout: std::fs::read_to_string(&out).unwrap_or_default(),
+        stderr: std::fs::read_to_string(err).unwrap_or_default(),
+    };
+    (run, seen.into_iter().collect())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn migrate_local_end_to_end_then_teardown() {
     let s = stage("mig", "").await;
-    let run = s.run(&s.args("local"));
+    let (run, commands) = run_watching_ps(&s, &s.args("local"), "e2e");
     run.expect_code(0);
     let summary = summary_of(&run);
     eprintln!(
@@ -312,8 +344,54 @@ async fn migrate_local_end_to_end_then_teardown() {
         }
     }
     check_migrated(&s, &summary).await;
-    let all = format!("{}{}", run.stdout, run.stderr);
-    assert!(!all.contains(&root().password), "a password in migrate's output");
+
+    // The secrets the run used appear in no output channel: stdout (JSON events), stderr (logs),
+    // the process list, the state tables on the target, status.
+    let master = tool(&s.env, &["secret", &format!("heroku2rds/{}/rds-master", s.name)]);
+    let master = master["password"].as_str().expect("master password").to_string();
+    let secrets = [root().password.as_str(), master.as_str(), TOKEN];
+    let status = crate::harness::h2r_env(
+        &["status", "--json"],
+        &[(
+            "HEROKU2RDS_TARGET_URL",
+            s.pair.target.url("postgres", "app").as_str(),
+        )],
+    );
+    status.expect_code(0);
+    let tgt = s.target().await;
+    let mut state = String::new();
+    for r in tgt
+        .query(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'heroku2rds'",
+            &[],
+        )
+        .await
+        .expect("state tables")
+    {
+        let t: String = r.get(0);
+        let dump: Option<String> = tgt
+            .query_one(
+                &format!("SELECT string_agg(x::text, E'\\n') FROM heroku2rds.{t} x"),
+                &[],
+            )
+            .await
+            .expect("dump state")
+            .get(0);
+        state.push_str(&dump.unwrap_or_default());
+    }
+    assert!(state.contains(&s.app), "the state dump is empty: {state}");
+    assert!(commands.iter().any(|c| c.contains("migrate")), "{commands:?}");
+    for (channel, text) in [
+        ("stdout", run.stdout.clone()),
+        ("stderr", run.stderr.clone()),
+        ("process list", commands.join("\n")),
+        ("state tables", state),
+        ("status", format!("{}{}", status.stdout, status.stderr)),
+    ] {
+        for secret in secrets {
+            assert!(!text.contains(secret), "a secret in {channel}");
+        }
+    }
     let steps: Vec<String> = events(&run.stdout)
         .iter()
         .filter(|e| e["event"] == "step")
