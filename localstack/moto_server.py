@@ -33,6 +33,7 @@ import os
 import re
 import shutil
 import subprocess
+import urllib.parse
 import sys
 import warnings
 from datetime import datetime, timedelta, timezone
@@ -302,14 +303,37 @@ def scram_sha256_verifier(password: str, iterations: int = 4096) -> str:
     return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
 
 
+def _without_password(conninfo: str) -> tuple[str, str | None]:
+    """Splits the password out of a URL or key=value connection string, so that it can travel
+    in PGPASSWORD instead of psql's command line (visible to every user in the process list)."""
+    if "://" in conninfo:
+        u = urllib.parse.urlsplit(conninfo)
+        if u.password is None:
+            return conninfo, None
+        host = u.netloc.rpartition("@")[2]
+        user = urllib.parse.quote(urllib.parse.unquote(u.username or ""), safe="")
+        netloc = f"{user}@{host}" if user else host
+        return urllib.parse.urlunsplit(u._replace(netloc=netloc)), urllib.parse.unquote(u.password)
+    found = re.search(r"(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", conninfo)
+    if not found:
+        return conninfo, None
+    value = found.group(1)
+    if value.startswith("'"):
+        value = re.sub(r"\\(.)", r"\1", value[1:-1])
+    return (conninfo[: found.start()] + " " + conninfo[found.end():]).strip(), value
+
+
 def _psql_on_backing(conninfo: str, script: str, variables: dict[str, str]) -> None:
     """Runs `script` with psql on the backing cluster; raises RDSBackingError with psql's
     message (terse: without the echo of the failing statement) when it fails."""
     command = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=terse"]
     for name, value in variables.items():
         command += ["-v", f"{name}={value}"]
+    conninfo, password = _without_password(conninfo)
     command += ["-d", conninfo]
     env = {**os.environ, "PGAPPNAME": "heroku2rds moto RDS backing"}
+    if password is not None:
+        env["PGPASSWORD"] = password
     env.setdefault("PGCONNECT_TIMEOUT", "10")
     try:
         done = subprocess.run(

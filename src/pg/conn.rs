@@ -744,9 +744,11 @@ mod tests {
         assert_eq!(remote.sslmode(), SslMode::Require, "prefer becomes require");
         let local = ConnSpec::parse("postgres://u:p@127.0.0.1/d", "source").expect("valid");
         assert_eq!(local.sslmode(), SslMode::Prefer);
-        let tunnel =
-            ConnSpec::parse("postgres://u:p@db.example.com/d?hostaddr=127.0.0.1&sslmode=disable", "t")
-                .expect("a loopback address may be plaintext");
+        let tunnel = ConnSpec::parse(
+            "postgres://u:p@db.example.com/d?hostaddr=127.0.0.1&sslmode=disable",
+            "t",
+        )
+        .expect("a loopback address may be plaintext");
         assert_eq!(tunnel.sslmode(), SslMode::Disable);
         if !plaintext_allowed() {
             let e = ConnSpec::parse("postgres://u:p@db.example.com/d?sslmode=disable", "source")

@@ -76,7 +76,10 @@ async fn stage(tag: &str, extra_sql: &str) -> Stage {
         "HEROKU2RDS_TARGET_CONNECT".into(),
         format!("127.0.0.1:{}", pair.target.port),
     ));
-    env.push(("HEROKU2RDS_CA_BUNDLE".into(), root().ca.display().to_string()));
+    env.push((
+        "HEROKU2RDS_CA_BUNDLE".into(),
+        root().ca.display().to_string(),
+    ));
     let deadline = Instant::now() + Duration::from_secs(60);
     while acks(&ack).len() < 20 {
         assert!(Instant::now() < deadline, "the dynos did not write");
@@ -177,8 +180,16 @@ fn summary_of(run: &Run) -> Value {
 /// Everything the migration promises, checked independently of heroku2rds.
 async fn check_migrated(s: &Stage, summary: &Value) {
     let host = endpoint(&s.name);
-    assert!(summary["downtime_s"].as_f64().is_some_and(|d| d > 0.0), "{summary}");
-    assert!(summary["database"].as_str().is_some_and(|d| d.contains(&host)), "{summary}");
+    assert!(
+        summary["downtime_s"].as_f64().is_some_and(|d| d > 0.0),
+        "{summary}"
+    );
+    assert!(
+        summary["database"]
+            .as_str()
+            .is_some_and(|d| d.contains(&host)),
+        "{summary}"
+    );
     let phases: Vec<&str> = summary["phases"]
         .as_array()
         .expect("phases")
@@ -193,7 +204,10 @@ async fn check_migrated(s: &Stage, summary: &Value) {
     // The app uses the new database; the old one stays reachable.
     let vars = fake().config(&s.app).await;
     let url = vars["DATABASE_URL"].as_str().expect("DATABASE_URL");
-    assert!(url.contains(&host) && url.contains("sslmode=require"), "{url}");
+    assert!(
+        url.contains(&host) && url.contains("sslmode=require"),
+        "{url}"
+    );
     assert!(
         vars["HEROKU2RDS_PREVIOUS_DATABASE_URL"]
             .as_str()
@@ -219,7 +233,10 @@ async fn check_migrated(s: &Stage, summary: &Value) {
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     let missing: Vec<_> = acked.iter().filter(|a| !on_target.contains(a)).collect();
-    assert!(missing.is_empty(), "acknowledged writes missing on the target: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "acknowledged writes missing on the target: {missing:?}"
+    );
     assert!(
         acked.iter().any(|(b, _)| *b > last_boot),
         "no write reached the new database after the switch"
@@ -252,16 +269,25 @@ async fn check_migrated(s: &Stage, summary: &Value) {
         .expect("min new")
         .get(0),
     );
-    assert!(tgt_min_new.is_some_and(|m| m > src_max), "{src_max} {tgt_min_new:?}");
+    assert!(
+        tgt_min_new.is_some_and(|m| m > src_max),
+        "{src_max} {tgt_min_new:?}"
+    );
 
     // The archive: one object, its recorded checksum right, a valid custom-format dump.
     let a = &summary["archive"];
-    let (bucket, key) = (a["bucket"].as_str().expect("bucket"), a["key"].as_str().expect("key"));
+    let (bucket, key) = (
+        a["bucket"].as_str().expect("bucket"),
+        a["key"].as_str().expect("key"),
+    );
     let file = root().dir.join(format!("{}.dump", s.name));
     let got = tool(&s.env, &["get", bucket, key, &file.display().to_string()]);
     let bytes = std::fs::read(&file).expect("archive file");
     use sha2::Digest;
-    assert_eq!(got["metadata"]["sha256"], hex::encode(sha2::Sha256::digest(&bytes)));
+    assert_eq!(
+        got["metadata"]["sha256"],
+        hex::encode(sha2::Sha256::digest(&bytes))
+    );
     assert_eq!(a["sha256"], got["metadata"]["sha256"]);
     let listed = Command::new(crate::harness::pg_bin().join("pg_restore"))
         .arg("--list")
@@ -270,7 +296,11 @@ async fn check_migrated(s: &Stage, summary: &Value) {
         .expect("pg_restore");
     assert!(listed.status.success(), "{listed:?}");
     assert!(String::from_utf8_lossy(&listed.stdout).contains("TABLE DATA public writes"));
-    assert_eq!(tool(&s.env, &["uploads", bucket]), json!([]), "unfinished uploads left");
+    assert_eq!(
+        tool(&s.env, &["uploads", bucket]),
+        json!([]),
+        "unfinished uploads left"
+    );
 
     // Exactly one of everything.
     let inv = s.inventory();
@@ -296,7 +326,7 @@ async fn check_migrated(s: &Stage, summary: &Value) {
 }
 
 /// Runs `args` to the end while sampling the process list: returns the run and every command
-/// line of heroku2rds and its children seen meanwhile.
+/// line seen meanwhile of the heroku2rds process and its descendants (pg_dump, ...).
 fn run_watching_ps(s: &Stage, args: &[String], log: &str) -> (Run, Vec<String>) {
     let (mut child, out) = s.spawn(args, log);
     let mut seen = std::collections::BTreeSet::new();
@@ -305,16 +335,30 @@ fn run_watching_ps(s: &Stage, args: &[String], log: &str) -> (Run, Vec<String>) 
             break st;
         }
         let ps = Command::new("ps")
-            .args(["-eo", "args"])
+            .args(["-eo", "pid=,ppid=,args="])
             .output()
             .expect("ps");
-        for line in String::from_utf8_lossy(&ps.stdout).lines() {
-            if ["heroku2rds", "pg_dump", "pg_restore", "psql"]
-                .iter()
-                .any(|w| line.contains(w))
-            {
-                seen.insert(line.to_string());
+        let procs: Vec<(u32, u32, String)> = String::from_utf8_lossy(&ps.stdout)
+            .lines()
+            .filter_map(|l| {
+                let mut it = l.split_whitespace();
+                let pid = it.next()?.parse().ok()?;
+                let ppid = it.next()?.parse().ok()?;
+                Some((pid, ppid, it.collect::<Vec<_>>().join(" ")))
+            })
+            .collect();
+        let mut tree = vec![child.id()];
+        let mut i = 0;
+        while i < tree.len() {
+            for (pid, ppid, cmd) in &procs {
+                if *ppid == tree[i] {
+                    tree.push(*pid);
+                }
+                if *pid == tree[i] {
+                    seen.insert(cmd.clone());
+                }
             }
+            i += 1;
         }
         std::thread::sleep(Duration::from_millis(100));
     };
@@ -347,8 +391,14 @@ async fn migrate_local_end_to_end_then_teardown() {
 
     // The secrets the run used appear in no output channel: stdout (JSON events), stderr (logs),
     // the process list, the state tables on the target, status.
-    let master = tool(&s.env, &["secret", &format!("heroku2rds/{}/rds-master", s.name)]);
-    let master = master["password"].as_str().expect("master password").to_string();
+    let master = tool(
+        &s.env,
+        &["secret", &format!("heroku2rds/{}/rds-master", s.name)],
+    );
+    let master = master["password"]
+        .as_str()
+        .expect("master password")
+        .to_string();
     let secrets = [root().password.as_str(), master.as_str(), TOKEN];
     let status = crate::harness::h2r_env(
         &["status", "--json"],
@@ -380,7 +430,14 @@ async fn migrate_local_end_to_end_then_teardown() {
         state.push_str(&dump.unwrap_or_default());
     }
     assert!(state.contains(&s.app), "the state dump is empty: {state}");
-    assert!(commands.iter().any(|c| c.contains("migrate")), "{commands:?}");
+    assert!(
+        commands.iter().any(|c| c.contains("migrate")),
+        "{commands:?}"
+    );
+    assert!(
+        commands.iter().any(|c| c.contains("pg_dump")),
+        "{commands:?}"
+    );
     for (channel, text) in [
         ("stdout", run.stdout.clone()),
         ("stderr", run.stderr.clone()),
@@ -388,8 +445,11 @@ async fn migrate_local_end_to_end_then_teardown() {
         ("state tables", state),
         ("status", format!("{}{}", status.stdout, status.stderr)),
     ] {
-        for secret in secrets {
-            assert!(!text.contains(secret), "a secret in {channel}");
+        for (i, secret) in secrets.iter().enumerate() {
+            let at = text
+                .find(secret)
+                .map(|p| text[p.saturating_sub(60)..p].to_string());
+            assert!(at.is_none(), "secret #{i} in {channel}, after {at:?}");
         }
     }
     let steps: Vec<String> = events(&run.stdout)
@@ -399,7 +459,14 @@ async fn migrate_local_end_to_end_then_teardown() {
         .collect();
     assert_eq!(
         steps,
-        ["plan", "provision", "replicate", "cutover", "archive", "summary"],
+        [
+            "plan",
+            "provision",
+            "replicate",
+            "cutover",
+            "archive",
+            "summary"
+        ],
         "{}",
         run.stdout
     );
@@ -502,7 +569,9 @@ async fn migrate_killed_at_ten_random_moments_completes() {
             .find_map(|e| e["phase"].as_str().map(String::from))
             .unwrap_or_else(|| "before the first step".into());
         match exited {
-            Some(st) => eprintln!("kill {i}: exited by itself ({st}) within {delay:?}, last phase {last_phase}"),
+            Some(st) => eprintln!(
+                "kill {i}: exited by itself ({st}) within {delay:?}, last phase {last_phase}"
+            ),
             None => eprintln!("kill {i}: SIGKILL after {delay:?}, in phase {last_phase}"),
         }
     }
@@ -562,7 +631,10 @@ async fn migrate_on_the_worker_while_status_shows_progress() {
         if let Some(st) = migrate.try_wait().expect("wait") {
             break st.code();
         }
-        assert!(Instant::now() < deadline, "migrate --runner ec2 did not finish");
+        assert!(
+            Instant::now() < deadline,
+            "migrate --runner ec2 did not finish"
+        );
         let st = crate::harness::h2r_env(
             &["status", "--json"],
             &[("HEROKU2RDS_TARGET_URL", status_url.as_str())],
@@ -612,7 +684,10 @@ async fn migrate_on_the_worker_while_status_shows_progress() {
         .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
         .collect();
     assert!(logs.contains("running the job of migration"), "{logs}");
-    assert!(!logs.contains(&root().password), "a password in the worker's log");
+    assert!(
+        !logs.contains(&root().password),
+        "a password in the worker's log"
+    );
     let td = s.run(
         &["teardown", "--name", &s.name, "--yes"]
             .iter()
@@ -626,7 +701,10 @@ async fn migrate_on_the_worker_while_status_shows_progress() {
         if err.contains("terminated") {
             break;
         }
-        assert!(Instant::now() < deadline, "the worker was not stopped: {err}");
+        assert!(
+            Instant::now() < deadline,
+            "the worker was not stopped: {err}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let _ = Command::new("kill")
