@@ -396,10 +396,22 @@ pub fn formation_up(saved: &[Process], dynos: &[Dyno], version: i64) -> bool {
 /// Checks the URL the app will get as `DATABASE_URL`: a valid PostgreSQL URL that requires TLS.
 pub fn check_app_url(raw: &str) -> Result<ConnSpec> {
     let spec = ConnSpec::parse(raw, "target app")?;
-    match spec.sslmode() {
+    // What the app's own driver will do with the URL as written (libpq defaults to prefer,
+    // which falls back to plaintext), not what heroku2rds makes of it.
+    let written = url::Url::parse(raw.trim())
+        .ok()
+        .and_then(|u| {
+            u.query_pairs()
+                .find(|(k, _)| k == "sslmode")
+                .map(|(_, v)| v.into_owned())
+        })
+        .map(|m| SslMode::parse(&m))
+        .transpose()?
+        .unwrap_or(SslMode::Prefer);
+    match written {
         SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => Ok(spec),
         other => Err(Error::usage(format!(
-            "the URL the app will use (--target-app-url, default --target) has sslmode={}: the app would connect without TLS",
+            "the URL the app will use (--target-app-url, default --target) has sslmode={}: the app could connect without TLS",
             other.as_str()
         ))
         .with_fix("add sslmode=require (or verify-full with sslrootcert) to the URL")),

@@ -42,7 +42,8 @@ pub enum SslMode {
 }
 
 impl SslMode {
-    fn parse(s: &str) -> Result<Self> {
+    /// Parses libpq's name of a mode.
+    pub fn parse(s: &str) -> Result<Self> {
         Ok(match s {
             "disable" => SslMode::Disable,
             "allow" | "prefer" => SslMode::Prefer,
@@ -164,13 +165,14 @@ impl ConnSpec {
         let mut host = url
             .host_str()
             .map(|h| h.trim_matches(|c| c == '[' || c == ']').to_string());
-        let port = url.port().unwrap_or(5432);
-        let user = percent_decode(url.username());
-        let password = url.password().map(percent_decode);
-        let dbname = percent_decode(url.path().trim_start_matches('/'));
+        let mut port = url.port();
+        let mut user = percent_decode(url.username());
+        let mut password = url.password().map(percent_decode);
+        let mut dbname = percent_decode(url.path().trim_start_matches('/'));
         let mut sslmode = None;
         let mut sslrootcert = None;
         let mut hostaddr = None;
+        let mut service = None;
         let mut connect_timeout = Duration::from_secs(10);
         for (k, v) in url.query_pairs() {
             match k.as_ref() {
@@ -186,10 +188,37 @@ impl ConnSpec {
                         .map_err(|_| bad("connect_timeout must be a number of seconds"))?;
                     connect_timeout = Duration::from_secs(secs.max(1));
                 }
+                "service" => service = Some(v.into_owned()),
                 "application_name" | "options" => {}
                 other => return Err(bad(&format!("unsupported parameter `{other}`"))),
             }
         }
+        // What the URL leaves out comes from its service, if it names one.
+        if let Some(name) = &service {
+            let s = super::libpq_files::lookup_service(name)?;
+            let get = |k: &str| s.get(k).filter(|v| !v.is_empty()).cloned();
+            host = host.filter(|h| !h.is_empty()).or_else(|| get("host"));
+            if port.is_none() {
+                port = get("port")
+                    .map(|p| p.parse::<u16>())
+                    .transpose()
+                    .map_err(|_| {
+                        bad(&format!("service {name:?} has a port that is not a number"))
+                    })?;
+            }
+            if user.is_empty() {
+                user = get("user").unwrap_or_default();
+            }
+            if dbname.is_empty() {
+                dbname = get("dbname").unwrap_or_default();
+            }
+            password = password.or_else(|| get("password"));
+            if sslmode.is_none() {
+                sslmode = get("sslmode").map(|m| SslMode::parse(&m)).transpose()?;
+            }
+            sslrootcert = sslrootcert.or_else(|| get("sslrootcert").map(PathBuf::from));
+        }
+        let port = port.unwrap_or(5432);
         let host = host
             .filter(|h| !h.is_empty())
             .ok_or_else(|| bad("it names no host"))?;
@@ -199,6 +228,9 @@ impl ConnSpec {
         if dbname.is_empty() {
             return Err(bad("it names no database"));
         }
+        // No password in the URL: the password file, as libpq would.
+        let password =
+            password.or_else(|| super::libpq_files::lookup_pgpass(&host, port, &dbname, &user));
         let local = is_local(&host) || hostaddr.is_some_and(|a| a.is_loopback());
         let sslmode = match sslmode.unwrap_or(SslMode::Prefer) {
             // Never fall back to plaintext across a network: "prefer" means TLS there.
@@ -458,6 +490,12 @@ impl ConnSpec {
 
     fn connect_error(&self, e: tokio_postgres::Error) -> Error {
         let chain = error_chain(&e);
+        if self.password.is_none() && chain.contains("password missing") {
+            return Error::usage(format!(
+                "{self}: the server asks for a password and none was given"
+            ))
+            .with_fix("put it in the URL (in the environment variable, not an argument), in the password file (~/.pgpass or PGPASSFILE, mode 0600) or in a pg service file");
+        }
         if let Some(db) = e.as_db_error() {
             let msg = db.message();
             let code = db.code();

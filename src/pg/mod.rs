@@ -6,6 +6,7 @@ pub mod capture;
 pub mod catalog;
 pub mod conn;
 pub mod copy;
+pub mod libpq_files;
 pub mod preflight;
 pub mod replicate;
 pub mod schema;

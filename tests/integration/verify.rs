@@ -188,3 +188,94 @@ async fn verify_finds_every_planted_difference() {
         text.stdout
     );
 }
+
+/// Passwords need not be in URLs or arguments: a pg service file names the source, the password
+/// file holds the passwords (used only when no one else may read it).
+#[tokio::test(flavor = "multi_thread")]
+async fn urls_from_a_service_file_and_a_password_file() {
+    use crate::harness::{root, SOURCE_OWNER, TARGET_MASTER};
+    use std::os::unix::fs::PermissionsExt;
+    let pair = Pair::new("verify_files").await;
+    pair.load_rich_fixture().await;
+    pair.h2r(&["replicate", "--until", "copied"]).expect_code(0);
+    let dir = root().dir.join("libpq-files");
+    std::fs::create_dir_all(&dir).unwrap();
+    let services = dir.join("pg_service.conf");
+    std::fs::write(
+        &services,
+        format!(
+            "[h2r_source]\nhost=localhost\nport={}\ndbname={}\nuser={SOURCE_OWNER}\nsslmode=verify-full\nsslrootcert={}\n",
+            pair.source.port,
+            pair.name,
+            root().ca.display()
+        ),
+    )
+    .unwrap();
+    let pgpass = dir.join("pgpass");
+    std::fs::write(
+        &pgpass,
+        format!(
+            "localhost:{}:*:{SOURCE_OWNER}:{pw}\nlocalhost:{}:{}:{TARGET_MASTER}:{pw}\n",
+            pair.source.port,
+            pair.target.port,
+            pair.name,
+            pw = root().password
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let target = format!(
+        "postgresql://{TARGET_MASTER}@localhost:{}/{}?sslmode=verify-full&sslrootcert={}",
+        pair.target.port,
+        pair.name,
+        root().ca.display()
+    );
+    let env = |pass: &std::path::Path| {
+        vec![
+            (
+                "HEROKU2RDS_SOURCE_URL",
+                "postgresql://?service=h2r_source".to_string(),
+            ),
+            ("HEROKU2RDS_TARGET_URL", target.clone()),
+            ("PGSERVICEFILE", services.display().to_string()),
+            ("PGPASSFILE", pass.display().to_string()),
+        ]
+    };
+    let run = |pass: &std::path::Path| {
+        let e = env(pass);
+        let refs: Vec<(&str, &str)> = e.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        crate::harness::h2r_env(&["verify"], &refs)
+    };
+    let ok = run(&pgpass);
+    ok.expect_code(0);
+    assert!(ok.stdout.contains("source and target are equal"), "{ok:?}");
+    assert!(!format!("{}{}", ok.stdout, ok.stderr).contains(&root().password));
+
+    // A password file others may read is ignored, as libpq does: no password, said clearly.
+    std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let refused = run(&pgpass);
+    refused.expect_code(2);
+    assert!(refused.stderr.contains("chmod 0600"), "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains("asks for a password and none was given"),
+        "{}",
+        refused.stderr
+    );
+
+    // An unknown service is a usage error naming it.
+    let e = crate::harness::h2r_env(
+        &["status"],
+        &[
+            ("HEROKU2RDS_TARGET_URL", "postgresql://?service=nope"),
+            ("PGSERVICEFILE", services.to_str().unwrap()),
+        ],
+    );
+    e.expect_code(2);
+    assert!(
+        e.stderr.contains("service \"nope\" is not defined"),
+        "{}",
+        e.stderr
+    );
+}
