@@ -305,13 +305,7 @@ async fn app_database_url(client: &Client, opts: &Options) -> Result<ConnSpec> {
             Error::usage(format!("app {} has no DATABASE_URL to dump", opts.app))
                 .with_fix("pass the database URL as --source")
         })?;
-    let url = if url.contains("sslmode=") {
-        url
-    } else if url.contains('?') {
-        format!("{url}&sslmode=require")
-    } else {
-        format!("{url}?sslmode=require")
-    };
+    let url = crate::heroku::app::with_tls_required(&url);
     ConnSpec::parse(&url, "DATABASE_URL of the app")
 }
 

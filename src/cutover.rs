@@ -752,13 +752,7 @@ pub async fn run(
 fn resolve_source(opts: &Options, heroku_url: Option<&str>) -> Result<(ConnSpec, Option<String>)> {
     let from_heroku = heroku_url
         .map(|u| {
-            let u = if u.contains("sslmode=") {
-                u.to_string()
-            } else if u.contains('?') {
-                format!("{u}&sslmode=require")
-            } else {
-                format!("{u}?sslmode=require")
-            };
+            let u = crate::heroku::app::with_tls_required(u);
             ConnSpec::parse(&u, "DATABASE_URL of the app")
         })
         .transpose()?;

@@ -148,13 +148,7 @@ pub async fn source_url(heroku: &Heroku, app: &str, addon: Option<&str>) -> Resu
                 })?
         }
     };
-    Ok(if url.contains("sslmode=") {
-        url
-    } else if url.contains('?') {
-        format!("{url}&sslmode=require")
-    } else {
-        format!("{url}?sslmode=require")
-    })
+    Ok(crate::heroku::app::with_tls_required(&url))
 }
 
 /// Step lines: `==> ...` for people, `{"event":"step",...}` for `--json`.

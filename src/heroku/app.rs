@@ -418,6 +418,18 @@ impl<'a> App<'a> {
     }
 }
 
+/// A Heroku database URL with TLS required when it says nothing (Heroku's URLs carry no
+/// `sslmode`, and Heroku Postgres always speaks TLS).
+pub fn with_tls_required(url: &str) -> String {
+    if url.contains("sslmode=") {
+        url.to_string()
+    } else if url.contains('?') {
+        format!("{url}&sslmode=require")
+    } else {
+        format!("{url}?sslmode=require")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -87,16 +87,7 @@ async fn cutover_end_to_end_while_the_app_writes() {
     )
     .await;
     let before = shape(&app).await;
-    let acks = |p: &std::path::Path| -> Vec<(i64, i64)> {
-        std::fs::read_to_string(p)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| {
-                let mut it = l.split_whitespace();
-                Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
-            })
-            .collect()
-    };
+    let acks = crate::migrate::acks;
     let deadline = Instant::now() + Duration::from_secs(60);
     while acks(&ack).len() < 40 {
         assert!(Instant::now() < deadline, "the dynos did not write");

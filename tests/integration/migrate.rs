@@ -16,6 +16,14 @@ use crate::heroku::{app_name, fake, TOKEN};
 
 const OPERATOR: &str = "203.0.113.7/32";
 
+/// A table of `rows` rows of about 150 bytes, to make the copy take a while.
+fn bulk(rows: u32) -> String {
+    format!(
+        "CREATE TABLE public.bulk (id bigint PRIMARY KEY, payload text NOT NULL);
+         INSERT INTO public.bulk SELECT i, repeat(md5(i::text), 4) FROM generate_series(1, {rows}) i;"
+    )
+}
+
 struct Stage {
     pair: Pair,
     env: Vec<(String, String)>,
@@ -28,7 +36,8 @@ fn endpoint(name: &str) -> String {
     format!("heroku2rds-{name}.aaaaaaaaaa.us-east-2.rds.amazonaws.com")
 }
 
-fn acks(p: &std::path::Path) -> Vec<(i64, i64)> {
+/// The writes the dynos logged as acknowledged: (boot, n).
+pub fn acks(p: &std::path::Path) -> Vec<(i64, i64)> {
     std::fs::read_to_string(p)
         .unwrap_or_default()
         .lines()
@@ -530,12 +539,7 @@ impl Rng {
 #[tokio::test(flavor = "multi_thread")]
 async fn migrate_killed_at_ten_random_moments_completes() {
     // Enough data that the copy takes a few seconds, so kills land in every phase.
-    let s = stage(
-        "kil",
-        "CREATE TABLE public.bulk (id bigint PRIMARY KEY, payload text NOT NULL);
-         INSERT INTO public.bulk SELECT i, repeat(md5(i::text), 4) FROM generate_series(1, 60000) i;",
-    )
-    .await;
+    let s = stage("kil", &bulk(60_000)).await;
     let seed: u64 = std::env::var("HEROKU2RDS_KILL_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -590,12 +594,7 @@ async fn migrate_killed_at_ten_random_moments_completes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn migrate_on_the_worker_while_status_shows_progress() {
     // Enough rows that the copy is seen in progress.
-    let s = stage(
-        "wrk",
-        "CREATE TABLE public.bulk (id bigint PRIMARY KEY, payload text NOT NULL);
-         INSERT INTO public.bulk SELECT i, repeat(md5(i::text), 4) FROM generate_series(1, 150000) i;",
-    )
-    .await;
+    let s = stage("wrk", &bulk(150_000)).await;
     // The emulator's instances do not run: the stand-in does what the worker's user-data and
     // systemd unit do (fetch binary and job by their presigned URLs, check the SHA-256, run
     // `heroku2rds worker --job $CREDENTIALS_DIRECTORY/job`, restart on failure).
