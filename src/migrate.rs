@@ -758,3 +758,97 @@ pub fn render(s: &Summary) -> String {
     }
     o
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(phase: &str, caught_up: bool, updated: Option<f64>) -> Status {
+        Status {
+            source: "h:5432/d".into(),
+            phase: phase.into(),
+            runner: Some("heroku2rds replicate on w pid 1".into()),
+            chunks_done: 1,
+            chunks_total: 1,
+            rows: 10,
+            bytes: 100,
+            copy_seconds: 1.0,
+            bytes_per_second: 100.0,
+            rows_per_second: 10.0,
+            eta_seconds: None,
+            schema_items_done: 1,
+            backlog: Some(0),
+            oldest_change_s: None,
+            caught_up,
+            applied_changes: 5,
+            apply_rate: None,
+            stopped_reason: None,
+            follow_updated_s: updated,
+            tables: vec![],
+        }
+    }
+
+    #[test]
+    fn ready_only_when_copied_caught_up_and_recent() {
+        assert!(ready(&status("copied", true, Some(1.0))));
+        assert!(!ready(&status("copying", true, Some(1.0))), "still copying");
+        assert!(!ready(&status("copied", false, Some(1.0))), "backlog");
+        assert!(
+            !ready(&status("copied", true, Some(120.0))),
+            "stale follower"
+        );
+        assert!(!ready(&status("copied", true, None)), "never followed");
+        let mut stopped = status("copied", true, Some(1.0));
+        stopped.stopped_reason = Some("interrupted".into());
+        assert!(!ready(&stopped), "stopped follower");
+    }
+
+    #[test]
+    fn the_summary_says_times_downtime_archive_and_what_is_kept() {
+        let s = Summary {
+            app: "acme".into(),
+            migration: "acme".into(),
+            runner: Runner::Ec2,
+            database: "postgresql://app@db.example.com:5432/app".into(),
+            tables: 3,
+            rows_copied: 1000,
+            bytes_copied: 2_000_000,
+            changes_applied: 42,
+            phases: vec![
+                PhaseRecord {
+                    phase: "provision".into(),
+                    started_at: 100.0,
+                    finished_at: Some(165.0),
+                    detail: json!({}),
+                },
+                PhaseRecord {
+                    phase: "archive".into(),
+                    started_at: 200.0,
+                    finished_at: None,
+                    detail: json!({}),
+                },
+            ],
+            downtime_s: Some(4.25),
+            write_freeze_s: Some(3.5),
+            verification: "no differences".into(),
+            archive: Some(
+                json!({"bucket": "b", "key": "archive/k.dump", "bytes": 7, "sha256": "ab"}),
+            ),
+            kept: vec!["RDS primary x".into()],
+            next_steps: vec!["heroku2rds teardown".into()],
+        };
+        let text = render(&s);
+        for want in [
+            "migration acme of app acme: done",
+            "3 table(s), 1000 rows (2.0 MB) copied, 42 change(s) applied",
+            "provision  1m 05s",
+            "archive    unfinished",
+            "downtime: 4.2s with maintenance on; writes stopped for 3.5s",
+            "s3://b/archive/k.dump (7 bytes, sha256 ab)",
+            "- RDS primary x",
+            "- heroku2rds teardown",
+        ] {
+            assert!(text.contains(want), "{want:?} not in:\n{text}");
+        }
+    }
+}
