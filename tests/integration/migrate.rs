@@ -76,7 +76,10 @@ async fn stage(tag: &str, extra_sql: &str) -> Stage {
         "HEROKU2RDS_TARGET_CONNECT".into(),
         format!("127.0.0.1:{}", pair.target.port),
     ));
-    env.push(("HEROKU2RDS_CA_BUNDLE".into(), root().ca.display().to_string()));
+    env.push((
+        "HEROKU2RDS_CA_BUNDLE".into(),
+        root().ca.display().to_string(),
+    ));
     let deadline = Instant::now() + Duration::from_secs(60);
     while acks(&ack).len() < 20 {
         assert!(Instant::now() < deadline, "the dynos did not write");
@@ -177,8 +180,16 @@ fn summary_of(run: &Run) -> Value {
 /// Everything the migration promises, checked independently of heroku2rds.
 async fn check_migrated(s: &Stage, summary: &Value) {
     let host = endpoint(&s.name);
-    assert!(summary["downtime_s"].as_f64().is_some_and(|d| d > 0.0), "{summary}");
-    assert!(summary["database"].as_str().is_some_and(|d| d.contains(&host)), "{summary}");
+    assert!(
+        summary["downtime_s"].as_f64().is_some_and(|d| d > 0.0),
+        "{summary}"
+    );
+    assert!(
+        summary["database"]
+            .as_str()
+            .is_some_and(|d| d.contains(&host)),
+        "{summary}"
+    );
     let phases: Vec<&str> = summary["phases"]
         .as_array()
         .expect("phases")
@@ -193,7 +204,10 @@ async fn check_migrated(s: &Stage, summary: &Value) {
     // The app uses the new database; the old one stays reachable.
     let vars = fake().config(&s.app).await;
     let url = vars["DATABASE_URL"].as_str().expect("DATABASE_URL");
-    assert!(url.contains(&host) && url.contains("sslmode=require"), "{url}");
+    assert!(
+        url.contains(&host) && url.contains("sslmode=require"),
+        "{url}"
+    );
     assert!(
         vars["HEROKU2RDS_PREVIOUS_DATABASE_URL"]
             .as_str()
@@ -219,7 +233,10 @@ async fn check_migrated(s: &Stage, summary: &Value) {
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     let missing: Vec<_> = acked.iter().filter(|a| !on_target.contains(a)).collect();
-    assert!(missing.is_empty(), "acknowledged writes missing on the target: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "acknowledged writes missing on the target: {missing:?}"
+    );
     assert!(
         acked.iter().any(|(b, _)| *b > last_boot),
         "no write reached the new database after the switch"
@@ -252,16 +269,25 @@ async fn check_migrated(s: &Stage, summary: &Value) {
         .expect("min new")
         .get(0),
     );
-    assert!(tgt_min_new.is_some_and(|m| m > src_max), "{src_max} {tgt_min_new:?}");
+    assert!(
+        tgt_min_new.is_some_and(|m| m > src_max),
+        "{src_max} {tgt_min_new:?}"
+    );
 
     // The archive: one object, its recorded checksum right, a valid custom-format dump.
     let a = &summary["archive"];
-    let (bucket, key) = (a["bucket"].as_str().expect("bucket"), a["key"].as_str().expect("key"));
+    let (bucket, key) = (
+        a["bucket"].as_str().expect("bucket"),
+        a["key"].as_str().expect("key"),
+    );
     let file = root().dir.join(format!("{}.dump", s.name));
     let got = tool(&s.env, &["get", bucket, key, &file.display().to_string()]);
     let bytes = std::fs::read(&file).expect("archive file");
     use sha2::Digest;
-    assert_eq!(got["metadata"]["sha256"], hex::encode(sha2::Sha256::digest(&bytes)));
+    assert_eq!(
+        got["metadata"]["sha256"],
+        hex::encode(sha2::Sha256::digest(&bytes))
+    );
     assert_eq!(a["sha256"], got["metadata"]["sha256"]);
     let listed = Command::new(crate::harness::pg_bin().join("pg_restore"))
         .arg("--list")
@@ -270,7 +296,11 @@ async fn check_migrated(s: &Stage, summary: &Value) {
         .expect("pg_restore");
     assert!(listed.status.success(), "{listed:?}");
     assert!(String::from_utf8_lossy(&listed.stdout).contains("TABLE DATA public writes"));
-    assert_eq!(tool(&s.env, &["uploads", bucket]), json!([]), "unfinished uploads left");
+    assert_eq!(
+        tool(&s.env, &["uploads", bucket]),
+        json!([]),
+        "unfinished uploads left"
+    );
 
     // Exactly one of everything.
     let inv = s.inventory();
@@ -313,7 +343,10 @@ async fn migrate_local_end_to_end_then_teardown() {
     }
     check_migrated(&s, &summary).await;
     let all = format!("{}{}", run.stdout, run.stderr);
-    assert!(!all.contains(&root().password), "a password in migrate's output");
+    assert!(
+        !all.contains(&root().password),
+        "a password in migrate's output"
+    );
     let steps: Vec<String> = events(&run.stdout)
         .iter()
         .filter(|e| e["event"] == "step")
@@ -321,7 +354,14 @@ async fn migrate_local_end_to_end_then_teardown() {
         .collect();
     assert_eq!(
         steps,
-        ["plan", "provision", "replicate", "cutover", "archive", "summary"],
+        [
+            "plan",
+            "provision",
+            "replicate",
+            "cutover",
+            "archive",
+            "summary"
+        ],
         "{}",
         run.stdout
     );
@@ -424,7 +464,9 @@ async fn migrate_killed_at_ten_random_moments_completes() {
             .find_map(|e| e["phase"].as_str().map(String::from))
             .unwrap_or_else(|| "before the first step".into());
         match exited {
-            Some(st) => eprintln!("kill {i}: exited by itself ({st}) within {delay:?}, last phase {last_phase}"),
+            Some(st) => eprintln!(
+                "kill {i}: exited by itself ({st}) within {delay:?}, last phase {last_phase}"
+            ),
             None => eprintln!("kill {i}: SIGKILL after {delay:?}, in phase {last_phase}"),
         }
     }
@@ -484,7 +526,10 @@ async fn migrate_on_the_worker_while_status_shows_progress() {
         if let Some(st) = migrate.try_wait().expect("wait") {
             break st.code();
         }
-        assert!(Instant::now() < deadline, "migrate --runner ec2 did not finish");
+        assert!(
+            Instant::now() < deadline,
+            "migrate --runner ec2 did not finish"
+        );
         let st = crate::harness::h2r_env(
             &["status", "--json"],
             &[("HEROKU2RDS_TARGET_URL", status_url.as_str())],
@@ -534,7 +579,10 @@ async fn migrate_on_the_worker_while_status_shows_progress() {
         .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
         .collect();
     assert!(logs.contains("running the job of migration"), "{logs}");
-    assert!(!logs.contains(&root().password), "a password in the worker's log");
+    assert!(
+        !logs.contains(&root().password),
+        "a password in the worker's log"
+    );
     let td = s.run(
         &["teardown", "--name", &s.name, "--yes"]
             .iter()
@@ -548,7 +596,10 @@ async fn migrate_on_the_worker_while_status_shows_progress() {
         if err.contains("terminated") {
             break;
         }
-        assert!(Instant::now() < deadline, "the worker was not stopped: {err}");
+        assert!(
+            Instant::now() < deadline,
+            "the worker was not stopped: {err}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let _ = Command::new("kill")
