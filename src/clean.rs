@@ -42,9 +42,20 @@ pub async fn run(source: &ConnSpec, target: Option<&ConnSpec>, force: bool) -> R
             .with_fix("stop it first, or pass --force"));
         }
     }
+    let had_schema: bool = src
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'heroku2rds')",
+            &[],
+        )
+        .await
+        .map_err(|e| query_error(e, "looking for the heroku2rds schema"))?
+        .get(0);
     let removed = capture::remove(&src, Duration::from_secs(1)).await?;
-    let mut report =
-        format!("source: removed {removed} capture trigger(s) and the heroku2rds schema");
+    let mut report = if removed == 0 && !had_schema {
+        "source: nothing to remove (no capture trigger, no heroku2rds schema)".to_string()
+    } else {
+        format!("source: removed {removed} capture trigger(s) and the heroku2rds schema")
+    };
     if let Some(t) = target {
         let tgt = t.connect().await?;
         let had = state::load(&tgt).await?.is_some();

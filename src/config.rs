@@ -63,9 +63,19 @@ pub fn load(path: Option<&Path>) -> Result<File> {
         }
     };
     toml::from_str(&text).map_err(|e| {
-        Error::usage(format!("{} is not valid: {}", path.display(), e.message())).with_fix(
-            "fix the file; `heroku2rds init` writes a commented example with every setting",
-        )
+        // Where: line and column of the start of the offending span.
+        let at = e.span().map_or(String::new(), |span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!(" (line {line}, column {column})")
+        });
+        Error::usage(format!(
+            "{} is not valid{at}: {}",
+            path.display(),
+            e.message()
+        ))
+        .with_fix("fix the file; `heroku2rds init` writes a commented example with every setting")
     })
 }
 
@@ -197,5 +207,17 @@ mod tests {
         assert_eq!(ok.name.as_deref(), Some("acme"));
         assert_eq!(ok.aws.app_cidrs, vec!["203.0.113.0/28".to_string()]);
         assert!(toml::from_str::<File>("[aws]\nregoin = \"us-east-2\"\n").is_err());
+        let dir = std::env::temp_dir().join(format!("heroku2rds-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("heroku2rds.toml");
+        std::fs::write(&path, "name = \"acme\"\n[aws]\nregoin = \"us-east-2\"\n").unwrap();
+        let e = load(Some(&path)).unwrap_err();
+        assert!(
+            e.message()
+                .contains("(line 3, column 1): unknown field `regoin`"),
+            "{}",
+            e.message()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

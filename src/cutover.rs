@@ -552,9 +552,6 @@ pub async fn run(
     }
     // One cutover at a time; a replicate running beside it is fine (it is the live follower).
     let _lock = RunnerLock::acquire_cutover(opts.target.connect().await?).await?;
-    if !opts.dry_run {
-        state::ensure_cutover_tables(&tgt).await?;
-    }
     let has_records: bool = tgt
         .query_one("SELECT to_regclass('heroku2rds.cutovers') IS NOT NULL", &[])
         .await
@@ -671,6 +668,9 @@ pub async fn run(
     if !confirm(&plan)? {
         return Err(Error::usage("cutover not confirmed; nothing was changed"));
     }
+    // The records are created only now: a cutover refused before this point leaves the target
+    // as it was.
+    state::ensure_cutover_tables(&tgt).await?;
 
     let saved = serde_json::to_value(&formation)
         .map_err(|e| Error::other(format!("saving the formation: {e}")))?;

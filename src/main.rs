@@ -173,6 +173,13 @@ fn heroku_config() -> Result<heroku_client::Config> {
     )
 }
 
+/// `--jobs 0`, refused by every command that copies.
+fn jobs_zero() -> Error {
+    Error::usage("--jobs must be at least 1").with_fix(
+        "leave --jobs out to size it from the cores and the source's free connections, or give 1 or more",
+    )
+}
+
 /// Prints `prompt` on the terminal and returns the answer; without a terminal, refuses with
 /// "`needs` and there is no terminal to ask on".
 fn ask(needs: &str, prompt: &str) -> Result<String> {
@@ -317,6 +324,9 @@ async fn run_migrate(a: heroku2rds::cli::MigrateArgs) -> Result<u8> {
                 .with_fix("pass --runner local to replicate from this machine instead"),
         );
     }
+    if a.aws.jobs == Some(0) {
+        return Err(jobs_zero());
+    }
     aws.no_worker = runner == migrate::Runner::Local;
     if aws.name.is_none() && file.name.is_none() {
         aws.name = Some(app.clone());
@@ -325,8 +335,11 @@ async fn run_migrate(a: heroku2rds::cli::MigrateArgs) -> Result<u8> {
         cutover::check_app_url(u)?;
     }
     let client = heroku_client::Client::new(heroku_config()?)?;
+    // Asked even when HEROKU2RDS_SOURCE_URL is given: a token, app or database problem must stop
+    // the run here, before anything is created in AWS, not hours later at the cutover.
+    let app_source = migrate::source_url(&client, &app, a.addon.as_deref()).await?;
     if aws.source.is_none() {
-        aws.source = Some(migrate::source_url(&client, &app, a.addon.as_deref()).await?);
+        aws.source = Some(app_source);
     }
     let resolved = provisioning::resolve(&aws).await?;
     let secs = std::time::Duration::from_secs;
@@ -337,9 +350,6 @@ async fn run_migrate(a: heroku2rds::cli::MigrateArgs) -> Result<u8> {
     } else {
         progress::Mode::Plain
     };
-    if a.aws.jobs == Some(0) {
-        return Err(Error::usage("--jobs must be at least 1"));
-    }
     let opts = migrate::Options {
         replicate: replicate::Options {
             jobs: a.aws.jobs.unwrap_or(0),
@@ -432,10 +442,11 @@ async fn run(command: Command) -> Result<u8> {
             let source = ConnSpec::parse(&a.source.source, "source")?;
             let target = ConnSpec::parse(&a.target.target, "target")?;
             if a.chunk_mb == 0 {
-                return Err(Error::usage("--chunk-mb must be at least 1"));
+                return Err(Error::usage("--chunk-mb must be at least 1")
+                    .with_fix("leave --chunk-mb out (64 MB chunks), or give a size of 1 or more"));
             }
             if a.jobs == Some(0) {
-                return Err(Error::usage("--jobs must be at least 1"));
+                return Err(jobs_zero());
             }
             let opts = replicate::Options {
                 jobs: a.jobs.unwrap_or(0),
@@ -613,7 +624,9 @@ async fn run(command: Command) -> Result<u8> {
         Command::SyncSequences(a) => {
             let source = ConnSpec::parse(&a.source.source, "source")?;
             let target = ConnSpec::parse(&a.target.target, "target")?;
-            let n = sequences::sync(&source.connect().await?, &target.connect().await?).await?;
+            let (src, tgt) = (source.connect().await?, target.connect().await?);
+            sequences::check_target(&src, &tgt).await?;
+            let n = sequences::sync(&src, &tgt).await?;
             println!("set {n} sequence(s) on the target to the source's values");
             Ok(0)
         }

@@ -60,6 +60,7 @@ impl Job {
                 e.line(),
                 e.column()
             ))
+            .with_fix("give the job file provision wrote (on the worker: /etc/heroku2rds/job.json): JSON with version, migration, source_url, target_url and keyless")
         })?;
         if job.version != JOB_VERSION {
             return Err(Error::usage(format!(

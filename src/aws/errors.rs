@@ -71,6 +71,9 @@ fn mentions_credentials(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+const CREDENTIALS_FIX: &str = "check AWS_PROFILE / AWS_ACCESS_KEY_ID and refresh expired session \
+     credentials (e.g. `aws sso login`), then re-run";
+
 /// Pure classification of an AWS error code (unit-tested below).
 pub fn classify(action: &str, code: &str, message: &str) -> Error {
     let detail = if message.is_empty() {
@@ -78,9 +81,21 @@ pub fn classify(action: &str, code: &str, message: &str) -> Error {
     } else {
         format!("{code}: {message}")
     };
+    let denied = matches!(
+        code,
+        "AccessDenied"
+            | "AccessDeniedException"
+            | "UnauthorizedOperation"
+            | "AuthorizationError"
+            | "UnauthorizedAccess"
+            | "Forbidden"
+            | "AllAccessDisabled"
+    );
+    // GetCallerIdentity needs no permission (not even an explicit deny stops it): refused, it
+    // means the credentials themselves were not accepted.
+    let credentials = denied && action == "sts:GetCallerIdentity";
     match code {
-        "AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation" | "AuthorizationError"
-        | "UnauthorizedAccess" | "Forbidden" | "AllAccessDisabled" => Error::new(
+        _ if denied && !credentials => Error::new(
             Kind::Refused,
             format!("AWS denied {action} to these credentials ({code})"),
         )
@@ -88,16 +103,18 @@ pub fn classify(action: &str, code: &str, message: &str) -> Error {
             "grant {action} to the IAM user or role heroku2rds runs as ({POLICY_HINT}), then re-run: \
              it continues where it stopped"
         )),
+        _ if credentials => Error::new(
+            Kind::Refused,
+            format!("AWS rejected the credentials on {action} ({code})"),
+        )
+        .with_fix(CREDENTIALS_FIX),
         "InvalidClientTokenId" | "SignatureDoesNotMatch" | "ExpiredToken" | "ExpiredTokenException"
         | "UnrecognizedClientException" | "AuthFailure" | "InvalidAccessKeyId"
         | "InvalidToken" => Error::new(
             Kind::Refused,
             format!("AWS rejected the credentials on {action} ({code})"),
         )
-        .with_fix(
-            "check AWS_PROFILE / AWS_ACCESS_KEY_ID and refresh expired session credentials \
-             (e.g. `aws sso login`), then re-run",
-        ),
+        .with_fix(CREDENTIALS_FIX),
         "OptInRequired" | "UnsupportedRegion" | "InvalidRegion" => Error::new(
             Kind::Refused,
             format!("the region refused {action} ({detail})"),
@@ -183,6 +200,15 @@ mod tests {
             ("InvalidParameterValue", Kind::Other, false, "re-run"),
             ("OptInRequired", Kind::Refused, false, "--region"),
         ];
+        // GetCallerIdentity cannot be denied by a policy: a refusal is about the credentials.
+        let e = classify("sts:GetCallerIdentity", "AccessDenied", "");
+        assert_eq!(e.kind(), Kind::Refused);
+        assert!(
+            e.message().contains("rejected the credentials"),
+            "{}",
+            e.message()
+        );
+        assert!(e.fix().unwrap().contains("AWS_ACCESS_KEY_ID"));
         for (code, kind, transient, fix) in cases {
             let e = classify("rds:CreateDBInstance", code, "some message");
             assert_eq!(e.kind(), *kind, "{code}");

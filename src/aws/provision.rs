@@ -198,7 +198,7 @@ pub async fn apply(
                 e.context("provision stopped before changing anything")
             } else {
                 e.context(format!(
-                    "provision stopped after: {} (re-run provision to continue, or teardown to remove them)",
+                    "provision stopped after: {} (re-run provision to continue; `heroku2rds teardown` removes the worker side, `teardown --delete-target` also the database side)",
                     created.join(", ")
                 ))
             })

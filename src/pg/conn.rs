@@ -411,7 +411,19 @@ impl ConnSpec {
             _ => tokio_postgres::config::SslMode::Require,
         });
         let tls = tokio_postgres_rustls::MakeRustlsConnect::new(self.tls_config()?);
-        let (client, connection) = cfg.connect(tls).await.map_err(|e| self.connect_error(e))?;
+        // The driver's connect_timeout covers the TCP connection only: bound the handshake too
+        // (as libpq does), so a port that accepts connections but never answers like PostgreSQL
+        // (an HTTP server, a wrong service) is reported instead of waited on forever.
+        let (client, connection) = tokio::time::timeout(self.connect_timeout, cfg.connect(tls))
+            .await
+            .map_err(|_| {
+                Error::other(format!(
+                    "{self}: no PostgreSQL handshake within {} s: something accepts connections on this port but does not answer like a PostgreSQL server",
+                    self.connect_timeout.as_secs()
+                ))
+                .with_fix("check the host and port in the URL (a PostgreSQL server usually listens on 5432; is this another service's port?)")
+            })?
+            .map_err(|e| self.connect_error(e))?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!("connection closed: {e}");
@@ -501,7 +513,7 @@ impl ConnSpec {
             let code = db.code();
             return if *code == SqlState::INVALID_PASSWORD {
                 Error::new(Kind::Refused, format!("{self}: password authentication failed for user \"{}\"", self.user))
-                    .with_fix("check the password in the URL (Heroku rotates credentials: get the current URL with `heroku config:get DATABASE_URL`)")
+                    .with_fix("check the password in the URL (Heroku rotates credentials: `heroku config:get DATABASE_URL -a APP` shows the current one; the RDS master password is in Secrets Manager, secret heroku2rds/NAME/rds-master)")
             } else if *code == SqlState::INVALID_CATALOG_NAME {
                 Error::usage(format!(
                     "{self}: database \"{}\" does not exist",

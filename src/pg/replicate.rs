@@ -80,13 +80,16 @@ pub struct Outcome {
 
 /// Runs replication until `opts.until`. Every step is idempotent and recorded, so after a lost
 /// connection or a server restart the whole run is simply resumed (with backoff, for up to five
-/// minutes of outage); other errors end it.
+/// minutes of outage); other errors end it. A server that cannot be reached at the start is
+/// reported at once: a wrong host or port is bad input, not an outage to wait out.
 pub async fn run(
     source: &ConnSpec,
     target: &ConnSpec,
     opts: &Options,
     cancel: Arc<AtomicBool>,
 ) -> Result<Outcome> {
+    source.connect().await?;
+    target.connect().await?;
     let mut outage: Option<Instant> = None;
     let mut backoff = Duration::from_millis(500);
     // Apply totals survive reconnects, for the summary.

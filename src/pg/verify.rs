@@ -12,7 +12,7 @@ use tokio_postgres::Client;
 
 use super::catalog::{self, Table};
 use super::conn::{query_error, quote_ident, ConnSpec};
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Result};
 
 /// Differing keys reported per table.
 pub const MAX_REPORTED: usize = 20;
@@ -405,6 +405,8 @@ pub async fn run(source: &ConnSpec, target: &ConnSpec, jobs: usize) -> Result<Re
                         v.target_key_range = p.target_key_range;
                         plans.push(Arc::new(p));
                     }
+                    // A refusal (no privilege) is no difference: the tables could not be read.
+                    Err(e) if e.kind() == Kind::Refused => return Err(e),
                     Err(e) => v.error = Some(e.to_string()),
                 }
             }
@@ -452,6 +454,7 @@ pub async fn run(source: &ConnSpec, target: &ConnSpec, jobs: usize) -> Result<Re
                         v.target_rows += t;
                         v.differences.extend(diffs);
                     }
+                    Err(e) if e.kind() == Kind::Refused => return Err(e),
                     Err(e) => {
                         v.error.get_or_insert_with(|| e.to_string());
                     }

@@ -64,6 +64,50 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// A policy that allows everything (the emulator's administrator under enforcement).
+pub const ADMIN_POLICY: &str =
+    r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#;
+
+/// Creates the IAM user `label` with the inline policy `policy` (the policy file goes into
+/// `dir`), as the user behind `creator`; returns the environment with its keys.
+pub fn iam_user(
+    m: &Moto,
+    creator: &[(String, String)],
+    label: &str,
+    policy: &Value,
+    dir: &Path,
+) -> Vec<(String, String)> {
+    let file = dir.join(format!("{label}.json"));
+    std::fs::write(&file, policy.to_string()).unwrap();
+    let keys = tool(creator, &["user", label, file.to_str().unwrap()]);
+    aws_env(
+        m,
+        keys["id"].as_str().unwrap(),
+        keys["secret"].as_str().unwrap(),
+    )
+}
+
+/// Turns IAM enforcement on for every later request to `m` (global to the server: create the
+/// users needed first, with the emulator's root keys).
+pub fn enforce_iam(m: &Moto) {
+    let status = Command::new("curl")
+        .args([
+            "-sf",
+            "-o",
+            "/dev/null",
+            "-X",
+            "POST",
+            "--data-binary",
+            "0",
+            "-H",
+            "Content-Type: application/octet-stream",
+            &format!("{}/moto-api/reset-auth", m.url),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success(), "moto refused to turn IAM enforcement on");
+}
+
 /// The shared emulator (IAM enforcement off).
 pub fn moto() -> &'static Moto {
     static M: OnceLock<Moto> = OnceLock::new();
@@ -627,53 +671,21 @@ async fn exactly_the_operator_policy_under_iam_enforcement() {
     let root_env = aws_env(&m, "test", "test");
     let scratch = std::env::temp_dir().join(format!("heroku2rds-iam-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).unwrap();
-    let admin_policy = scratch.join("admin.json");
-    std::fs::write(
-        &admin_policy,
-        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#,
-    )
-    .unwrap();
-    let admin = tool(
-        &root_env,
-        &["user", "admin", admin_policy.to_str().unwrap()],
-    );
-    let admin_env = aws_env(
+    let admin_env = iam_user(
         &m,
-        admin["id"].as_str().unwrap(),
-        admin["secret"].as_str().unwrap(),
+        &root_env,
+        "admin",
+        &ADMIN_POLICY.parse().unwrap(),
+        &scratch,
     );
     // From now on every request is checked against IAM.
-    let status = Command::new("curl")
-        .args([
-            "-sf",
-            "-o",
-            "/dev/null",
-            "-X",
-            "POST",
-            "--data-binary",
-            "0",
-            "-H",
-            "Content-Type: application/octet-stream",
-            &format!("{}/moto-api/reset-auth", m.url),
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    enforce_iam(&m);
 
     let policy: Value = serde_json::from_str(
         &std::fs::read_to_string(repo().join("policies/operator.json")).unwrap(),
     )
     .unwrap();
-    let user_with = |label: &str, p: &Value| {
-        let file = scratch.join(format!("{label}.json"));
-        std::fs::write(&file, p.to_string()).unwrap();
-        let keys = tool(&admin_env, &["user", label, file.to_str().unwrap()]);
-        aws_env(
-            &m,
-            keys["id"].as_str().unwrap(),
-            keys["secret"].as_str().unwrap(),
-        )
-    };
+    let user_with = |label: &str, p: &Value| iam_user(&m, &admin_env, label, p, &scratch);
     let key = ssh_key();
     let src = pair.source_url();
     let extra = [("HEROKU2RDS_SOURCE_URL", src.as_str())];

@@ -1,6 +1,7 @@
 """Independent look at the AWS emulator for the integration tests (boto3, not heroku2rds's code).
 
-  inventory NAME REGION[,REGION]  every resource tagged heroku2rds:migration=NAME, as JSON
+  inventory NAME REGION[,REGION]  every resource tagged heroku2rds:migration=NAME (NAME * for any
+                                  value), as JSON
   user NAME POLICY_JSON_FILE      an IAM user with exactly that inline policy; prints its keys
   untagged-sg NAME REGION         a security group named NAME without any tag
   get BUCKET KEY FILE             downloads an object into FILE; prints its size and metadata
@@ -15,10 +16,11 @@ import sys
 import boto3
 
 TAG = "heroku2rds:migration"
+ANY = "*"
 
 
 def tagged(tags, name):
-    return any(t.get("Key") == TAG and t.get("Value") == name for t in tags or [])
+    return any(t.get("Key") == TAG and name in (ANY, t.get("Value")) for t in tags or [])
 
 
 def rules(group):
@@ -37,7 +39,10 @@ def inventory(name, regions):
     inv = {}
     for region in regions:
         ec2 = boto3.client("ec2", region_name=region)
-        flt = [{"Name": f"tag:{TAG}", "Values": [name]}]
+        if name == ANY:
+            flt = [{"Name": "tag-key", "Values": [TAG]}]
+        else:
+            flt = [{"Name": f"tag:{TAG}", "Values": [name]}]
         for g in ec2.describe_security_groups(Filters=flt)["SecurityGroups"]:
             inv[f"{region}/sg/{g['GroupName']}"] = {"id": g["GroupId"], "ingress": rules(g)}
         for r in ec2.describe_instances(Filters=flt)["Reservations"]:
@@ -63,7 +68,8 @@ def inventory(name, regions):
                     "groups": [g["VpcSecurityGroupId"] for g in d.get("VpcSecurityGroups", [])],
                 }
         for s in rds.describe_db_snapshots()["DBSnapshots"]:
-            if s["DBSnapshotIdentifier"].startswith(f"heroku2rds-{name}-"):
+            prefix = "heroku2rds-" if name == ANY else f"heroku2rds-{name}-"
+            if s["DBSnapshotIdentifier"].startswith(prefix):
                 inv[f"{region}/snapshot/{s['DBSnapshotIdentifier']}"] = {}
         for g in rds.describe_db_parameter_groups()["DBParameterGroups"]:
             t = rds.list_tags_for_resource(ResourceName=g["DBParameterGroupArn"])["TagList"]

@@ -5,6 +5,7 @@ mod harness;
 mod archive;
 mod aws;
 mod bad_input;
+mod bad_input_table;
 mod copy;
 mod cutover;
 mod follow;
