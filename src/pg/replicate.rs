@@ -848,7 +848,9 @@ async fn build_items(
     Ok(list)
 }
 
-/// Applies the change log until it holds nothing committed.
+/// Applies every change committed when it starts (until a batch comes back short). Not until the
+/// log is empty: under a steady write load it never is, and the rows copied twice that made an
+/// index fail were all logged before the build was tried.
 async fn drain_changes(
     source: &ConnSpec,
     target: &ConnSpec,
@@ -861,7 +863,7 @@ async fn drain_changes(
     loop {
         let r = apply::apply_batch(&src, &mut tgt, &tables, opts.batch).await?;
         total.changes += r.changes;
-        if r.changes == 0 {
+        if r.changes < opts.batch.max(1) as u64 {
             return Ok(total);
         }
     }
