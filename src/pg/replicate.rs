@@ -79,8 +79,8 @@ pub struct Outcome {
 }
 
 /// Runs replication until `opts.until`. Every step is idempotent and recorded, so after a lost
-/// connection or a server restart the whole run is simply resumed (with backoff, for up to five
-/// minutes of outage); other errors end it. A server that cannot be reached at the start is
+/// connection or a server restart the whole run is simply resumed (with backoff, until five
+/// minutes pass without progress: see [`Reconnects`]); other errors end it. A server that cannot be reached at the start is
 /// reported at once: a wrong host or port is bad input, not an outage to wait out.
 pub async fn run(
     source: &ConnSpec,
@@ -90,27 +90,100 @@ pub async fn run(
 ) -> Result<Outcome> {
     source.connect().await?;
     target.connect().await?;
-    let mut outage: Option<Instant> = None;
-    let mut backoff = Duration::from_millis(500);
+    let mut reconnects = Reconnects::default();
     // Apply totals survive reconnects, for the summary.
     let mut applied = apply::BatchResult::default();
     loop {
-        match run_once(source, target, opts, cancel.clone(), &mut applied).await {
+        let mut mark = None;
+        match run_once(
+            source,
+            target,
+            opts,
+            cancel.clone(),
+            &mut applied,
+            &mut mark,
+        )
+        .await
+        {
             Err(e) if e.is_transient() && !cancel.load(Ordering::SeqCst) => {
-                let since = *outage.get_or_insert_with(Instant::now);
-                if since.elapsed() > Duration::from_secs(300) {
-                    return Err(e.context("gave up after 5 minutes of reconnecting"));
-                }
+                let Some(delay) = reconnects.after_failure(mark, Instant::now()) else {
+                    return Err(e.context(format!(
+                        "gave up after {} minutes of reconnecting without progress",
+                        Reconnects::BUDGET.as_secs() / 60
+                    )));
+                };
                 tracing::warn!(
                     "{e}; reconnecting in {:.1}s (completed work is kept)",
-                    backoff.as_secs_f64()
+                    delay.as_secs_f64()
                 );
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+                tokio::time::sleep(delay).await;
             }
             other => return other,
         }
     }
+}
+
+/// When to try again after a lost connection, and when to give up: exponential backoff from
+/// 0.5 s to 10 s, for up to five minutes without progress. Progress is read from the target's
+/// records (chunks copied, items built, changes applied, follow figures) when an attempt starts:
+/// if they moved since the previous attempt started, that attempt got work done, so the outage
+/// is over and the backoff starts again from its first delay. Attempts that cannot connect, or
+/// that fail before doing anything (a server that keeps dying), back off and give up.
+#[derive(Debug, Default)]
+struct Reconnects {
+    outage_since: Option<Instant>,
+    next: Option<Duration>,
+    last_mark: Option<String>,
+}
+
+impl Reconnects {
+    const FIRST: Duration = Duration::from_millis(500);
+    const MAX: Duration = Duration::from_secs(10);
+    const BUDGET: Duration = Duration::from_secs(300);
+
+    /// After a transient failure at `now` of an attempt that read the progress `mark` (None when
+    /// it failed before): the delay before the next attempt, or None to give up.
+    fn after_failure(&mut self, mark: Option<String>, now: Instant) -> Option<Duration> {
+        if let Some(m) = mark {
+            if self.last_mark.as_ref().is_some_and(|last| *last != m) {
+                self.outage_since = None;
+                self.next = None;
+            }
+            self.last_mark = Some(m);
+        }
+        let since = *self.outage_since.get_or_insert(now);
+        if now.duration_since(since) > Self::BUDGET {
+            return None;
+        }
+        let delay = self.next.unwrap_or(Self::FIRST);
+        self.next = Some((delay * 2).min(Self::MAX));
+        Some(delay)
+    }
+}
+
+/// The target's record of work done, as one comparable string ("none" before the migration
+/// exists). Every part only grows, so a different mark means progress.
+async fn progress_mark(tgt: &Client) -> Result<String> {
+    let exists: bool = tgt
+        .query_one(
+            "SELECT to_regclass('heroku2rds.migration') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(|e| query_error(e, "reading the recorded progress"))?
+        .get(0);
+    if !exists {
+        return Ok("none".into());
+    }
+    tgt.query_one(
+        "SELECT concat_ws('/', (SELECT phase FROM heroku2rds.migration),
+                (SELECT count(done_at) FROM heroku2rds.chunks), (SELECT count(*) FROM heroku2rds.schema_items),
+                (SELECT applied_changes FROM heroku2rds.follow), (SELECT updated_at FROM heroku2rds.follow))",
+        &[],
+    )
+    .await
+    .map_err(|e| query_error(e, "reading the recorded progress"))
+    .map(|r| r.get(0))
 }
 
 async fn run_once(
@@ -119,10 +192,12 @@ async fn run_once(
     opts: &Options,
     cancel: Arc<AtomicBool>,
     applied: &mut apply::BatchResult,
+    mark: &mut Option<String>,
 ) -> Result<Outcome> {
     let src = source.connect().await?;
     let tgt = target.connect().await?;
     let _lock = RunnerLock::acquire(target.connect().await?, "replicate").await?;
+    *mark = Some(progress_mark(&tgt).await?);
     let existing = state::load(&tgt).await?;
     let jobs = pick_jobs(&src, opts.jobs).await?;
     let migration = match existing {
@@ -947,4 +1022,79 @@ pub async fn join_all(mut set: JoinSet<Result<()>>) -> Result<()> {
         }
     }
     first.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delays(r: &mut Reconnects, marks: &[Option<&str>], start: Instant) -> Vec<Option<f64>> {
+        let mut now = start;
+        marks
+            .iter()
+            .map(|m| {
+                let d = r.after_failure(m.map(String::from), now);
+                now += d.unwrap_or_default() + Duration::from_secs(1);
+                d.map(|d| d.as_secs_f64())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn reconnects_back_off_while_nothing_connects_and_give_up_after_five_minutes() {
+        let mut r = Reconnects::default();
+        let t0 = Instant::now();
+        let got = delays(&mut r, &[None; 7], t0);
+        assert_eq!(
+            got,
+            [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0].map(Some).to_vec()
+        );
+        assert!(r
+            .after_failure(None, t0 + Duration::from_secs(299))
+            .is_some());
+        assert_eq!(r.after_failure(None, t0 + Duration::from_secs(301)), None);
+    }
+
+    #[test]
+    fn reconnects_that_make_no_progress_also_give_up() {
+        // Attempts connect (they read a mark) but the mark never moves: a server that dies on
+        // every attempt.
+        let mut r = Reconnects::default();
+        let t0 = Instant::now();
+        let got = delays(&mut r, &[Some("copying/3/0/0/")].repeat(5), t0);
+        assert_eq!(got, [0.5, 1.0, 2.0, 4.0, 8.0].map(Some).to_vec());
+        assert_eq!(
+            r.after_failure(Some("copying/3/0/0/".into()), t0 + Duration::from_secs(400)),
+            None
+        );
+    }
+
+    #[test]
+    fn progress_between_failures_ends_the_outage() {
+        let mut r = Reconnects::default();
+        let t0 = Instant::now();
+        // Refused twice, then attempts that each get work done before failing.
+        let got = delays(
+            &mut r,
+            &[
+                None,
+                None,
+                Some("none"),
+                Some("copying/1"),
+                Some("copying/5"),
+                None,
+            ],
+            t0,
+        );
+        assert_eq!(got, [0.5, 1.0, 2.0, 0.5, 0.5, 1.0].map(Some).to_vec());
+        // An hour later, after a long healthy run, a new outage gets its own five minutes.
+        let later = t0 + Duration::from_secs(3600);
+        assert_eq!(
+            r.after_failure(Some("copied/9/3/100/x".into()), later),
+            Some(Reconnects::FIRST)
+        );
+        assert!(r
+            .after_failure(None, later + Duration::from_secs(200))
+            .is_some());
+    }
 }
