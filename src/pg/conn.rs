@@ -384,8 +384,28 @@ impl ConnSpec {
         env
     }
 
-    /// Opens a session with the tool's settings applied.
+    /// Opens a session with the tool's settings applied. Over TCP, a watchdog closes the
+    /// connection if it stalls (see [`super::watchdog`]).
     pub async fn connect(&self) -> Result<Client> {
+        let (client, watched) = self.open().await?;
+        if let Some((pid, activity)) = watched {
+            tokio::spawn(super::watchdog::watch(self.clone(), pid, activity));
+        }
+        Ok(client)
+    }
+
+    /// [`ConnSpec::connect`] without a watchdog, for short checks bounded by their own timeout.
+    pub(crate) async fn connect_unwatched(&self) -> Result<Client> {
+        Ok(self.open().await?.0)
+    }
+
+    /// The connect timeout (`connect_timeout` in the URL, default 10 s): the longest wait for a
+    /// TCP connection, then again for the handshake and the session's settings.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    fn pg_config(&self) -> tokio_postgres::Config {
         let mut cfg = tokio_postgres::Config::new();
         if self.host.starts_with('/') {
             cfg.host_path(&self.host);
@@ -410,30 +430,109 @@ impl ConnSpec {
             SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
             _ => tokio_postgres::config::SslMode::Require,
         });
+        cfg
+    }
+
+    /// The handshake or the session's set-up got no answer within connect_timeout. Transient:
+    /// during a run it is a tunnel or proxy that stopped forwarding; a wrong port given at the
+    /// start is reported at once all the same (replicate tries its first connections once).
+    fn timed_out(&self, what: &str) -> Error {
+        Error::other(format!(
+            "{self}: no PostgreSQL {what} within {} s: what accepts connections there does not answer like a PostgreSQL server (another service on this port, or a tunnel or proxy on the way that stopped forwarding)",
+            self.connect_timeout.as_secs()
+        ))
+        .with_fix("check the host and port in the URL (a PostgreSQL server usually listens on 5432; is this another service's port?) and the tunnel or VPN on the way; connect_timeout=N in the URL sets the wait")
+        .transient()
+    }
+
+    /// A session with the settings applied and, over TCP, what the watchdog needs: the
+    /// session's server process id and its socket's activity.
+    #[allow(clippy::type_complexity)]
+    async fn open(
+        &self,
+    ) -> Result<(
+        Client,
+        Option<(i32, std::sync::Weak<super::watchdog::Activity>)>,
+    )> {
+        let cfg = self.pg_config();
         let tls = tokio_postgres_rustls::MakeRustlsConnect::new(self.tls_config()?);
-        // The driver's connect_timeout covers the TCP connection only: bound the handshake too
-        // (as libpq does), so a port that accepts connections but never answers like PostgreSQL
-        // (an HTTP server, a wrong service) is reported instead of waited on forever.
-        let (client, connection) = tokio::time::timeout(self.connect_timeout, cfg.connect(tls))
-            .await
-            .map_err(|_| {
-                Error::other(format!(
-                    "{self}: no PostgreSQL handshake within {} s: something accepts connections on this port but does not answer like a PostgreSQL server",
-                    self.connect_timeout.as_secs()
-                ))
-                .with_fix("check the host and port in the URL (a PostgreSQL server usually listens on 5432; is this another service's port?)")
-            })?
-            .map_err(|e| self.connect_error(e))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!("connection closed: {e}");
+        if self.host.starts_with('/') {
+            // A Unix socket: nothing in between that could stall.
+            let (client, connection) = tokio::time::timeout(self.connect_timeout, cfg.connect(tls))
+                .await
+                .map_err(|_| self.timed_out("handshake"))?
+                .map_err(|e| self.connect_error(e))?;
+            spawn_connection(connection);
+            tokio::time::timeout(self.connect_timeout, session_setup(&client))
+                .await
+                .map_err(|_| self.timed_out("session set-up"))??;
+            return Ok((client, None));
+        }
+        let tcp = self.tcp_connect().await?;
+        let activity = Arc::new(super::watchdog::Activity::default());
+        let stream = super::watchdog::Watched::new(tcp, activity.clone());
+        let mut make = tls;
+        let tls = tokio_postgres::tls::MakeTlsConnect::<
+            super::watchdog::Watched<tokio::net::TcpStream>,
+        >::make_tls_connect(&mut make, &self.host)
+        .map_err(|e| Error::other(format!("TLS setup failed: {e}")))?;
+        let tls = super::watchdog::WatchedTls::new(tls, activity.clone());
+        // libpq's connect_timeout bounds the whole connection, handshake included: a server
+        // (or tunnel) that accepts but never answers must not hang the tool.
+        let handshake = async {
+            let (client, connection) = cfg
+                .connect_raw(stream, tls)
+                .await
+                .map_err(|e| self.connect_error(e))?;
+            spawn_connection(connection);
+            let pid = session_setup(&client).await?;
+            activity.start_tracking();
+            Ok::<_, Error>((client, pid))
+        };
+        let (client, pid) = match tokio::time::timeout(self.connect_timeout, handshake).await {
+            Ok(r) => r?,
+            Err(_) => {
+                activity.kill();
+                return Err(self.timed_out("handshake"));
             }
-        });
-        client
-            .batch_execute(SESSION_SETTINGS)
-            .await
-            .map_err(|e| query_error(e, "setting up the session"))?;
-        Ok(client)
+        };
+        Ok((client, Some((pid, Arc::downgrade(&activity)))))
+    }
+
+    /// Connects over TCP to `hostaddr`, else to each address `host` resolves to, in turn, with
+    /// keepalives (idle 30 s, then every 10 s, 3 probes).
+    async fn tcp_connect(&self) -> Result<tokio::net::TcpStream> {
+        let fail = |e: &dyn fmt::Display| {
+            Error::other(format!("{self}: cannot connect: error connecting to server: {e}"))
+                .with_fix("check the host and port in the URL and that this machine can reach them (firewall, security group, VPN)")
+                .transient()
+        };
+        let addrs: Vec<std::net::SocketAddr> = match self.hostaddr {
+            Some(a) => vec![(a, self.port).into()],
+            None => tokio::net::lookup_host((self.host.as_str(), self.port))
+                .await
+                .map_err(|e| fail(&e))?
+                .collect(),
+        };
+        let mut last = None;
+        for addr in addrs {
+            match tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(addr))
+                .await
+            {
+                Ok(Ok(s)) => {
+                    let _ = s.set_nodelay(true);
+                    let keepalive = socket2::TcpKeepalive::new()
+                        .with_time(Duration::from_secs(30))
+                        .with_interval(Duration::from_secs(10))
+                        .with_retries(3);
+                    let _ = socket2::SockRef::from(&s).set_tcp_keepalive(&keepalive);
+                    return Ok(s);
+                }
+                Ok(Err(e)) => last = Some(fail(&e)),
+                Err(_) => last = Some(fail(&"connection timed out")),
+            }
+        }
+        Err(last.unwrap_or_else(|| fail(&"the host name resolves to no address")))
     }
 
     fn tls_config(&self) -> Result<rustls::ClientConfig> {
@@ -562,6 +661,35 @@ impl ConnSpec {
     }
 }
 
+fn spawn_connection<S, T>(connection: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("connection closed: {e}");
+        }
+    });
+}
+
+/// Applies the session settings; returns the server process id of the session.
+async fn session_setup(client: &Client) -> Result<i32> {
+    let messages = client
+        .simple_query(&format!("{SESSION_SETTINGS}; SELECT pg_backend_pid()"))
+        .await
+        .map_err(|e| query_error(e, "setting up the session"))?;
+    messages
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0)?.parse().ok(),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            Error::other("setting up the session: the server did not say its process id")
+        })
+}
+
 /// Renders an error with its causes, `a: b: c`.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
@@ -596,8 +724,10 @@ fn query_error_inner(e: tokio_postgres::Error, doing: &str) -> Error {
             let msg = format!("{doing}: {} (SQLSTATE {})", db.message(), code.code());
             if *code == SqlState::INSUFFICIENT_PRIVILEGE {
                 Error::new(Kind::Refused, msg).with_fix("connect as a role with the needed privilege (the owner of the tables on the source; the master user on the target)")
-            } else if *code == SqlState::DISK_FULL || *code == SqlState::OUT_OF_MEMORY {
-                Error::other(msg).with_fix("the server ran out of space: grow its storage, then re-run (work resumes where it stopped)")
+            } else if *code == SqlState::DISK_FULL {
+                Error::other(format!("{msg}: the database server's disk is full")).with_fix("give it more storage (on RDS: raise the instance's allocated storage), then re-run: work resumes where it stopped, and nothing half-done was recorded")
+            } else if *code == SqlState::OUT_OF_MEMORY {
+                Error::other(msg).with_fix("the server ran out of memory: lower --jobs or give it more memory, then re-run (work resumes where it stopped)")
             } else {
                 Error::other(msg)
             }

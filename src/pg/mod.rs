@@ -12,3 +12,4 @@ pub mod replicate;
 pub mod schema;
 pub mod sequences;
 pub mod verify;
+pub mod watchdog;
