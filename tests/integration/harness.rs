@@ -514,6 +514,24 @@ pub fn h2r_env(args: &[&str], env: &[(&str, &str)]) -> Run {
     }
 }
 
+/// Starts the binary in the background with `env` (the URL variables are cleared unless given),
+/// its stdout and stderr going to `log` (a pipe nobody reads would block a long run).
+pub fn spawn_h2r_logged(args: &[&str], env: &[(&str, &str)], log: &Path) -> std::process::Child {
+    let out = std::fs::File::create(log).expect("create the log file");
+    let err = out.try_clone().expect("clone the log file");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_heroku2rds"));
+    c.args(args)
+        .env_remove("HEROKU2RDS_SOURCE_URL")
+        .env_remove("HEROKU2RDS_TARGET_URL")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.spawn().expect("spawn heroku2rds")
+}
+
 /// An independent fingerprint of every ordinary table (and materialized view) of a database:
 /// per relation, the row count and an md5 over the sorted md5s of each row's whole-row text.
 /// Independent of heroku2rds's verify (different query, different aggregation).
