@@ -200,7 +200,7 @@ pub struct InitArgs {
     pub force: bool,
 }
 
-/// Settings shared by `plan` and `provision`; each overrides heroku2rds.toml.
+/// Settings shared by `plan`, `provision` and `migrate`; each overrides heroku2rds.toml.
 #[derive(Debug, Clone, Args)]
 pub struct AwsArgs {
     /// Config file (default: ./heroku2rds.toml when it exists).
