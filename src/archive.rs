@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::io::AsyncReadExt;
 
-use crate::aws::archive::{check_bucket, PartWriter, Stored};
+use crate::aws::s3::{check_bucket, PartWriter, Stored};
 use crate::aws::{spec, Aws};
 use crate::error::{Error, Result};
 use crate::heroku::app::App;

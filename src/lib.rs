@@ -3,16 +3,11 @@
 
 pub mod archive;
 pub mod aws;
-pub mod clean;
 pub mod cli;
-pub mod config;
+pub mod commands;
 pub mod cutover;
 pub mod error;
 pub mod heroku;
 pub mod migrate;
 pub mod pg;
 pub mod progress;
-pub mod provisioning;
-pub mod state;
-pub mod status;
-pub mod worker;

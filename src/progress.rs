@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use crate::status::{format_duration, Status};
+use crate::pg::status::{format_duration, Status};
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,7 +252,7 @@ fn frame(s: &Status, rates: &HashMap<String, (f64, f64)>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::TableProgress;
+    use crate::pg::status::TableProgress;
 
     fn status(tables: Vec<TableProgress>) -> Status {
         Status {

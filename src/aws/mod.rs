@@ -9,11 +9,13 @@
 //! The flow is: [`observe`] (read-only calls) -> [`plan::plan`] (a pure function of the desired
 //! spec and what was observed) -> [`provision::apply`] or [`teardown::run`].
 
-pub mod archive;
 pub mod errors;
+pub mod job;
 pub mod observe;
 pub mod plan;
 pub mod provision;
+pub mod s3;
+pub mod setup;
 pub mod spec;
 pub mod teardown;
 pub mod userdata;

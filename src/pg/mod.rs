@@ -4,12 +4,13 @@
 pub mod apply;
 pub mod capture;
 pub mod catalog;
+pub mod clean;
 pub mod conn;
 pub mod copy;
-pub mod libpq_files;
 pub mod preflight;
 pub mod replicate;
 pub mod schema;
 pub mod sequences;
+pub mod status;
+pub mod store;
 pub mod verify;
-pub mod watchdog;

@@ -12,7 +12,7 @@ use super::schema;
 use crate::error::Result;
 
 /// What to do with tables that have no usable key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KeylessMode {
     /// Refuse to start while such tables exist.

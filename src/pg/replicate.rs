@@ -28,13 +28,13 @@ use super::preflight::{self, KeylessMode};
 use super::schema::{self, PostDataItem};
 use super::sequences;
 use crate::error::{Error, Kind, Result};
-use crate::state::{self, Phase, RunnerLock, STATE_DDL};
+use crate::pg::store::{self, Phase, RunnerLock, STATE_DDL};
 
 /// `application_name` of replicate's sessions on the source (how `clean` recognizes them).
 pub const SOURCE_APPLICATION_NAME: &str = "heroku2rds replicate";
 
 /// When `replicate` returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Until {
     /// Once every table is copied and indexed.
     Copied,
@@ -198,7 +198,7 @@ async fn run_once(
     let tgt = target.connect().await?;
     let _lock = RunnerLock::acquire(target.connect().await?, "replicate").await?;
     *mark = Some(progress_mark(&tgt).await?);
-    let existing = state::load(&tgt).await?;
+    let existing = store::load(&tgt).await?;
     let jobs = pick_jobs(&src, opts.jobs).await?;
     let migration = match existing {
         Some(m) => {
@@ -245,7 +245,7 @@ async fn run_once(
                 tracing::warn!("{}", f.message);
             }
             start(source, target, &src, opts, &report.facts.tables).await?;
-            state::load(&tgt)
+            store::load(&tgt)
                 .await?
                 .ok_or_else(|| Error::other("the migration state vanished after it was created"))?
         }
@@ -288,7 +288,7 @@ async fn run_once(
         totals = copied?;
         indexed?;
         phase = Phase::PostData;
-        state::set_phase(&tgt, phase).await?;
+        store::set_phase(&tgt, phase).await?;
     }
     if phase == Phase::PostData {
         post_data(
@@ -302,7 +302,7 @@ async fn run_once(
         )
         .await?;
         phase = Phase::Finishing;
-        state::set_phase(&tgt, phase).await?;
+        store::set_phase(&tgt, phase).await?;
     }
     if phase == Phase::Finishing {
         let tables = load_tables(&tgt).await?;
@@ -317,7 +317,7 @@ async fn run_once(
         validate_foreign_keys(&tgt).await?;
         let m = sequences::refresh_matviews(&tgt).await?;
         tracing::info!("refreshed {m} materialized view(s)");
-        state::set_phase(&tgt, Phase::Copied).await?;
+        store::set_phase(&tgt, Phase::Copied).await?;
         tracing::info!("copy complete: the target holds every replicated table as of the copy");
     }
     let mut outcome = Outcome {
@@ -622,7 +622,7 @@ async fn start(
             chunk_count += 1;
         }
     }
-    state::set_phase(&tx, Phase::Copying).await?;
+    store::set_phase(&tx, Phase::Copying).await?;
     tx.commit()
         .await
         .map_err(|e| query_error(e, "committing the schema and the plan"))?;

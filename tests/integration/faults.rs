@@ -16,7 +16,7 @@
 //! failure with `HEROKU2RDS_FAULT_SEED=<seed>` (the moments are drawn from it; how the tool and
 //! the servers interleave with them still varies). `FAULTS_SHOW_LOGS=1` prints the tool's logs
 //! of passing scenarios too, `FAULTS_TOOL_LOG=<filter>` sets the tool's log filter (for example
-//! `info,heroku2rds::pg::watchdog=debug`).
+//! `info,heroku2rds::pg::conn::watchdog=debug`).
 //!
 //! The tool runs with a 3 s stall timeout and 3 s connect timeouts so that stalls "longer than
 //! the tool's timeouts" fit in a test; its defaults are 60 s and 10 s.

@@ -22,10 +22,10 @@ use super::plan::{db_rules, replica_rules, rule_diff, worker_rules};
 use super::spec::{generate_password, Names, Spec};
 use super::userdata::{self, UserData};
 use super::{Aws, TAG_KEY};
+use crate::aws::job::{Job, JOB_VERSION};
 use crate::error::{Error, Result};
 use crate::pg::conn::ConnSpec;
 use crate::pg::preflight::KeylessMode;
-use crate::worker::{Job, JOB_VERSION};
 
 /// What the worker runs and with which binary.
 pub struct WorkerInput {

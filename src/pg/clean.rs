@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::pg::capture;
 use crate::pg::conn::{query_error, ConnSpec};
-use crate::state::{self, RunnerLock};
+use crate::pg::store::{self, RunnerLock};
 
 /// Cleans both sides. Refuses while a replicate runs unless `force`.
 pub async fn run(source: &ConnSpec, target: Option<&ConnSpec>, force: bool) -> Result<String> {
@@ -58,7 +58,7 @@ pub async fn run(source: &ConnSpec, target: Option<&ConnSpec>, force: bool) -> R
     };
     if let Some(t) = target {
         let tgt = t.connect().await?;
-        let had = state::load(&tgt).await?.is_some();
+        let had = store::load(&tgt).await?.is_some();
         tgt.batch_execute("DROP SCHEMA IF EXISTS heroku2rds CASCADE")
             .await
             .map_err(|e| query_error(e, "dropping the heroku2rds schema on the target"))?;

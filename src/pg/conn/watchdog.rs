@@ -24,7 +24,7 @@ use std::future::Future;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_postgres::tls::{ChannelBinding, TlsConnect, TlsStream};
 
-use super::conn::ConnSpec;
+use super::ConnSpec;
 
 /// The environment variable that sets the stall timeout, in seconds.
 pub const STALL_TIMEOUT_ENV: &str = "HEROKU2RDS_STALL_TIMEOUT_S";
@@ -400,7 +400,7 @@ async fn probe(spec: &ConnSpec, pid: i32, write_blocked: bool) -> Verdict {
                 &[&pid],
             )
             .await
-            .map_err(|e| super::conn::query_error(e, "checking a silent session"))?;
+            .map_err(|e| super::query_error(e, "checking a silent session"))?;
         let verdict = judge(row.as_ref().map(|r| (r.get(0), r.get(1))), write_blocked);
         if row.is_some() && verdict != Verdict::Busy {
             // Its locks and open transaction go with it, for the retry.

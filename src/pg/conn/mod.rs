@@ -18,6 +18,9 @@ use tokio_postgres::Client;
 
 use crate::error::{Error, Kind, Result};
 
+pub mod libpq_files;
+pub mod watchdog;
+
 /// Settings every session of the tool uses, on both servers, so that the text form of every
 /// value (COPY text format, `row::text` in checksums) is the same on both sides.
 const SESSION_SETTINGS: &str = "SET application_name = 'heroku2rds'; \
@@ -195,7 +198,7 @@ impl ConnSpec {
         }
         // What the URL leaves out comes from its service, if it names one.
         if let Some(name) = &service {
-            let s = super::libpq_files::lookup_service(name)?;
+            let s = libpq_files::lookup_service(name)?;
             let get = |k: &str| s.get(k).filter(|v| !v.is_empty()).cloned();
             host = host.filter(|h| !h.is_empty()).or_else(|| get("host"));
             if port.is_none() {
@@ -229,8 +232,7 @@ impl ConnSpec {
             return Err(bad("it names no database"));
         }
         // No password in the URL: the password file, as libpq would.
-        let password =
-            password.or_else(|| super::libpq_files::lookup_pgpass(&host, port, &dbname, &user));
+        let password = password.or_else(|| libpq_files::lookup_pgpass(&host, port, &dbname, &user));
         let local = is_local(&host) || hostaddr.is_some_and(|a| a.is_loopback());
         let sslmode = match sslmode.unwrap_or(SslMode::Prefer) {
             // Never fall back to plaintext across a network: "prefer" means TLS there.
@@ -385,11 +387,11 @@ impl ConnSpec {
     }
 
     /// Opens a session with the tool's settings applied. Over TCP, a watchdog closes the
-    /// connection if it stalls (see [`super::watchdog`]).
+    /// connection if it stalls (see [`watchdog`]).
     pub async fn connect(&self) -> Result<Client> {
         let (client, watched) = self.open().await?;
         if let Some((pid, activity)) = watched {
-            tokio::spawn(super::watchdog::watch(self.clone(), pid, activity));
+            tokio::spawn(watchdog::watch(self.clone(), pid, activity));
         }
         Ok(client)
     }
@@ -448,12 +450,7 @@ impl ConnSpec {
     /// A session with the settings applied and, over TCP, what the watchdog needs: the
     /// session's server process id and its socket's activity.
     #[allow(clippy::type_complexity)]
-    async fn open(
-        &self,
-    ) -> Result<(
-        Client,
-        Option<(i32, std::sync::Weak<super::watchdog::Activity>)>,
-    )> {
+    async fn open(&self) -> Result<(Client, Option<(i32, std::sync::Weak<watchdog::Activity>)>)> {
         let cfg = self.pg_config();
         let tls = tokio_postgres_rustls::MakeRustlsConnect::new(self.tls_config()?);
         if self.host.starts_with('/') {
@@ -469,14 +466,14 @@ impl ConnSpec {
             return Ok((client, None));
         }
         let tcp = self.tcp_connect().await?;
-        let activity = Arc::new(super::watchdog::Activity::default());
-        let stream = super::watchdog::Watched::new(tcp, activity.clone());
+        let activity = Arc::new(watchdog::Activity::default());
+        let stream = watchdog::Watched::new(tcp, activity.clone());
         let mut make = tls;
         let tls = tokio_postgres::tls::MakeTlsConnect::<
-            super::watchdog::Watched<tokio::net::TcpStream>,
+            watchdog::Watched<tokio::net::TcpStream>,
         >::make_tls_connect(&mut make, &self.host)
         .map_err(|e| Error::other(format!("TLS setup failed: {e}")))?;
-        let tls = super::watchdog::WatchedTls::new(tls, activity.clone());
+        let tls = watchdog::WatchedTls::new(tls, activity.clone());
         // libpq's connect_timeout bounds the whole connection, handshake included: a server
         // (or tunnel) that accepts but never answers must not hang the tool.
         let handshake = async {

@@ -16,8 +16,9 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::archive;
-use crate::aws::archive as s3archive;
 use crate::aws::provision::read_master_password;
+use crate::aws::s3 as s3archive;
+use crate::aws::setup::{self, Resolved};
 use crate::aws::spec::Names;
 use crate::aws::Aws;
 use crate::cutover;
@@ -26,10 +27,9 @@ use crate::heroku::app::App;
 use crate::heroku::client::Client as Heroku;
 use crate::pg::conn::ConnSpec;
 use crate::pg::replicate;
+use crate::pg::status::{self, format_duration, Status};
+use crate::pg::store::{self, PhaseRecord};
 use crate::progress::{self, Progress};
-use crate::provisioning::{self, Resolved};
-use crate::state::{self, PhaseRecord};
-use crate::status::{self, format_duration, Status};
 
 /// Where replication runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -203,11 +203,11 @@ struct Target {
 
 /// The master user's connection to the primary.
 async fn target(o: &Options, aws: &Aws, names: &Names, host: &str, port: i32) -> Result<Target> {
-    let reach = provisioning::reach(&o.resolved.reach).await?;
+    let reach = setup::reach(&o.resolved.reach).await?;
     let password = read_master_password(aws, names).await?;
     let db = &o.resolved.spec.db;
     let spec = reach.target(host, port, &db.master_username, &password, &db.db_name)?;
-    let direct = provisioning::Reach {
+    let direct = setup::Reach {
         connect: None,
         ..reach
     }
@@ -380,7 +380,7 @@ pub async fn run(
             spec.name, spec.region
         ),
     );
-    let planned = provisioning::make_plan(&o.resolved).await?;
+    let planned = setup::make_plan(&o.resolved).await?;
     let (aws, names) = (planned.aws.clone(), planned.names.clone());
     // Once the cutover is done, AWS is left as it is (a torn-down worker is not re-created).
     let mut phases = Vec::new();
@@ -388,8 +388,8 @@ pub async fn run(
     if let Some((host, port)) = planned.seen.db.ours().and_then(|d| d.endpoint.clone()) {
         let t = target(o, &aws, &names, &host, port).await?;
         let c = connect_patiently(&t.spec, &say).await?;
-        state::ensure_migrate_phases(&c).await?;
-        phases = state::migrate_phases(&c).await?;
+        store::ensure_migrate_phases(&c).await?;
+        phases = store::migrate_phases(&c).await?;
         existing = Some(t);
     }
     let cut = finished(&phases, "cutover").is_some();
@@ -410,7 +410,7 @@ pub async fn run(
                 "[2/6] provision: creating what is missing (re-runs find what exists)",
             );
             let t0 = unix_now_f64();
-            let done = provisioning::provision(&o.resolved, planned, o.provision_wait).await?;
+            let done = setup::provision(&o.resolved, planned, o.provision_wait).await?;
             let created = done.steps.iter().filter(|d| d.outcome != "exists").count();
             say.line(
                 "provision",
@@ -431,10 +431,10 @@ pub async fn run(
                 .ok_or_else(|| Error::other(format!("RDS reports no endpoint for {}", names.db)))?;
             let t = target(o, &aws, &names, &host, port).await?;
             let c = connect_patiently(&t.spec, &say).await?;
-            state::ensure_migrate_phases(&c).await?;
-            state::start_migrate_phase(&c, "provision", Some(t0), &json!({"created": created}))
+            store::ensure_migrate_phases(&c).await?;
+            store::start_migrate_phase(&c, "provision", Some(t0), &json!({"created": created}))
                 .await?;
-            state::finish_migrate_phase(&c, "provision", &json!({})).await?;
+            store::finish_migrate_phase(&c, "provision", &json!({})).await?;
             t
         }
     };
@@ -455,12 +455,12 @@ pub async fn run(
                 Runner::Local => "[3/6] replicate: in this process (capture, parallel copy, then following changes)".to_string(),
             },
         );
-        state::start_migrate_phase(&tgt, "replicate", None, &json!({"runner": o.runner})).await?;
+        store::start_migrate_phase(&tgt, "replicate", None, &json!({"runner": o.runner})).await?;
         if o.runner == Runner::Local {
             follower = Some(Follower::start(&source, &target, &o.replicate));
         }
         let s = wait_until_caught_up(o, &target, &mut follower, &signals.cancel).await?;
-        state::finish_migrate_phase(
+        store::finish_migrate_phase(
             &tgt,
             "replicate",
             &json!({"rows": s.rows, "bytes": s.bytes, "tables": s.tables.len()}),
@@ -474,11 +474,11 @@ pub async fn run(
 
     // The cutover: its own records make it resumable; a run killed before the point of no
     // return is rolled back, then switched afresh.
-    let cutover_report = if let Some(p) = finished(&state::migrate_phases(&tgt).await?, "cutover") {
+    let cutover_report = if let Some(p) = finished(&store::migrate_phases(&tgt).await?, "cutover") {
         p.detail
     } else {
         say.step("cutover", "[4/6] cutover: maintenance on, dynos stopped, final sync and verification, DATABASE_URL switched, dynos back");
-        state::start_migrate_phase(&tgt, "cutover", None, &json!({})).await?;
+        store::start_migrate_phase(&tgt, "cutover", None, &json!({})).await?;
         let app_url = o.target_app_url.clone().unwrap_or(default_app_url);
         cutover::check_app_url(&app_url)?;
         let copts = cutover::Options {
@@ -521,7 +521,7 @@ pub async fn run(
             "database": report.database,
             "steps": report.steps,
         });
-        state::finish_migrate_phase(&tgt, "cutover", &detail).await?;
+        store::finish_migrate_phase(&tgt, "cutover", &detail).await?;
         if !say.json {
             print!("{}", cutover::render(&report));
         }
@@ -541,7 +541,7 @@ pub async fn run(
 
     say.step("summary", "[6/6] summary");
     let s = status::read(&target).await?;
-    let phases = state::migrate_phases(&tgt).await?;
+    let phases = store::migrate_phases(&tgt).await?;
     Ok(summary(o, &names, &s, phases, &cutover_report, archived))
 }
 
@@ -557,7 +557,7 @@ async fn archive_phase(
     say: &Say,
 ) -> Result<serde_json::Value> {
     const PHASE: &str = "archive";
-    if let Some(p) = finished(&state::migrate_phases(tgt).await?, PHASE) {
+    if let Some(p) = finished(&store::migrate_phases(tgt).await?, PHASE) {
         return Ok(p.detail);
     }
     say.step(
@@ -565,14 +565,14 @@ async fn archive_phase(
         "[5/6] archive: the final Heroku backup, streamed into the S3 bucket",
     );
     // The key's date is fixed once: a re-run finds (or overwrites) the same object.
-    let recorded = state::migrate_phases(tgt)
+    let recorded = store::migrate_phases(tgt)
         .await?
         .into_iter()
         .find(|p| p.phase == PHASE)
         .map(|p| p.detail)
         .unwrap_or_default();
     let stamp = recorded["stamp"].as_u64().unwrap_or_else(archive::unix_now);
-    state::start_migrate_phase(tgt, PHASE, None, &json!({"stamp": stamp})).await?;
+    store::start_migrate_phase(tgt, PHASE, None, &json!({"stamp": stamp})).await?;
     let spec = &o.resolved.spec;
     let account = aws.account().await?;
     let bucket = crate::aws::spec::bucket_name(&spec.name, &account, &spec.region);
@@ -589,7 +589,7 @@ async fn archive_phase(
                 Some(l) => l.to_string(),
                 None => {
                     let l = archive::capture(heroku, &o.app, o.addon.as_deref()).await?;
-                    state::start_migrate_phase(tgt, PHASE, None, &json!({"backup": l})).await?;
+                    store::start_migrate_phase(tgt, PHASE, None, &json!({"backup": l})).await?;
                     l
                 }
             };
@@ -619,8 +619,8 @@ async fn archive_phase(
             json!({"bucket": a.bucket, "key": a.key, "bytes": a.bytes, "sha256": a.sha256, "source": a.source})
         }
     };
-    state::finish_migrate_phase(tgt, PHASE, &done).await?;
-    let done = finished(&state::migrate_phases(tgt).await?, PHASE)
+    store::finish_migrate_phase(tgt, PHASE, &done).await?;
+    let done = finished(&store::migrate_phases(tgt).await?, PHASE)
         .map(|p| p.detail)
         .unwrap_or(done);
     say.line(

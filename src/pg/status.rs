@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::pg::conn::{query_error, ConnSpec};
-use crate::state;
+use crate::pg::store;
 
 /// Progress of one table.
 #[derive(Debug, Clone, Serialize)]
@@ -74,11 +74,11 @@ pub struct Status {
 /// Reads the status from the target.
 pub async fn read(target: &ConnSpec) -> Result<Status> {
     let tgt = target.connect().await?;
-    let migration = state::load(&tgt).await?.ok_or_else(|| {
+    let migration = store::load(&tgt).await?.ok_or_else(|| {
         Error::usage(format!("{target} holds no heroku2rds migration"))
             .with_fix("check the --target URL, or start one with `heroku2rds replicate`")
     })?;
-    let runner = state::runner(&tgt).await?;
+    let runner = store::runner(&tgt).await?;
     let head = tgt
         .query_one(
             "SELECT extract(epoch FROM coalesce(m.copied_at, now()) - m.copy_started_at)::float8,

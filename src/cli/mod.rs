@@ -2,8 +2,55 @@
 
 use clap::{Args, Parser, Subcommand};
 
+pub mod config;
+pub mod prompt;
+pub mod resolve;
+pub mod signals;
+
 use crate::pg::preflight::KeylessMode;
 use crate::pg::replicate::Until;
+
+/// What to do with tables that have no usable key (`--keyless`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeylessArg {
+    /// Refuse to start while such tables exist.
+    Error,
+    /// Copy them whole (and again at cutover, while writes are stopped).
+    Recopy,
+    /// Create them on the target but copy no data.
+    Exclude,
+}
+
+impl From<KeylessArg> for KeylessMode {
+    fn from(a: KeylessArg) -> Self {
+        match a {
+            KeylessArg::Error => KeylessMode::Error,
+            KeylessArg::Recopy => KeylessMode::Recopy,
+            KeylessArg::Exclude => KeylessMode::Exclude,
+        }
+    }
+}
+
+/// When `replicate` returns (`--until`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UntilArg {
+    /// Once every table is copied and indexed.
+    Copied,
+    /// Once the change log holds nothing committed (stop writes first for an exact copy).
+    CaughtUp,
+    /// Follow changes until interrupted (SIGINT/SIGTERM stop cleanly between batches).
+    Forever,
+}
+
+impl From<UntilArg> for Until {
+    fn from(a: UntilArg) -> Self {
+        match a {
+            UntilArg::Copied => Until::Copied,
+            UntilArg::CaughtUp => Until::CaughtUp,
+            UntilArg::Forever => Until::Forever,
+        }
+    }
+}
 
 /// Move a production PostgreSQL database from Heroku to Amazon RDS with seconds of write downtime.
 #[derive(Debug, Parser)]
@@ -262,7 +309,7 @@ pub struct AwsArgs {
     pub jobs: Option<usize>,
     /// How the worker handles tables without a usable key.
     #[arg(long, value_enum, default_value = "error")]
-    pub keyless: KeylessMode,
+    pub keyless: KeylessArg,
     #[command(flatten)]
     pub reach: ReachArgs,
 }
@@ -426,7 +473,7 @@ pub struct PreflightArgs {
     pub target: Option<String>,
     /// How tables without a usable key will be handled.
     #[arg(long, value_enum, default_value = "error")]
-    pub keyless: KeylessMode,
+    pub keyless: KeylessArg,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -441,14 +488,14 @@ pub struct ReplicateArgs {
     pub target: TargetArg,
     /// When to return.
     #[arg(long, value_enum, default_value = "copied")]
-    pub until: Until,
+    pub until: UntilArg,
     /// Parallel workers (each uses one connection to each database); default from cores and the
     /// source's free connection slots.
     #[arg(long, short = 'j')]
     pub jobs: Option<usize>,
     /// Tables without a usable key: refuse (error), copy whole (recopy), or skip their data (exclude).
     #[arg(long, value_enum, default_value = "error")]
-    pub keyless: KeylessMode,
+    pub keyless: KeylessArg,
     /// Size of a copy chunk in MB.
     #[arg(long, default_value_t = 64)]
     pub chunk_mb: u32,

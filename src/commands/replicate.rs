@@ -1,0 +1,80 @@
+//! `replicate` (between two URLs) and `worker` (the job provision wrote, on the EC2 worker).
+
+use std::time::Duration;
+
+use super::jobs_zero;
+use crate::aws::job::Job;
+use crate::cli::{signals, ReplicateArgs, WorkerArgs};
+use crate::error::{Error, Result};
+use crate::pg::conn::ConnSpec;
+use crate::pg::replicate;
+
+pub async fn run(a: ReplicateArgs) -> Result<u8> {
+    let source = ConnSpec::parse(&a.source.source, "source")?;
+    let target = ConnSpec::parse(&a.target.target, "target")?;
+    if a.chunk_mb == 0 {
+        return Err(Error::usage("--chunk-mb must be at least 1")
+            .with_fix("leave --chunk-mb out (64 MB chunks), or give a size of 1 or more"));
+    }
+    if a.jobs == Some(0) {
+        return Err(jobs_zero());
+    }
+    let opts = replicate::Options {
+        jobs: a.jobs.unwrap_or(0),
+        keyless: a.keyless.into(),
+        chunk_bytes: i64::from(a.chunk_mb) << 20,
+        until: a.until.into(),
+        lock_timeout: Duration::from_millis(a.lock_timeout_ms.max(10)),
+        capture_max_wait: Duration::from_secs(a.capture_max_wait_s),
+        batch: a.batch.max(1),
+    };
+    replicate(source, target, opts).await
+}
+
+pub async fn worker(a: WorkerArgs) -> Result<u8> {
+    let job = Job::load(&a.job)?;
+    let source = ConnSpec::parse(&job.source_url, "source")?;
+    let target = ConnSpec::parse(&job.target_url, "target")?;
+    tracing::info!("running the job of migration {}", job.migration);
+    let opts = replicate::Options {
+        jobs: job.jobs.unwrap_or(0),
+        keyless: job.keyless,
+        chunk_bytes: 64 << 20,
+        until: replicate::Until::Forever,
+        lock_timeout: Duration::from_secs(1),
+        capture_max_wait: Duration::from_secs(900),
+        batch: 5000,
+    };
+    replicate(source, target, opts).await
+}
+
+async fn replicate(source: ConnSpec, target: ConnSpec, opts: replicate::Options) -> Result<u8> {
+    let until = opts.until;
+    let source = source.with_application_name(replicate::SOURCE_APPLICATION_NAME);
+    let outcome = replicate::run(&source, &target, &opts, signals::cancellation()).await?;
+    if outcome.applied.changes > 0 || until != replicate::Until::Copied {
+        println!(
+            "applied {} change(s): {} key(s) rewritten, {} truncate(s){}",
+            outcome.applied.changes,
+            outcome.applied.keys,
+            outcome.applied.truncates,
+            if outcome.interrupted {
+                "; stopped by a signal, re-run to continue"
+            } else {
+                "; caught up"
+            }
+        );
+    }
+    if outcome.already_done {
+        println!("nothing to do: the target already holds a complete copy (run `heroku2rds verify` to compare)");
+    } else if outcome.copied.chunks > 0 {
+        println!(
+            "copied {} rows ({:.1} MB) in {} chunks with {} workers; the target is complete",
+            outcome.copied.rows,
+            outcome.copied.bytes as f64 / 1e6,
+            outcome.copied.chunks,
+            outcome.jobs
+        );
+    }
+    Ok(0)
+}

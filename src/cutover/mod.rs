@@ -1,0 +1,532 @@
+//! `cutover`: the switch of a Heroku app from its Heroku Postgres database to the target, through
+//! the Platform API (DESIGN.md, "Heroku"):
+//!
+//! 1. check: replication caught up, target healthy, token valid, formation known;
+//! 2. save the formation, maintenance on, every process type scaled to 0, one-off dynos stopped,
+//!    wait until no dyno runs (the write freeze begins);
+//! 3. wait for the app's sessions on the source to end (terminate stragglers after a grace),
+//!    drain the change log, copy keyless tables again, sync sequences, refresh materialized
+//!    views, validate foreign keys, verify;
+//! 4. **point of no return**: keep the Heroku database attached under another name, detach
+//!    `DATABASE`, set `DATABASE_URL` to the target;
+//! 5. wait for the new release to succeed, restore the formation (in this order: a dyno started
+//!    while the release is pending runs the previous release, whose `DATABASE_URL` is the Heroku
+//!    database), wait for every dyno to be up on the new release, maintenance off, report the
+//!    downtime.
+//!
+//! Every step is recorded on the target (`heroku2rds.cutovers`, `heroku2rds.cutover_steps`), so
+//! a re-run after a crash knows where the last one stopped. Before the point of no return any
+//! failure, Ctrl-C, or a re-run after a crash ROLLS BACK: formation restored, maintenance off
+//! again (if it was off), the extra attachment removed, `DATABASE_URL` never touched. After it,
+//! the switch only goes FORWARD: Ctrl-C is ignored and a re-run continues to completion.
+//!
+//! The decisions (is it ready, what does a re-run do, what does a rollback change) are pure
+//! functions with unit tests; the orchestration below only gathers facts and carries them out.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use crate::error::{Error, Kind, Result};
+use crate::heroku::app::{App, Database, Dyno, Process};
+use crate::heroku::client::Client as Heroku;
+use crate::pg::catalog::Table;
+use crate::pg::conn::{query_error, ConnSpec, SslMode};
+use crate::pg::store::{self, CutoverRecord, Phase, RunnerLock};
+use crate::pg::{apply, copy, replicate, sequences, verify};
+
+mod freeze;
+mod policy;
+mod rollback;
+mod switch;
+
+use freeze::Freeze;
+pub use policy::*;
+use rollback::rollback;
+use switch::forward;
+
+/// The attachment name under which the Heroku database stays attached after the switch (its URL
+/// stays available as `HEROKU2RDS_PREVIOUS_DATABASE_URL`).
+pub const PREVIOUS_ATTACHMENT: &str = "HEROKU2RDS_PREVIOUS_DATABASE";
+/// Options of a cutover.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The Heroku app.
+    pub app: String,
+    /// `--addon`: which Heroku Postgres add-on, when ambiguous.
+    pub addon: Option<String>,
+    /// The source (None: the app's `DATABASE_URL`).
+    pub source: Option<ConnSpec>,
+    /// The target, as this machine reaches it.
+    pub target: ConnSpec,
+    /// The URL set as `DATABASE_URL` (a secret: never logged).
+    pub app_url: String,
+    /// Plan only.
+    pub dry_run: bool,
+    /// How long the app's sessions get to end before they are terminated.
+    pub session_grace: Duration,
+    /// Largest replication lag accepted at the start.
+    pub max_lag: Duration,
+    /// Longest wait for dynos to stop or to come up.
+    pub dyno_timeout: Duration,
+    /// Longest wait for a live follower to drain the change log.
+    pub drain_timeout: Duration,
+    /// Longest wait for the release of the switch.
+    pub release_timeout: Duration,
+    /// Verification jobs.
+    pub jobs: usize,
+    /// Poll interval of the waits.
+    pub poll: Duration,
+}
+
+/// One recorded step, for the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepTime {
+    /// Step name.
+    pub step: String,
+    /// Seconds since the epoch.
+    pub at: f64,
+}
+
+/// What the cutover did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The app.
+    pub app: String,
+    /// `completed`, `already-completed`, `dry-run`.
+    pub outcome: String,
+    /// Steps with their times.
+    pub steps: Vec<StepTime>,
+    /// Maintenance on -> off, seconds.
+    pub downtime_s: Option<f64>,
+    /// No dyno running -> every dyno up on the new release, seconds.
+    pub write_freeze_s: Option<f64>,
+    /// The release that switched the database.
+    pub release: Option<i64>,
+    /// The database the app now uses (no password).
+    pub database: String,
+    /// For a dry run: the steps it would take.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub plan: Vec<String>,
+}
+
+/// Renders the report for people.
+pub fn render(r: &Report) -> String {
+    let mut s = String::new();
+    match r.outcome.as_str() {
+        "dry-run" => {
+            s.push_str(&format!(
+                "dry run: app {} is ready for the cutover; these steps would run:\n",
+                r.app
+            ));
+            for (i, p) in r.plan.iter().enumerate() {
+                s.push_str(&format!("  {:>2}. {p}\n", i + 1));
+            }
+            return s;
+        }
+        "already-completed" => s.push_str(&format!(
+            "the cutover of app {} already completed: it uses {}\n",
+            r.app, r.database
+        )),
+        _ => s.push_str(&format!(
+            "cutover complete: app {} now uses {} (release v{})\n",
+            r.app,
+            r.database,
+            r.release.unwrap_or_default()
+        )),
+    }
+    if let Some(d) = r.downtime_s {
+        s.push_str(&format!("downtime (maintenance on -> off): {d:.1}s\n"));
+    }
+    if let Some(w) = r.write_freeze_s {
+        s.push_str(&format!(
+            "write freeze (dynos at zero -> dynos up): {w:.1}s\n"
+        ));
+    }
+    s
+}
+
+/// Asks the user to confirm the plan; returns false to abort.
+pub type Confirm<'a> = &'a mut (dyn FnMut(&[String]) -> Result<bool> + Send);
+
+/// How the error of a run that only rolled back an interrupted attempt begins.
+const ROLLED_BACK_INTERRUPTED: &str = "rolled back the interrupted cutover";
+
+/// True for the error of a run that rolled back an interrupted attempt and switched nothing:
+/// running again starts a fresh cutover.
+pub fn rolled_back_interrupted(e: &Error) -> bool {
+    e.to_string().starts_with(ROLLED_BACK_INTERRUPTED)
+}
+
+/// Flags shared with the signal handler.
+#[derive(Debug, Clone, Default)]
+pub struct Signals {
+    /// Set on Ctrl-C / SIGTERM.
+    pub cancel: Arc<AtomicBool>,
+    /// Set by the cutover once past the point of no return (the handler then says the switch
+    /// will complete).
+    pub past_point_of_no_return: Arc<AtomicBool>,
+}
+
+/// Runs (or resumes, or rolls back) the cutover.
+pub async fn run(
+    heroku: &Heroku,
+    opts: &Options,
+    confirm: Confirm<'_>,
+    signals: &Signals,
+) -> Result<Report> {
+    let tgt = opts.target.connect().await?;
+    if store::load(&tgt).await?.is_none() {
+        return Err(Error::usage("the target holds no heroku2rds migration")
+            .with_fix("run `heroku2rds replicate --source ... --target ...` first, with the same --target"));
+    }
+    // One cutover at a time; a replicate running beside it is fine (it is the live follower).
+    let _lock = RunnerLock::acquire_cutover(opts.target.connect().await?).await?;
+    let has_records: bool = tgt
+        .query_one("SELECT to_regclass('heroku2rds.cutovers') IS NOT NULL", &[])
+        .await
+        .map_err(|e| query_error(e, "reading the cutover records"))?
+        .get(0);
+    let last = if has_records {
+        store::last_cutover(&tgt).await?
+    } else {
+        None
+    };
+    let app = App::new(heroku, &opts.app);
+    if let Some(rec) = &last {
+        if rec.app != opts.app {
+            return Err(Error::usage(format!(
+                "the target's cutover records are for app {}, not {}",
+                rec.app, opts.app
+            )));
+        }
+        let steps: BTreeSet<Step> = rec.steps.iter().filter_map(|s| Step::parse(&s.0)).collect();
+        match resume(rec.outcome.as_deref(), &steps) {
+            Some(Resume::AlreadyCompleted) => {
+                return Ok(report(opts, rec, "already-completed"));
+            }
+            Some(Resume::RollBack) => {
+                if opts.dry_run {
+                    return Err(Error::other(format!("cutover attempt {} of app {} stopped before the point of no return; a run without --dry-run rolls it back", rec.id, opts.app)));
+                }
+                tracing::warn!(
+                    "the previous cutover stopped before the point of no return: rolling it back"
+                );
+                let why = "the previous run stopped before the point of no return (crash or kill)";
+                rollback(&app, &tgt, rec, opts, why).await?;
+                return Err(Error::other(format!(
+                    "{ROLLED_BACK_INTERRUPTED} of app {}: maintenance, formation and DATABASE_URL are as before",
+                    opts.app
+                ))
+                .with_fix("run `heroku2rds cutover` again to switch"));
+            }
+            Some(Resume::Continue(step)) => {
+                if opts.dry_run {
+                    return Err(Error::other(format!("cutover attempt {} of app {} is past the point of no return; a run without --dry-run finishes it from step {}", rec.id, opts.app, step.as_str())));
+                }
+                signals
+                    .past_point_of_no_return
+                    .store(true, Ordering::SeqCst);
+                tracing::warn!(
+                    "the previous cutover passed the point of no return: continuing from step {}",
+                    step.as_str()
+                );
+                return forward(&app, &tgt, rec.clone(), opts).await;
+            }
+            Some(Resume::Fresh) => {}
+            None => {
+                return Err(Error::other(format!(
+                    "unknown cutover outcome {:?} on the target",
+                    rec.outcome
+                )))
+            }
+        }
+    }
+
+    // Fresh: gather the facts.
+    let info = app.info().await?;
+    let db = app.database(opts.addon.as_deref()).await?;
+    let formation = app.formation().await?;
+    let attachments = app.attachments().await?;
+    let vars = app.config_vars().await?;
+    let heroku_url = db
+        .database_attachment
+        .as_ref()
+        .and_then(|a| vars.get(&format!("{}_URL", a.name)).cloned().flatten());
+    let (source, source_mismatch) = resolve_source(opts, heroku_url.as_deref())?;
+    let src = source.connect().await?;
+    let mut facts = gather(&src, &tgt).await?;
+    facts.database_attached = db.database_attachment.is_some();
+    facts.source_mismatch = source_mismatch;
+    facts.formation_known = true;
+    let previous = attachments.iter().find(|a| a.name == PREVIOUS_ATTACHMENT);
+    facts.previous_taken = previous.filter(|a| a.addon.id != db.addon.id).map(|a| {
+        format!(
+            "an attachment named {PREVIOUS_ATTACHMENT} already exists for add-on {}",
+            a.addon.name
+        )
+    });
+    let blockers = readiness(&facts, opts.max_lag);
+    if !blockers.is_empty() {
+        let list: Vec<String> = blockers
+            .iter()
+            .map(|b| format!("{} (fix: {})", b.message, b.fix))
+            .collect();
+        return Err(Error::new(
+            Kind::Blocked,
+            format!(
+                "app {} is not ready for the cutover:\n  - {}",
+                opts.app,
+                list.join("\n  - ")
+            ),
+        )
+        .with_fix("fix the items above and re-run; nothing was changed"));
+    }
+    let plan = plan_lines(opts, &info.name, &db, &formation, info.maintenance, &source);
+    if opts.dry_run {
+        return Ok(Report {
+            app: opts.app.clone(),
+            outcome: "dry-run".into(),
+            steps: Vec::new(),
+            downtime_s: None,
+            write_freeze_s: None,
+            release: None,
+            database: opts.target.to_string(),
+            plan,
+        });
+    }
+    if !confirm(&plan)? {
+        return Err(Error::usage("cutover not confirmed; nothing was changed"));
+    }
+    // The records are created only now: a cutover refused before this point leaves the target
+    // as it was.
+    store::ensure_cutover_tables(&tgt).await?;
+
+    let saved = serde_json::to_value(&formation)
+        .map_err(|e| Error::other(format!("saving the formation: {e}")))?;
+    let id = store::start_cutover(
+        &tgt,
+        &opts.app,
+        &db.addon.id,
+        &db.addon.name,
+        &saved,
+        info.maintenance,
+        previous.is_some(),
+    )
+    .await?;
+    store::record_cutover_step(
+        &tgt,
+        id,
+        Step::Checked.as_str(),
+        Some(&serde_json::json!({ "formation": saved, "maintenance_before": info.maintenance })),
+    )
+    .await?;
+    let ctx = Freeze {
+        app: &app,
+        tgt: &tgt,
+        src: &src,
+        source: &source,
+        opts,
+        id,
+        formation: &formation,
+        maintenance_before: info.maintenance,
+        db: &db,
+        cancel: &signals.cancel,
+    };
+    if let Err(e) = ctx.run().await {
+        let rec = store::last_cutover(&tgt)
+            .await?
+            .ok_or_else(|| Error::other("the cutover record vanished"))?;
+        let why = e.message().to_string();
+        tracing::warn!("cutover failed before the point of no return: {why}; rolling back");
+        return Err(match rollback(&app, &tgt, &rec, opts, &why).await {
+            Ok(()) => Error::new(
+                e.kind(),
+                format!(
+                    "cutover rolled back, the app is as before (maintenance, formation and DATABASE_URL unchanged): {why}"
+                ),
+            )
+            .with_fix(e.fix().unwrap_or("fix the cause above, then run `heroku2rds cutover` again").to_string()),
+            Err(r) => Error::other(format!(
+                "cutover failed before the point of no return ({why}) and the rollback failed too: {}",
+                r.message()
+            ))
+            .with_fix("run `heroku2rds cutover` again: it finishes the rollback first"),
+        });
+    }
+    // POINT OF NO RETURN. From here on the switch runs to completion: Ctrl-C no longer stops
+    // it, and a re-run after a crash continues it.
+    signals
+        .past_point_of_no_return
+        .store(true, Ordering::SeqCst);
+    let release_before = app.latest_release().await?.map(|r| r.version).unwrap_or(0);
+    store::record_cutover_step(
+        &tgt,
+        id,
+        Step::PointOfNoReturn.as_str(),
+        Some(&serde_json::json!({ "release_before": release_before })),
+    )
+    .await?;
+    tracing::info!(
+        "point of no return: switching DATABASE_URL (Ctrl-C no longer stops the cutover)"
+    );
+    drop(src);
+    let rec = store::last_cutover(&tgt)
+        .await?
+        .ok_or_else(|| Error::other("the cutover record vanished"))?;
+    forward(&app, &tgt, rec, opts).await
+}
+
+/// Source URL: `--source`, else the app's `DATABASE_URL` (TLS required when it says nothing).
+/// Also says when `--source` names another database than `DATABASE_URL`.
+fn resolve_source(opts: &Options, heroku_url: Option<&str>) -> Result<(ConnSpec, Option<String>)> {
+    let from_heroku = heroku_url
+        .map(|u| {
+            let u = crate::heroku::app::with_tls_required(u);
+            ConnSpec::parse(&u, "DATABASE_URL of the app")
+        })
+        .transpose()?;
+    match (&opts.source, from_heroku) {
+        (Some(s), Some(h)) => {
+            let mismatch = (replicate::source_identity(s) != replicate::source_identity(&h))
+                .then(|| format!("--source is {}, but the app's DATABASE_URL is {}", s, h));
+            Ok((s.clone(), mismatch))
+        }
+        (Some(s), None) => Ok((s.clone(), None)),
+        (None, Some(h)) => Ok((h.with_application_name("heroku2rds cutover"), None)),
+        (None, None) => Err(Error::usage(format!(
+            "app {} has no DATABASE_URL to read the source from",
+            opts.app
+        ))
+        .with_fix("pass the Heroku database URL as --source")),
+    }
+}
+
+/// Reads the readiness facts from the two databases.
+async fn gather(src: &Client, tgt: &Client) -> Result<Facts> {
+    let mut f = Facts {
+        phase: store::load(tgt).await?.map(|m| m.phase),
+        ..Default::default()
+    };
+    let has_log: bool = src
+        .query_one("SELECT to_regclass('heroku2rds.changes') IS NOT NULL", &[])
+        .await
+        .map_err(|e| query_error(e, "looking for the change log"))?
+        .get(0);
+    if has_log {
+        let r = src
+            .query_one(
+                "SELECT count(*), extract(epoch FROM now() - min(at))::float8 FROM heroku2rds.changes",
+                &[],
+            )
+            .await
+            .map_err(|e| query_error(e, "measuring the backlog"))?;
+        f.backlog = r.get(0);
+        f.oldest_change_s = r.get(1);
+    } else if f.phase.is_some() {
+        f.schema_changes
+            .push("the change log is missing on the source (capture removed?)".into());
+    }
+    f.follow_stopped = tgt
+        .query_opt("SELECT stopped_reason FROM heroku2rds.follow", &[])
+        .await
+        .map_err(|e| query_error(e, "reading follow state"))?
+        .and_then(|r| r.get(0));
+    f.target_in_recovery = tgt
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .map_err(|e| query_error(e, "checking the target"))?
+        .get(0);
+    if f.phase.is_some() && has_log {
+        let tables = captured_tables(tgt).await?;
+        f.schema_changes.extend(
+            apply::schema_changes(src, &tables)
+                .await?
+                .into_iter()
+                .map(|c| format!("{}: {}", c.table, c.what)),
+        );
+    }
+    Ok(f)
+}
+
+/// Tables by mode as recorded at the start of the migration.
+async fn tables_with_mode(tgt: &Client, mode: &str) -> Result<Vec<Table>> {
+    let modes: BTreeMap<i32, String> = tgt
+        .query("SELECT id, mode FROM heroku2rds.tables", &[])
+        .await
+        .map_err(|e| query_error(e, "reading table modes"))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    Ok(replicate::load_tables(tgt)
+        .await?
+        .into_iter()
+        .filter(|(id, _)| modes.get(id).is_some_and(|m| m == mode))
+        .map(|(_, t)| t)
+        .collect())
+}
+
+/// The tables whose changes are captured, by source oid.
+async fn captured_tables(tgt: &Client) -> Result<std::collections::HashMap<u32, Table>> {
+    Ok(tables_with_mode(tgt, "copy")
+        .await?
+        .into_iter()
+        .filter(|t| t.has_key())
+        .map(|t| (t.oid, t))
+        .collect())
+}
+
+fn plan_lines(
+    opts: &Options,
+    app: &str,
+    db: &Database,
+    formation: &[Process],
+    maintenance: bool,
+    source: &ConnSpec,
+) -> Vec<String> {
+    let procs: Vec<String> = formation
+        .iter()
+        .map(|p| format!("{}={}:{}", p.process_type, p.quantity, p.size))
+        .collect();
+    let mut lines = vec![format!(
+        "app {app}: Heroku Postgres add-on {} ({}) at {source} -> {}; formation {}; maintenance now {}",
+        db.addon.name,
+        db.addon.plan.name,
+        opts.target,
+        if procs.is_empty() { "(none)".into() } else { procs.join(" ") },
+        if maintenance { "on" } else { "off" }
+    )];
+    lines.extend(Step::ALL.iter().map(|s| s.describe().to_string()));
+    lines
+}
+fn report(opts: &Options, rec: &CutoverRecord, outcome: &str) -> Report {
+    let at = |s: Step| rec.steps.iter().find(|x| x.0 == s.as_str()).map(|x| x.2);
+    let span = |a: Step, b: Step| Some(at(b)? - at(a)?);
+    Report {
+        app: rec.app.clone(),
+        outcome: outcome.into(),
+        steps: rec
+            .steps
+            .iter()
+            .map(|(s, _, t)| StepTime {
+                step: s.clone(),
+                at: *t,
+            })
+            .collect(),
+        downtime_s: span(Step::MaintenanceOn, Step::MaintenanceOff),
+        write_freeze_s: span(Step::DynosStopped, Step::DynosUp),
+        release: rec
+            .steps
+            .iter()
+            .find(|s| s.0 == Step::ReleaseSucceeded.as_str())
+            .and_then(|s| s.1.as_ref()?.get("version")?.as_i64()),
+        database: ConnSpec::parse(&opts.app_url, "target app")
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
+        plan: Vec::new(),
+    }
+}
