@@ -1,0 +1,95 @@
+//! `migrate`'s archive phase: the Heroku database as it was at the switch, into S3, with its key
+//! and backup recorded before uploading so that a re-run finds the same object.
+
+use super::*;
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn archive_phase(
+    heroku: &Heroku,
+    o: &Options,
+    aws: &Aws,
+    tgt: &tokio_postgres::Client,
+    source: &ConnSpec,
+    from: ArchiveFrom,
+    signals: &cutover::Signals,
+    say: &Say,
+) -> Result<serde_json::Value> {
+    const PHASE: &str = "archive";
+    if let Some(p) = finished(&store::migrate_phases(tgt).await?, PHASE) {
+        return Ok(p.detail);
+    }
+    say.step(
+        PHASE,
+        "[5/6] archive: the final Heroku backup, streamed into the S3 bucket",
+    );
+    // The key's date is fixed once: a re-run finds (or overwrites) the same object.
+    let recorded = store::migrate_phases(tgt)
+        .await?
+        .into_iter()
+        .find(|p| p.phase == PHASE)
+        .map(|p| p.detail)
+        .unwrap_or_default();
+    let stamp = recorded["stamp"].as_u64().unwrap_or_else(archive::unix_now);
+    store::start_migrate_phase(tgt, PHASE, None, &json!({"stamp": stamp})).await?;
+    let spec = &o.resolved.spec;
+    let account = aws.account().await?;
+    let bucket = crate::aws::spec::bucket_name(&spec.name, &account, &spec.region);
+    let aborted = s3archive::abort_unfinished(aws, &bucket, "archive/").await?;
+    if aborted > 0 {
+        say.line(
+            PHASE,
+            &format!("aborted {aborted} unfinished upload(s) of an interrupted run"),
+        );
+    }
+    let (via, label) = match from {
+        ArchiveFrom::Backup => {
+            let label = match recorded["backup"].as_str() {
+                Some(l) => l.to_string(),
+                None => {
+                    let l = archive::capture(heroku, &o.app, o.addon.as_deref()).await?;
+                    store::start_migrate_phase(tgt, PHASE, None, &json!({"backup": l})).await?;
+                    l
+                }
+            };
+            (archive::Via::Backup(Some(label.clone())), label)
+        }
+        ArchiveFrom::PgDump => (archive::Via::PgDump(Some(source.clone())), "pg_dump".into()),
+    };
+    let key = archive::object_key(&o.app, &label, stamp);
+    let done = match s3archive::find_complete(aws, &bucket, &key).await? {
+        Some(stored) => {
+            say.line(PHASE, &format!("s3://{bucket}/{key} is already complete"));
+            json!({"bucket": stored.bucket, "key": stored.key, "bytes": stored.bytes, "sha256": stored.sha256})
+        }
+        None => {
+            let aopts = archive::Options {
+                app: o.app.clone(),
+                name: spec.name.clone(),
+                region: spec.region.clone(),
+                addon: o.addon.clone(),
+                via,
+                poll: o.poll,
+                backup_timeout: o.backup_timeout,
+                stamp: Some(stamp),
+            };
+            let a =
+                archive::run(aws, Some(heroku), &aopts, flagged(signals.cancel.clone())).await?;
+            json!({"bucket": a.bucket, "key": a.key, "bytes": a.bytes, "sha256": a.sha256, "source": a.source})
+        }
+    };
+    store::finish_migrate_phase(tgt, PHASE, &done).await?;
+    let done = finished(&store::migrate_phases(tgt).await?, PHASE)
+        .map(|p| p.detail)
+        .unwrap_or(done);
+    say.line(
+        PHASE,
+        &format!(
+            "s3://{}/{} ({} bytes, sha256 {})",
+            done["bucket"].as_str().unwrap_or_default(),
+            done["key"].as_str().unwrap_or_default(),
+            done["bytes"],
+            done["sha256"].as_str().unwrap_or_default()
+        ),
+    );
+    Ok(done)
+}

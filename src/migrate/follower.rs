@@ -1,0 +1,166 @@
+//! Replication while `migrate` waits: a follower in this process (`--runner local`) or the EC2
+//! worker's, watched through the target's records until it is caught up enough to cut over.
+
+use super::*;
+use crate::pg::status::Status;
+use crate::progress::Progress;
+
+/// A follower running in this process.
+pub(super) struct Follower {
+    cancel: Arc<AtomicBool>,
+    pub(super) task: tokio::task::JoinHandle<Result<replicate::Outcome>>,
+}
+
+impl Follower {
+    pub(super) fn start(
+        source: &ConnSpec,
+        target: &ConnSpec,
+        opts: &replicate::Options,
+    ) -> Follower {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (s, t, o, c) = (
+            source
+                .clone()
+                .with_application_name(replicate::SOURCE_APPLICATION_NAME),
+            target.clone(),
+            replicate::Options {
+                until: replicate::Until::Forever,
+                ..opts.clone()
+            },
+            cancel.clone(),
+        );
+        let task = tokio::spawn(async move { replicate::run(&s, &t, &o, c).await });
+        Follower { cancel, task }
+    }
+
+    /// Stops it between batches and waits.
+    pub(super) async fn stop(self) -> Result<()> {
+        self.cancel.store(true, Ordering::SeqCst);
+        match self.task.await {
+            Ok(r) => r.map(|_| ()),
+            Err(e) => Err(Error::other(format!("the replication task failed: {e}"))),
+        }
+    }
+}
+
+/// Caught up enough to cut over: every table copied and indexed, the change log drained by a
+/// follower that reported recently.
+fn ready(s: &Status) -> bool {
+    s.phase == "copied"
+        && s.caught_up
+        && s.follow_updated_s.is_some_and(|t| t < 30.0)
+        && s.stopped_reason.is_none()
+}
+
+/// Shows progress until the target is ready for the cutover.
+pub(super) async fn wait_until_caught_up(
+    o: &Options,
+    target: &ConnSpec,
+    follower: &mut Option<Follower>,
+    cancel: &AtomicBool,
+) -> Result<Status> {
+    let mut p = Progress::new(o.progress);
+    let started = Instant::now();
+    loop {
+        if cancel.load(Ordering::SeqCst) {
+            if let Some(f) = follower.take() {
+                f.stop().await?;
+            }
+            return Err(Error::other("interrupted while replicating")
+                .with_fix("run `heroku2rds migrate` again: it resumes where it stopped"));
+        }
+        if let Some(f) = follower.as_ref() {
+            if f.task.is_finished() {
+                let Some(f) = follower.take() else {
+                    unreachable!("checked above")
+                };
+                return match f.task.await {
+                    Ok(Ok(_)) => Err(Error::other("replication stopped before catching up")
+                        .with_fix("run `heroku2rds migrate` again: it resumes where it stopped")),
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(Error::other(format!("the replication task failed: {e}"))),
+                };
+            }
+        }
+        let st = match status::read(target).await {
+            Ok(s) => Some(s),
+            // No migration on the target yet: the runner has not started it.
+            Err(e) if e.kind() == Kind::Usage => None,
+            Err(e) => return Err(e),
+        };
+        match st {
+            Some(s) => {
+                if ready(&s) {
+                    p.finish(&s);
+                    return Ok(s);
+                }
+                if let Some(why) = &s.stopped_reason {
+                    if s.runner.is_none() {
+                        return Err(Error::other(format!("replication stopped: {why}"))
+                            .with_fix("see `heroku2rds status`; fix the cause and run `heroku2rds migrate` again"));
+                    }
+                }
+                p.update(&s);
+            }
+            None => {
+                if o.runner == Runner::Ec2 && started.elapsed() > o.worker_start_timeout {
+                    return Err(Error::other(format!(
+                        "the EC2 worker has not started replicating after {}",
+                        format_duration(o.worker_start_timeout.as_secs_f64())
+                    ))
+                    .with_fix("read the worker's console output (aws ec2 get-console-output) or its journal (journalctl -u heroku2rds-worker over SSH), then run migrate again"));
+                }
+                p.waiting(match o.runner {
+                    Runner::Ec2 => "waiting for the EC2 worker to start replicating (it installs the PostgreSQL client first)",
+                    Runner::Local => "starting replication",
+                });
+            }
+        }
+        tokio::time::sleep(o.poll).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(phase: &str, caught_up: bool, updated: Option<f64>) -> Status {
+        Status {
+            source: "h:5432/d".into(),
+            phase: phase.into(),
+            runner: Some("heroku2rds replicate on w pid 1".into()),
+            chunks_done: 1,
+            chunks_total: 1,
+            rows: 10,
+            bytes: 100,
+            copy_seconds: 1.0,
+            bytes_per_second: 100.0,
+            rows_per_second: 10.0,
+            eta_seconds: None,
+            schema_items_done: 1,
+            backlog: Some(0),
+            oldest_change_s: None,
+            caught_up,
+            applied_changes: 5,
+            apply_rate: None,
+            stopped_reason: None,
+            follow_updated_s: updated,
+            tables: vec![],
+        }
+    }
+
+    #[test]
+    fn ready_only_when_copied_caught_up_and_recent() {
+        assert!(ready(&status("copied", true, Some(1.0))));
+        assert!(!ready(&status("copying", true, Some(1.0))), "still copying");
+        assert!(!ready(&status("copied", false, Some(1.0))), "backlog");
+        assert!(
+            !ready(&status("copied", true, Some(120.0))),
+            "stale follower"
+        );
+        assert!(!ready(&status("copied", true, None)), "never followed");
+        let mut stopped = status("copied", true, Some(1.0));
+        stopped.stopped_reason = Some("interrupted".into());
+        assert!(!ready(&stopped), "stopped follower");
+    }
+}

@@ -1,0 +1,129 @@
+//! Driver errors mapped to [`Error`]s that say what the tool was doing and what to do next.
+//! Only the server's primary message is kept: DETAIL lines can hold row values.
+
+use tokio_postgres::error::SqlState;
+
+use super::ConnSpec;
+use crate::error::{Error, Kind};
+
+impl ConnSpec {
+    pub(super) fn connect_error(&self, e: tokio_postgres::Error) -> Error {
+        let chain = error_chain(&e);
+        if self.password.is_none() && chain.contains("password missing") {
+            return Error::usage(format!(
+                "{self}: the server asks for a password and none was given"
+            ))
+            .with_fix("put it in the URL (in the environment variable, not an argument), in the password file (~/.pgpass or PGPASSFILE, mode 0600) or in a pg service file");
+        }
+        if let Some(db) = e.as_db_error() {
+            let msg = db.message();
+            let code = db.code();
+            return if *code == SqlState::INVALID_PASSWORD {
+                Error::new(Kind::Refused, format!("{self}: password authentication failed for user \"{}\"", self.user))
+                    .with_fix("check the password in the URL (Heroku rotates credentials: `heroku config:get DATABASE_URL -a APP` shows the current one; the RDS master password is in Secrets Manager, secret heroku2rds/NAME/rds-master)")
+            } else if *code == SqlState::INVALID_CATALOG_NAME {
+                Error::usage(format!(
+                    "{self}: database \"{}\" does not exist",
+                    self.dbname
+                ))
+                .with_fix("check the database name at the end of the URL")
+            } else if *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
+                let fix = if msg.contains("no encryption") || msg.contains("SSL off") {
+                    "the server requires TLS: add ?sslmode=require (or verify-full) to the URL"
+                } else {
+                    "check the user name, and that the server allows this user from this address"
+                };
+                Error::new(
+                    Kind::Refused,
+                    format!("{self}: the server refused the connection: {msg}"),
+                )
+                .with_fix(fix)
+            } else if *code == SqlState::CANNOT_CONNECT_NOW {
+                Error::other(format!(
+                    "{self}: the server is starting up or shutting down: {msg}"
+                ))
+                .transient()
+            } else if *code == SqlState::TOO_MANY_CONNECTIONS {
+                Error::other(format!("{self}: no free connection slots: {msg}"))
+                    .with_fix("lower --jobs, or stop other clients of this database")
+            } else {
+                Error::other(format!("{self}: cannot connect: {msg}"))
+            };
+        }
+        let lower = chain.to_lowercase();
+        // A server that goes away during the handshake (restart, failover) is not a TLS
+        // configuration problem: retryable, like any lost connection.
+        let dropped = ["eof", "reset", "closed", "broken pipe", "refused"]
+            .iter()
+            .any(|w| lower.contains(w));
+        if !dropped
+            && (lower.contains("certificate") || lower.contains("tls") || lower.contains("ssl"))
+        {
+            return Error::new(Kind::Refused, format!("{self}: TLS failed: {chain}")).with_fix(
+                "check sslmode and sslrootcert in the URL: verify-full needs the CA that signed the server's certificate and a host name that certificate names",
+            );
+        }
+        Error::other(format!("{self}: cannot connect: {chain}"))
+            .with_fix("check the host and port in the URL and that this machine can reach them (firewall, security group, VPN)")
+            .transient()
+    }
+}
+
+/// Renders an error with its causes, `a: b: c`.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let cs = c.to_string();
+        if !s.contains(&cs) {
+            s.push_str(": ");
+            s.push_str(&cs);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// Maps an error from a query to an [`Error`], saying what the tool was doing. Only the server's
+/// primary message is kept: DETAIL lines can hold row values.
+pub fn query_error(e: tokio_postgres::Error, doing: &str) -> Error {
+    let transient = is_connection_error(&e);
+    let err = query_error_inner(e, doing);
+    if transient {
+        err.transient()
+    } else {
+        err
+    }
+}
+
+fn query_error_inner(e: tokio_postgres::Error, doing: &str) -> Error {
+    match e.as_db_error() {
+        Some(db) => {
+            let code = db.code();
+            let msg = format!("{doing}: {} (SQLSTATE {})", db.message(), code.code());
+            if *code == SqlState::INSUFFICIENT_PRIVILEGE {
+                Error::new(Kind::Refused, msg).with_fix("connect as a role with the needed privilege (the owner of the tables on the source; the master user on the target)")
+            } else if *code == SqlState::DISK_FULL {
+                Error::other(format!("{msg}: the database server's disk is full")).with_fix("give it more storage (on RDS: raise the instance's allocated storage), then re-run: work resumes where it stopped, and nothing half-done was recorded")
+            } else if *code == SqlState::OUT_OF_MEMORY {
+                Error::other(msg).with_fix("the server ran out of memory: lower --jobs or give it more memory, then re-run (work resumes where it stopped)")
+            } else {
+                Error::other(msg)
+            }
+        }
+        None => Error::other(format!("{doing}: {}", error_chain(&e))).with_fix(
+            "the connection failed; re-run the command: completed work is kept and resumes",
+        ),
+    }
+}
+
+/// True when the error is a lost connection (safe to retry an idempotent unit of work).
+pub fn is_connection_error(e: &tokio_postgres::Error) -> bool {
+    e.is_closed()
+        || e.as_db_error().is_none()
+        || e.code().is_some_and(|c| {
+            c.code().starts_with("08")
+                || *c == SqlState::ADMIN_SHUTDOWN
+                || *c == SqlState::CRASH_SHUTDOWN
+        })
+}
