@@ -32,7 +32,9 @@ fake_heroku_pid() {
   pid="$(cat "$FAKE_HEROKU_PID_FILE" 2>/dev/null)" || return 1
   case "$pid" in '' | *[!0-9]*) return 1 ;; esac
   kill -0 "$pid" 2>/dev/null || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'fake_heroku\.py' || return 1
+  # `-m fake_heroku`; `fake_heroku.py` is a fake started before it became a package.
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qE '(-m fake_heroku|fake_heroku\.py) ' ||
+    return 1
   echo "$pid"
 }
 

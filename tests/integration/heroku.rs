@@ -34,7 +34,7 @@ fn free_port() -> u16 {
 pub fn fake() -> &'static Fake {
     static FAKE: OnceLock<Fake> = OnceLock::new();
     FAKE.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("localstack/heroku/fake_heroku.py");
+        let heroku_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("localstack/heroku");
         let (port, public) = (free_port(), free_port());
         let dir = root().dir.join("fake-heroku");
         std::fs::create_dir_all(&dir).expect("fake dir");
@@ -42,7 +42,8 @@ pub fn fake() -> &'static Fake {
         let child = Command::new("setsid")
             .arg("python3")
             .arg("-u")
-            .arg(&script)
+            .args(["-m", "fake_heroku"])
+            .current_dir(&heroku_dir)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--public-port", &public.to_string()])
             .arg("--data-dir")

@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 import pgcluster  # noqa: E402
 import schema_check  # noqa: E402
 
-FAKE = os.path.join(os.path.dirname(HERE), "fake_heroku.py")
+FAKE_DIR = os.path.dirname(HERE)   # `python -m fake_heroku` runs the package from here
 TOKEN = "fake-heroku-token-0000-0000-000000000000"
 ACCEPT = "application/vnd.heroku+json; version=3"
 DEFAULT = object()
@@ -121,8 +121,9 @@ def start_fake(tmp_dir, extra_env=None):
     port, public_port = pgcluster.free_port(), pgcluster.free_port()
     log = open(os.path.join(tmp_dir, f"fake-{port}.log"), "wb")
     data_dir = os.path.join(tmp_dir, f"fake-data-{port}")   # removed with pytest's tmp dirs
-    proc = subprocess.Popen([sys.executable, "-u", FAKE, "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-u", "-m", "fake_heroku", "--port", str(port),
                              "--public-port", str(public_port), "--data-dir", data_dir],
+                            cwd=FAKE_DIR,
                             stdout=log, stderr=subprocess.STDOUT,   # in the run's group
                             env=dict(os.environ, **(extra_env or {})))
     base = f"http://127.0.0.1:{port}"

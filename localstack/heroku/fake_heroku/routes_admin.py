@@ -1,0 +1,257 @@
+"""Admin API (/__fake/..., no auth): what tests use to set the fake up, inspect it, inject
+faults and reset it."""
+
+import os
+import re
+import time
+from urllib.parse import unquote
+
+from . import supervisor
+from .model import STATE, App, Formation, Token
+from .ops import add_postgres, create_release, reconcile_formation
+from .routes_dynos import parse_quantity, parse_size
+from .routing import Response, route
+from .supervisor import kill_everything_of
+from .util import DEFAULT_EMAIL, HerokuError, invalid, redact
+
+
+def admin_app(name):
+    a = STATE.find_app(name)
+    if a is None:
+        raise HerokuError(404, "not_found", f"no app {name}")
+    return a
+
+
+SETTING_KEYS = ("dyno_start_seconds", "dyno_stop_grace_seconds", "release_seconds",
+                "backup_seconds", "crash_restart_seconds")
+
+
+@route("GET", "/__fake/health", "admin")
+def admin_health(c):
+    return Response(200, {"ok": True, "fake": "heroku", "pid": os.getpid()})
+
+
+@route("POST", "/__fake/apps", "admin")
+def admin_create_app(c):
+    b = c.json_body()
+    name = b.get("name")
+    if not isinstance(name, str) or not re.match(r"^[a-z][a-z0-9-]{1,28}[a-z0-9]$", name):
+        raise invalid("name is required and must be a valid Heroku app name")
+    if STATE.find_app(name):
+        raise invalid(f"app {name} already exists")
+    owner = STATE.account(b.get("owner") or DEFAULT_EMAIL)
+    settings = {k: float(b[k]) for k in SETTING_KEYS if k in b}
+    a = App(name, owner, b.get("region", "us"), b.get("stack", "heroku-24"), settings)
+    STATE.apps[a.id] = a
+    a.maintenance = bool(b.get("maintenance", False))
+    for f in b.get("formation") or []:
+        ftype = f["type"]
+        a.formation[ftype] = Formation(a, ftype, 0, parse_size(f.get("size", "Standard-1X")),
+                                       f.get("command") or "sleep infinity")
+    for k, v in (b.get("config_vars") or {}).items():
+        a.config[k] = str(v)
+    create_release(a, "Initial release", owner, immediate=True)
+    dbs = list(b.get("databases") or [])
+    if b.get("database_url"):
+        dbs.insert(0, {"url": b["database_url"], "plan": b.get("addon_plan"),
+                       "attachment_name": b.get("attachment_name")})
+    for db in dbs:
+        add_postgres(a, db.get("plan") or "heroku-postgresql:standard-0", db["url"], owner,
+                     attachment_name=db.get("attachment_name"), immediate=True)
+    if b.get("config_vars"):
+        create_release(a, f"Set {', '.join(b['config_vars'])} config vars", owner, immediate=True)
+    for f in b.get("formation") or []:
+        a.formation[f["type"]].quantity = parse_quantity(f.get("quantity", 0), 0)
+        reconcile_formation(a, f["type"])
+    return Response(201, a.json())
+
+
+@route("POST", "/__fake/apps/(?P<app>[^/]+)/addons", "admin")
+def admin_add_addon(c, app):
+    a = admin_app(app)
+    b = c.json_body()
+    if not b.get("database_url"):
+        raise invalid("database_url is required")
+    addon, att = add_postgres(a, b.get("plan") or "heroku-postgresql:standard-0",
+                              b["database_url"], a.owner,
+                              attachment_name=b.get("attachment_name"),
+                              immediate=bool(b.get("immediate", True)))
+    return Response(201, {"addon": addon.json(), "attachment": att.json()})
+
+
+@route("POST", "/__fake/apps/(?P<app>[^/]+)/settings", "admin")
+def admin_settings(c, app):
+    a = admin_app(app)
+    b = c.json_body()
+    for k in SETTING_KEYS:
+        if k in b:
+            a.settings[k] = float(b[k])
+    if "formation_commands" in b:   # {"web": "cmd"}: commands take effect on the next spawn
+        for t, cmd in b["formation_commands"].items():
+            if t in a.formation:
+                a.formation[t].command = cmd
+            else:
+                a.formation[t] = Formation(a, t, 0, "Standard-1X", cmd)
+    return Response(200, dict(a.settings))
+
+
+def dump_app(a):
+    return {
+        "app": a.json(),
+        "maintenance": a.maintenance,
+        "settings": dict(a.settings),
+        "formation": [dict(f.json(), command=f.command) for f in a.formation.values()],
+        "dynos": [dict(d.json(), pid=(d.proc.pid if d.proc and d.proc.poll() is None else None),
+                       port=d.port, phase=d.phase, exit_status=d.exit_status)
+                  for d in a.dynos.values()],
+        "config_vars": {k: redact(v) for k, v in a.config.items()},
+        "config_var_names": list(a.config),
+        "addons": [dict(ad.json(), database_url=redact(ad.database_url))
+                   for ad in a.attached_addons()],
+        "attachments": [x.json() for x in a.attachments()],
+        "releases": [r.json() for r in a.releases],
+        "transfers": [t.json() for t in a.transfers],
+        "dyno_log": os.path.join(supervisor.SUPERVISOR.dyno_log_dir, f"{a.name}.log"),
+    }
+
+
+@route("GET", "/__fake/apps/(?P<app>[^/]+)/state", "admin")
+def admin_state(c, app):
+    return Response(200, dump_app(admin_app(app)))
+
+
+@route("GET", "/__fake/apps/(?P<app>[^/]+)/config-vars", "admin")
+def admin_config_plain(c, app):
+    # Unredacted config for tests that must compare a DATABASE_URL exactly.
+    return Response(200, dict(admin_app(app).config))
+
+
+@route("POST", "/__fake/faults", "admin")
+def admin_add_fault(c):
+    b = c.json_body()
+    if "release_status" in b:
+        STATE.release_faults.setdefault(b["app"], []).extend(
+            [b["release_status"]] * int(b.get("times", 1)))
+        return Response(201, {"release_faults": STATE.release_faults})
+    if "backup_status" in b:
+        STATE.backup_faults[b["app"]] = STATE.backup_faults.get(b["app"], 0) + int(b.get("times", 1))
+        return Response(201, {"backup_faults": STATE.backup_faults})
+    f = {"method": b.get("method"), "path_regex": b.get("path_regex"),
+         "status": b.get("status", 500), "id": b.get("id", "internal_server_error"),
+         "message": b.get("message", "Internal server error."),
+         "times": b.get("times", 1), "after": int(b.get("after", 0)),
+         "when": b.get("when", "before"), "delay_seconds": b.get("delay_seconds")}
+    if f["path_regex"]:
+        re.compile(f["path_regex"])
+    STATE.faults.append(f)
+    return Response(201, f)
+
+
+@route("GET", "/__fake/faults", "admin")
+def admin_list_faults(c):
+    return Response(200, {"faults": STATE.faults, "release_faults": STATE.release_faults,
+                          "backup_faults": STATE.backup_faults})
+
+
+@route("DELETE", "/__fake/faults", "admin")
+def admin_clear_faults(c):
+    STATE.faults, STATE.release_faults, STATE.backup_faults = [], {}, {}
+    return Response(200, {})
+
+
+@route("POST", "/__fake/rate-limit", "admin")
+def admin_rate_limit(c):
+    b = c.json_body()
+    if "capacity" in b:
+        STATE.rate["capacity"] = int(b["capacity"])
+    if "refill_per_second" in b:
+        STATE.rate["refill"] = float(b["refill_per_second"])
+    if "remaining" in b:
+        now = time.time()
+        for acc in STATE.accounts.values():
+            STATE.buckets[acc.id] = [float(b["remaining"]), now]
+    return Response(200, {"capacity": STATE.rate["capacity"],
+                          "refill_per_second": STATE.rate["refill"],
+                          "remaining": {a.email: STATE.remaining(a) for a in STATE.accounts.values()}})
+
+
+@route("POST", "/__fake/tokens", "admin")
+def admin_tokens(c):
+    b = c.json_body()
+    if not isinstance(b.get("token"), str) or not b["token"]:
+        raise invalid("token is required")
+    acc = STATE.account(b.get("email") or DEFAULT_EMAIL)
+    STATE.tokens[b["token"]] = Token(b["token"], acc, bool(b.get("two_factor_required")),
+                                     bool(b.get("expired")), b.get("apps", ["*"]),
+                                     b.get("two_factor_code"))
+    return Response(201, {"email": acc.email, "account_id": acc.id})
+
+
+@route("DELETE", "/__fake/tokens/(?P<tok>[^/]+)", "admin")
+def admin_token_delete(c, tok):
+    STATE.tokens.pop(unquote(tok), None)
+    return Response(200, {})
+
+
+@route("GET", "/__fake/network", "admin")
+def admin_network_get(c):
+    return Response(200, STATE.netmap)
+
+
+@route("POST", "/__fake/network", "admin")
+def admin_network(c):
+    b = c.json_body()
+    for k, v in b.items():
+        if v is None:
+            STATE.netmap.pop(k, None)
+        else:
+            STATE.netmap[k] = v
+    return Response(200, STATE.netmap)
+
+
+@route("DELETE", "/__fake/network", "admin")
+def admin_network_clear(c):
+    STATE.netmap = {}
+    return Response(200, {})
+
+
+@route("POST", "/__fake/next-database-url", "admin")
+def admin_next_db(c):
+    b = c.json_body()
+    if b.get("default"):
+        STATE.default_database_url = b["url"]
+    else:
+        STATE.next_database_urls.append(b["url"])
+    return Response(200, {"queued": len(STATE.next_database_urls),
+                          "default_set": STATE.default_database_url is not None})
+
+
+@route("GET", "/__fake/requests", "admin")
+def admin_requests(c):
+    return Response(200, list(STATE.requests))
+
+
+@route("DELETE", "/__fake/requests", "admin")
+def admin_requests_clear(c):
+    STATE.requests = []
+    return Response(200, {})
+
+
+@route("POST", "/__fake/reset", "admin")
+def admin_reset(c):
+    apps = list(STATE.apps.values())
+    kill_everything_of(apps)
+    for a in apps:
+        for t in a.transfers:
+            if t.file and os.path.exists(t.file):
+                os.unlink(t.file)
+    STATE.reset()
+    return Response(200, {})
+
+
+@route("GET", "/__fake/state", "admin")
+def admin_all_state(c):
+    return Response(200, {"apps": [dump_app(a) for a in STATE.apps.values()],
+                          "network": STATE.netmap,
+                          "rate_limit": {"capacity": STATE.rate["capacity"],
+                                         "refill_per_second": STATE.rate["refill"]}})
