@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod aws;
+pub mod cancel;
 pub mod cli;
 pub mod commands;
 pub mod cutover;
@@ -11,3 +12,4 @@ pub mod heroku;
 pub mod migrate;
 pub mod pg;
 pub mod progress;
+pub mod retry;

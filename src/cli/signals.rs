@@ -1,8 +1,9 @@
 //! Ctrl-C and SIGTERM: how each command stops. Replication stops cleanly between units of work;
 //! a cutover rolls back before its point of no return and always completes after it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::cancel::Cancel;
 
 use crate::cutover;
 
@@ -37,26 +38,35 @@ fn on_signals(mut each: impl FnMut() + Send + 'static) {
     });
 }
 
-/// Sets the returned flag on SIGINT/SIGTERM; a second signal exits at once.
-pub fn cancellation() -> Arc<AtomicBool> {
-    let flag = Arc::new(AtomicBool::new(false));
-    let f = flag.clone();
+/// A token cancelled by SIGINT/SIGTERM; a second signal exits at once.
+pub fn cancellation() -> Cancel {
+    let cancel = Cancel::new();
+    let c = cancel.clone();
     on_signals(move || {
-        if f.swap(true, Ordering::SeqCst) {
+        if c.is_cancelled() {
             eprintln!("interrupted again: exiting now");
             std::process::exit(130);
         }
+        c.cancel();
         eprintln!(
             "interrupted: stopping cleanly after the work in flight (press Ctrl-C again to exit now)"
         );
     });
-    flag
+    cancel
 }
 
-/// Resolves on the first Ctrl-C or SIGTERM (the caller aborts what it was doing).
-pub async fn interrupted() {
-    next_signal(&mut sigterm()).await;
-    eprintln!("interrupted: aborting");
+/// A token cancelled by the first Ctrl-C or SIGTERM, for commands that abort what they were
+/// doing (the archive: its multipart upload is aborted).
+pub fn aborting() -> Cancel {
+    let cancel = Cancel::new();
+    let c = cancel.clone();
+    on_signals(move || {
+        if !c.is_cancelled() {
+            eprintln!("interrupted: aborting");
+        }
+        c.cancel();
+    });
+    cancel
 }
 
 /// Cutover's signal handling: Ctrl-C/SIGTERM set the flag (before the point of no return that
@@ -66,7 +76,7 @@ pub fn cutover_signals() -> cutover::Signals {
     let signals = cutover::Signals::default();
     let s = signals.clone();
     on_signals(move || {
-        s.cancel.store(true, Ordering::SeqCst);
+        s.cancel.cancel();
         if s.past_point_of_no_return.load(Ordering::SeqCst) {
             eprintln!("interrupted after the point of no return: the switch runs to completion");
         } else {
@@ -82,7 +92,7 @@ pub fn migrate_signals() -> cutover::Signals {
     let signals = cutover::Signals::default();
     let s = signals.clone();
     on_signals(move || {
-        s.cancel.store(true, Ordering::SeqCst);
+        s.cancel.cancel();
         if s.past_point_of_no_return.load(Ordering::SeqCst) {
             eprintln!(
                 "interrupted after the cutover's point of no return: the switch runs to completion"

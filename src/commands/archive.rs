@@ -56,7 +56,8 @@ pub async fn run(a: ArchiveArgs) -> Result<u8> {
         Some(Client::new(heroku_config()?)?)
     };
     let aws = crate::aws::Aws::load(&opts.region, None).await;
-    let done = archive::run(&aws, client.as_ref(), &opts, signals::interrupted()).await?;
+    let cancel = signals::aborting();
+    let done = archive::run(&aws, client.as_ref(), &opts, cancel.cancelled()).await?;
     if a.json {
         print_json(&done)?;
     } else {

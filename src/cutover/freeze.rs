@@ -15,7 +15,7 @@ pub(super) struct Freeze<'a> {
     pub(super) formation: &'a [Process],
     pub(super) maintenance_before: bool,
     pub(super) db: &'a Database,
-    pub(super) cancel: &'a AtomicBool,
+    pub(super) cancel: &'a Cancel,
 }
 
 impl Freeze<'_> {
@@ -27,7 +27,7 @@ impl Freeze<'_> {
     }
 
     fn check_cancel(&self) -> Result<()> {
-        if self.cancel.load(Ordering::SeqCst) {
+        if self.cancel.is_cancelled() {
             return Err(Error::other(
                 "interrupted (Ctrl-C/SIGTERM) before the point of no return",
             ));
@@ -87,7 +87,7 @@ impl Freeze<'_> {
                 )));
             }
             self.check_cancel()?;
-            tokio::time::sleep(opts.poll).await;
+            let _ = self.cancel.sleep(opts.poll).await;
         }
         self.record(Step::DynosStopped, None).await?;
         self.check_cancel()?;
@@ -251,7 +251,10 @@ impl Freeze<'_> {
                 ));
             }
             self.check_cancel()?;
-            tokio::time::sleep(self.opts.poll.min(Duration::from_millis(500))).await;
+            let _ = self
+                .cancel
+                .sleep(self.opts.poll.min(Duration::from_millis(500)))
+                .await;
         }
     }
 
@@ -310,7 +313,10 @@ impl Freeze<'_> {
                 .with_fix("check that the replicate process is healthy (`heroku2rds status`), or stop it: cutover then applies the log itself"));
             }
             self.check_cancel()?;
-            tokio::time::sleep(self.opts.poll.min(Duration::from_millis(500))).await;
+            let _ = self
+                .cancel
+                .sleep(self.opts.poll.min(Duration::from_millis(500)))
+                .await;
         }
     }
 }

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio_postgres::Client;
 
+use crate::cancel::Cancel;
 use crate::error::{Error, Kind, Result};
 use crate::heroku::app::{App, Database, Dyno, Process};
 use crate::heroku::client::Client as Heroku;
@@ -166,7 +167,7 @@ pub fn rolled_back_interrupted(e: &Error) -> bool {
 #[derive(Debug, Clone, Default)]
 pub struct Signals {
     /// Set on Ctrl-C / SIGTERM.
-    pub cancel: Arc<AtomicBool>,
+    pub cancel: Cancel,
     /// Set by the cutover once past the point of no return (the handler then says the switch
     /// will complete).
     pub past_point_of_no_return: Arc<AtomicBool>,

@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use url::Url;
 
 use crate::error::{Error, Kind, Result};
+use crate::retry::Backoff;
 
 /// The media type every request accepts; without it the API answers 406.
 pub const ACCEPT_V3: &str = "application/vnd.heroku+json; version=3";
@@ -176,9 +177,7 @@ impl RetryPolicy {
     /// The delay before retry number `retry` (0-based), or the server's `Retry-After` when it
     /// gave one (bounded by `max_delay`).
     pub fn delay(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
-        let exp = self
-            .base
-            .saturating_mul(1u32.checked_shl(retry.min(16)).unwrap_or(u32::MAX));
+        let exp = Backoff::new(self.base, self.max_delay).nth(retry);
         retry_after.unwrap_or(exp).min(self.max_delay)
     }
 }

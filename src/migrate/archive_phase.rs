@@ -72,8 +72,7 @@ pub(super) async fn archive_phase(
                 backup_timeout: o.backup_timeout,
                 stamp: Some(stamp),
             };
-            let a =
-                archive::run(aws, Some(heroku), &aopts, flagged(signals.cancel.clone())).await?;
+            let a = archive::run(aws, Some(heroku), &aopts, signals.cancel.cancelled()).await?;
             json!({"bucket": a.bucket, "key": a.key, "bytes": a.bytes, "sha256": a.sha256, "source": a.source})
         }
     };

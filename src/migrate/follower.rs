@@ -7,7 +7,7 @@ use crate::progress::Progress;
 
 /// A follower running in this process.
 pub(super) struct Follower {
-    cancel: Arc<AtomicBool>,
+    cancel: Cancel,
     pub(super) task: tokio::task::JoinHandle<Result<replicate::Outcome>>,
 }
 
@@ -17,7 +17,7 @@ impl Follower {
         target: &ConnSpec,
         opts: &replicate::Options,
     ) -> Follower {
-        let cancel = Arc::new(AtomicBool::new(false));
+        let cancel = Cancel::new();
         let (s, t, o, c) = (
             source
                 .clone()
@@ -35,7 +35,7 @@ impl Follower {
 
     /// Stops it between batches and waits.
     pub(super) async fn stop(self) -> Result<()> {
-        self.cancel.store(true, Ordering::SeqCst);
+        self.cancel.cancel();
         match self.task.await {
             Ok(r) => r.map(|_| ()),
             Err(e) => Err(Error::other(format!("the replication task failed: {e}"))),
@@ -57,12 +57,12 @@ pub(super) async fn wait_until_caught_up(
     o: &Options,
     target: &ConnSpec,
     follower: &mut Option<Follower>,
-    cancel: &AtomicBool,
+    cancel: &Cancel,
 ) -> Result<Status> {
     let mut p = Progress::new(o.progress);
     let started = Instant::now();
     loop {
-        if cancel.load(Ordering::SeqCst) {
+        if cancel.is_cancelled() {
             if let Some(f) = follower.take() {
                 f.stop().await?;
             }
@@ -116,7 +116,8 @@ pub(super) async fn wait_until_caught_up(
                 });
             }
         }
-        tokio::time::sleep(o.poll).await;
+        // Cancelled: the next turn stops the follower and says so.
+        let _ = cancel.sleep(o.poll).await;
     }
 }
 

@@ -8,8 +8,6 @@
 //! at any moment and run again: it goes on from where it was and never repeats a finished
 //! phase's side effects.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -21,6 +19,7 @@ use crate::aws::s3 as s3archive;
 use crate::aws::setup::{self, Resolved};
 use crate::aws::spec::Names;
 use crate::aws::Aws;
+use crate::cancel::Cancel;
 use crate::cutover;
 use crate::error::{Error, Kind, Result};
 use crate::heroku::app::App;
@@ -217,13 +216,6 @@ async fn connect_patiently(t: &ConnSpec, say: &Say) -> Result<tokio_postgres::Cl
             }
             Err(e) => return Err(e),
         }
-    }
-}
-
-/// A future that resolves once `flag` is set.
-async fn flagged(flag: Arc<AtomicBool>) {
-    while !flag.load(Ordering::SeqCst) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

@@ -11,6 +11,7 @@ use tokio_postgres::Client;
 use super::catalog::{Table, TOOL_SCHEMA};
 use super::conn::{query_error, quote_ident};
 use crate::error::{Error, Result};
+use crate::retry::Backoff;
 
 /// Name of the row trigger on every captured table.
 pub const ROW_TRIGGER: &str = "heroku2rds_capture_row";
@@ -187,7 +188,7 @@ pub async fn install_table(src: &Client, t: &Table, opts: InstallOptions) -> Res
         oid = t.oid,
     );
     let started = Instant::now();
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(15));
     let mut attempt = 0u32;
     loop {
         attempt += 1;
@@ -213,7 +214,7 @@ pub async fn install_table(src: &Client, t: &Table, opts: InstallOptions) -> Res
                     ));
                 }
                 let who = blockers(src, t).await;
-                if started.elapsed() + backoff > opts.max_wait {
+                if started.elapsed() + backoff.peek() > opts.max_wait {
                     return Err(Error::other(format!(
                         "could not lock {} to install change capture within {}s: held by {who}",
                         t.display_name(),
@@ -225,10 +226,9 @@ pub async fn install_table(src: &Client, t: &Table, opts: InstallOptions) -> Res
                     "{} is locked by {who}; gave way after {} ms (attempt {attempt}), retrying in {:.1}s",
                     t.display_name(),
                     opts.lock_timeout.as_millis(),
-                    backoff.as_secs_f64()
+                    backoff.peek().as_secs_f64()
                 );
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(15));
+                tokio::time::sleep(backoff.next_delay()).await;
             }
         }
     }
@@ -263,7 +263,7 @@ pub async fn remove(src: &Client, lock_timeout: Duration) -> Result<usize> {
         .map_err(|e| query_error(e, "listing capture triggers"))?;
     for r in &rows {
         let (table, trigger): (String, String) = (r.get(0), r.get(1));
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(15));
         let started = Instant::now();
         loop {
             let sql = format!(
@@ -280,10 +280,9 @@ pub async fn remove(src: &Client, lock_timeout: Duration) -> Result<usize> {
                     let _ = src.batch_execute("ROLLBACK").await;
                     tracing::warn!(
                         "{table} is locked; retrying the trigger removal in {:.1}s",
-                        backoff.as_secs_f64()
+                        backoff.peek().as_secs_f64()
                     );
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(15));
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
                 Err(e) => {
                     let _ = src.batch_execute("ROLLBACK").await;

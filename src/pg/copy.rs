@@ -3,17 +3,16 @@
 //! into `COPY ... FROM STDIN` inside one target transaction that also marks the chunk done: a
 //! chunk is either fully there and recorded, or not at all.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::BytesMut;
 use futures_util::{SinkExt, TryStreamExt};
-use tokio::task::JoinSet;
 
 use super::catalog::Table;
 use super::conn::{query_error, quote_ident, ConnSpec};
+use super::pool;
+use crate::cancel::Cancel;
 use crate::error::{Error, Result};
 
 /// How a chunk selects its rows.
@@ -300,7 +299,7 @@ pub async fn copy_all(
     tables: Arc<std::collections::HashMap<i32, Table>>,
     mut chunks: Vec<Chunk>,
     jobs: usize,
-    cancel: Arc<AtomicBool>,
+    cancel: Cancel,
     table_done: tokio::sync::mpsc::UnboundedSender<i32>,
 ) -> Result<CopyTotals> {
     // Chunks left per table: when a table's count reaches zero, its id goes to `table_done` so
@@ -321,47 +320,23 @@ pub async fn copy_all(
             .then(a.table_id.cmp(&b.table_id))
             .then(a.chunk_no.cmp(&b.chunk_no))
     });
-    let total = chunks.len();
-    let queue = Arc::new(Mutex::new(chunks.into_iter().collect::<VecDeque<_>>()));
-    let failed = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
-    let mut set = JoinSet::new();
-    for worker in 0..jobs.max(1).min(total.max(1)) {
+    let jobs = jobs.max(1).min(chunks.len().max(1));
+    let worker_ids = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let per_worker = pool::run(chunks, jobs, &cancel, |queue| {
         let (left, table_done) = (left.clone(), table_done.clone());
-        let (source, target, tables, queue, failed, cancel) = (
-            source.clone(),
-            target.clone(),
-            tables.clone(),
-            queue.clone(),
-            failed.clone(),
-            cancel.clone(),
-        );
-        set.spawn(async move {
+        let (source, target, tables) = (source.clone(), target.clone(), tables.clone());
+        let worker = worker_ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        async move {
             let mut totals = CopyTotals::default();
             let src = source.connect().await?;
             let mut tgt = target.connect().await?;
-            loop {
-                if failed.load(Ordering::SeqCst) || cancel.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Some(chunk) = queue
-                    .lock()
-                    .map_err(|_| Error::other("chunk queue poisoned"))?
-                    .pop_front()
-                else {
-                    break;
-                };
+            while let Some(chunk) = queue.next() {
                 let table = tables
                     .get(&chunk.table_id)
                     .ok_or_else(|| Error::other("chunk of an unknown table"))?;
                 let t0 = Instant::now();
-                let (rows, bytes) = match copy_chunk(&src, &mut tgt, table, &chunk).await {
-                    Ok(v) => v,
-                    Err(e) => {
-                        failed.store(true, Ordering::SeqCst);
-                        return Err(e);
-                    }
-                };
+                let (rows, bytes) = copy_chunk(&src, &mut tgt, table, &chunk).await?;
                 totals.chunks += 1;
                 totals.rows += rows;
                 totals.bytes += bytes;
@@ -387,32 +362,17 @@ pub async fn copy_all(
                     t0.elapsed().as_secs_f64()
                 );
             }
-            Ok::<_, Error>(totals)
-        });
-    }
-    let mut totals = CopyTotals::default();
-    let mut first_error = None;
-    while let Some(joined) = set.join_next().await {
-        match joined {
-            Ok(Ok(t)) => {
-                totals.chunks += t.chunks;
-                totals.rows += t.rows;
-                totals.bytes += t.bytes;
-            }
-            Ok(Err(e)) => {
-                failed.store(true, Ordering::SeqCst);
-                first_error.get_or_insert(e);
-            }
-            Err(join) => {
-                failed.store(true, Ordering::SeqCst);
-                first_error.get_or_insert(Error::other(format!("a copy worker panicked: {join}")));
-            }
+            Ok(totals)
         }
+    })
+    .await?;
+    let mut totals = CopyTotals::default();
+    for t in per_worker {
+        totals.chunks += t.chunks;
+        totals.rows += t.rows;
+        totals.bytes += t.bytes;
     }
-    if let Some(e) = first_error {
-        return Err(e);
-    }
-    if cancel.load(Ordering::SeqCst) {
+    if cancel.is_cancelled() {
         return Err(Error::other(
             "interrupted; completed chunks are kept: re-run the same command to resume",
         ));

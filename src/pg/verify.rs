@@ -462,7 +462,7 @@ pub async fn run(source: &ConnSpec, target: &ConnSpec, jobs: usize) -> Result<Re
             }
         });
     }
-    super::replicate::join_all(set).await?;
+    super::pool::join_all(set).await?;
     let verdicts = std::mem::take(
         &mut *verdicts
             .lock()

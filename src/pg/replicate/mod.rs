@@ -11,8 +11,7 @@
 //! 6. unless `--until copied`: apply the change log (follow).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
@@ -24,10 +23,13 @@ use super::capture::{self, InstallOptions};
 use super::catalog::{self, Table};
 use super::conn::{query_error, ConnSpec};
 use super::copy::{self, Chunk, CopyTotals, Range, SplitInput};
+use super::pool::{self, join_all};
 use super::preflight::{self, KeylessMode};
 use super::schema::{self, PostDataItem};
 use super::sequences;
+use crate::cancel::Cancel;
 use crate::error::{Error, Kind, Result};
+use crate::retry::Backoff;
 
 mod post_data;
 
@@ -91,7 +93,7 @@ pub async fn run(
     source: &ConnSpec,
     target: &ConnSpec,
     opts: &Options,
-    cancel: Arc<AtomicBool>,
+    cancel: Cancel,
 ) -> Result<Outcome> {
     source.connect().await?;
     target.connect().await?;
@@ -110,7 +112,7 @@ pub async fn run(
         )
         .await
         {
-            Err(e) if e.is_transient() && !cancel.load(Ordering::SeqCst) => {
+            Err(e) if e.is_transient() && !cancel.is_cancelled() => {
                 let Some(delay) = reconnects.after_failure(mark, Instant::now()) else {
                     return Err(e.context(format!(
                         "gave up after {} minutes of reconnecting without progress",
@@ -121,7 +123,8 @@ pub async fn run(
                     "{e}; reconnecting in {:.1}s (completed work is kept)",
                     delay.as_secs_f64()
                 );
-                tokio::time::sleep(delay).await;
+                // A signal ends the wait; the next attempt then stops at its first check.
+                let _ = cancel.sleep(delay).await;
             }
             other => return other,
         }
@@ -134,16 +137,24 @@ pub async fn run(
 /// if they moved since the previous attempt started, that attempt got work done, so the outage
 /// is over and the backoff starts again from its first delay. Attempts that cannot connect, or
 /// that fail before doing anything (a server that keeps dying), back off and give up.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Reconnects {
     outage_since: Option<Instant>,
-    next: Option<Duration>,
+    backoff: Backoff,
     last_mark: Option<String>,
 }
 
+impl Default for Reconnects {
+    fn default() -> Self {
+        Reconnects {
+            outage_since: None,
+            backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(10)),
+            last_mark: None,
+        }
+    }
+}
+
 impl Reconnects {
-    const FIRST: Duration = Duration::from_millis(500);
-    const MAX: Duration = Duration::from_secs(10);
     const BUDGET: Duration = Duration::from_secs(300);
 
     /// After a transient failure at `now` of an attempt that read the progress `mark` (None when
@@ -152,7 +163,7 @@ impl Reconnects {
         if let Some(m) = mark {
             if self.last_mark.as_ref().is_some_and(|last| *last != m) {
                 self.outage_since = None;
-                self.next = None;
+                self.backoff.reset();
             }
             self.last_mark = Some(m);
         }
@@ -160,9 +171,7 @@ impl Reconnects {
         if now.duration_since(since) > Self::BUDGET {
             return None;
         }
-        let delay = self.next.unwrap_or(Self::FIRST);
-        self.next = Some((delay * 2).min(Self::MAX));
-        Some(delay)
+        Some(self.backoff.next_delay())
     }
 }
 
@@ -195,7 +204,7 @@ async fn run_once(
     source: &ConnSpec,
     target: &ConnSpec,
     opts: &Options,
-    cancel: Arc<AtomicBool>,
+    cancel: Cancel,
     applied: &mut apply::BatchResult,
     mark: &mut Option<String>,
 ) -> Result<Outcome> {
@@ -390,7 +399,7 @@ async fn follow_session(
     source: &ConnSpec,
     target: &ConnSpec,
     opts: &Options,
-    cancel: &AtomicBool,
+    cancel: &Cancel,
     totals: &mut apply::BatchResult,
 ) -> Result<bool> {
     let src = source.connect().await?;
@@ -401,7 +410,7 @@ async fn follow_session(
     let mut last_sequences = Instant::now();
     let mut window = (Instant::now(), 0u64);
     loop {
-        if cancel.load(Ordering::SeqCst) {
+        if cancel.is_cancelled() {
             record_follow(&src, &tgt, false, Some("interrupted")).await?;
             tracing::info!("stopped following: interrupted (re-run to continue)");
             return Ok(true);
@@ -451,7 +460,7 @@ async fn follow_session(
                 );
                 return Ok(false);
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            let _ = cancel.sleep(Duration::from_millis(200)).await;
         }
     }
 }
@@ -682,18 +691,6 @@ async fn chunk_counts(tgt: &Client) -> Result<(i64, i64)> {
     Ok((r.get(0), r.get(1)))
 }
 
-/// Joins every task; the first error (or panic) wins, after all tasks have ended.
-pub async fn join_all(mut set: JoinSet<Result<()>>) -> Result<()> {
-    let mut first = None;
-    while let Some(j) = set.join_next().await {
-        let r = j.unwrap_or_else(|e| Err(Error::other(format!("a worker panicked: {e}"))));
-        if let Err(e) = r {
-            first.get_or_insert(e);
-        }
-    }
-    first.map_or(Ok(()), Err)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -761,7 +758,7 @@ mod tests {
         let later = t0 + Duration::from_secs(3600);
         assert_eq!(
             r.after_failure(Some("copied/9/3/100/x".into()), later),
-            Some(Reconnects::FIRST)
+            Some(Duration::from_millis(500))
         );
         assert!(r
             .after_failure(None, later + Duration::from_secs(200))

@@ -38,7 +38,7 @@ pub(super) async fn post_data(
     script: &str,
     opts: &Options,
     jobs: usize,
-    cancel: Arc<AtomicBool>,
+    cancel: Cancel,
 ) -> Result<()> {
     let (preamble, todo, built) = pending_items(tgt, script).await?;
     tracing::info!(
@@ -83,7 +83,7 @@ pub(super) async fn early_indexes(
     tables: Arc<HashMap<i32, Table>>,
     mut ready: tokio::sync::mpsc::UnboundedReceiver<i32>,
     jobs: usize,
-    cancel: Arc<AtomicBool>,
+    cancel: Cancel,
 ) -> Result<()> {
     let (preamble, todo, _) = pending_items(tgt, script).await?;
     let mut by_table: HashMap<(String, String), Vec<PostDataItem>> = HashMap::new();
@@ -111,7 +111,7 @@ pub(super) async fn early_indexes(
                     .acquire_owned()
                     .await
                     .map_err(|_| Error::other("index pool closed"))?;
-                if cancel.load(Ordering::SeqCst) {
+                if cancel.is_cancelled() {
                     return Ok(());
                 }
                 let mut client = target.connect().await?;
@@ -180,51 +180,28 @@ pub(super) async fn build_items(
     preamble: &str,
     items: Vec<PostDataItem>,
     jobs: usize,
-    cancel: Arc<AtomicBool>,
+    cancel: Cancel,
 ) -> Result<Vec<PostDataItem>> {
     // (item, deadlocks met so far): foreign keys built in parallel lock both tables and can
-    // deadlock each other; the loser goes back to the queue.
-    let queue = Arc::new(Mutex::new(
-        items.into_iter().map(|i| (i, 0u8)).collect::<Vec<_>>(),
-    ));
-    let duplicates = Arc::new(Mutex::new(Vec::new()));
-    let mut set = JoinSet::new();
-    for _ in 0..jobs {
-        let (target, queue, preamble, cancel, duplicates) = (
-            target.clone(),
-            queue.clone(),
-            preamble.to_string(),
-            cancel.clone(),
-            duplicates.clone(),
-        );
-        set.spawn(async move {
+    // deadlock each other; the loser goes to the back of the queue. Taken from the end, as the
+    // caller ordered them.
+    let queued = items.into_iter().rev().map(|i| (i, 0u8));
+    let preamble = preamble.to_string();
+    let per_worker = pool::run(queued, jobs, &cancel, |queue| {
+        let (target, preamble) = (target.clone(), preamble.clone());
+        async move {
+            let mut duplicates = Vec::new();
             let mut client = target.connect().await?;
             client
                 .batch_execute(&preamble)
                 .await
                 .map_err(|e| query_error(e, "preparing a post-data session"))?;
-            loop {
-                if cancel.load(Ordering::SeqCst) {
-                    return Err(Error::other(
-                        "interrupted; built items are kept: re-run the same command to resume",
-                    ));
-                }
-                let Some((item, deadlocks)) = queue
-                    .lock()
-                    .map_err(|_| Error::other("post-data queue poisoned"))?
-                    .pop()
-                else {
-                    return Ok(());
-                };
+            while let Some((item, deadlocks)) = queue.next() {
                 match build_item(&mut client, &item).await? {
-                    Built::Done => {}
+                    Built::Done => tracing::debug!("built {}", item.header),
                     Built::Deadlock if deadlocks < 5 => {
                         tracing::debug!("deadlock building {}; retrying", item.header);
-                        queue
-                            .lock()
-                            .map_err(|_| Error::other("post-data queue poisoned"))?
-                            .insert(0, (item, deadlocks + 1));
-                        continue;
+                        queue.put_back((item, deadlocks + 1));
                     }
                     Built::Deadlock => {
                         return Err(Error::other(format!(
@@ -232,25 +209,19 @@ pub(super) async fn build_items(
                             item.header
                         )))
                     }
-                    Built::Duplicate => {
-                        duplicates
-                            .lock()
-                            .map_err(|_| Error::other("post-data list poisoned"))?
-                            .push(item);
-                        continue;
-                    }
+                    Built::Duplicate => duplicates.push(item),
                 }
-                tracing::debug!("built {}", item.header);
             }
-        });
+            Ok(duplicates)
+        }
+    })
+    .await?;
+    if cancel.is_cancelled() {
+        return Err(Error::other(
+            "interrupted; built items are kept: re-run the same command to resume",
+        ));
     }
-    join_all(set).await?;
-    let list = std::mem::take(
-        &mut *duplicates
-            .lock()
-            .map_err(|_| Error::other("post-data list poisoned"))?,
-    );
-    Ok(list)
+    Ok(per_worker.into_iter().flatten().collect())
 }
 
 /// Applies every change committed when it starts (until a batch comes back short). Not until the
@@ -313,31 +284,25 @@ pub(super) async fn run_statements(
     target: &ConnSpec,
     jobs: usize,
     statements: Vec<String>,
-    cancel: Arc<AtomicBool>,
+    cancel: Cancel,
 ) -> Result<()> {
-    let queue = Arc::new(Mutex::new(statements));
-    let mut set = JoinSet::new();
-    for _ in 0..jobs {
-        let (target, queue, cancel) = (target.clone(), queue.clone(), cancel.clone());
-        set.spawn(async move {
+    // Taken from the end, as before the pool: the statements' order is the caller's.
+    pool::run(statements.into_iter().rev(), jobs, &cancel, |queue| {
+        let target = target.clone();
+        async move {
             let client = target.connect().await?;
-            loop {
-                if cancel.load(Ordering::SeqCst) {
-                    return Err(Error::other("interrupted"));
-                }
-                let Some(sql) = queue
-                    .lock()
-                    .map_err(|_| Error::other("queue poisoned"))?
-                    .pop()
-                else {
-                    return Ok(());
-                };
+            while let Some(sql) = queue.next() {
                 client
                     .batch_execute(&sql)
                     .await
                     .map_err(|e| query_error(e, &sql))?;
             }
-        });
+            Ok(())
+        }
+    })
+    .await?;
+    if cancel.is_cancelled() {
+        return Err(Error::other("interrupted"));
     }
-    join_all(set).await
+    Ok(())
 }
