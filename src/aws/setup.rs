@@ -178,6 +178,39 @@ pub async fn reach(a: &ReachSettings) -> Result<Reach> {
     })
 }
 
+/// This machine's public IPv4 address, as AWS sees it (checkip.amazonaws.com), for the
+/// operator's /32.
+pub async fn detect_public_ip() -> Result<String> {
+    let fail = |why: String| {
+        Error::usage(format!("could not detect your public address ({why})"))
+            .with_fix("pass it with --operator-cidr 203.0.113.7/32 (`curl https://checkip.amazonaws.com` shows it)")
+    };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .user_agent("heroku2rds")
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    let body = client
+        .get("http://checkip.amazonaws.com/")
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| {
+            if e.is_timeout() {
+                fail("checkip.amazonaws.com did not answer within 10 s".into())
+            } else {
+                fail(crate::pg::conn::error_chain(&e))
+            }
+        })?
+        .text()
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    body.trim()
+        .parse::<std::net::Ipv4Addr>()
+        .map(|ip| ip.to_string())
+        .map_err(|_| fail("unexpected answer from checkip.amazonaws.com".into()))
+}
+
 /// AWS's global RDS CA bundle, from the cache or downloaded into it.
 async fn rds_ca_bundle() -> Result<PathBuf> {
     let dir = std::env::var_os("XDG_CACHE_HOME")

@@ -130,44 +130,6 @@ region = "{region}"
     )
 }
 
-/// Finds this machine's public IPv4 address as AWS sees it (checkip.amazonaws.com), for the
-/// operator's /32.
-pub async fn detect_public_ip() -> Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let fail = |why: String| {
-        Error::usage(format!("could not detect your public address ({why})"))
-            .with_fix("pass it with --operator-cidr 203.0.113.7/32 (`curl https://checkip.amazonaws.com` shows it)")
-    };
-    let attempt = async {
-        let mut s = tokio::net::TcpStream::connect("checkip.amazonaws.com:80")
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        s.write_all(
-            b"GET / HTTP/1.0\r\nHost: checkip.amazonaws.com\r\nUser-Agent: heroku2rds\r\n\r\n",
-        )
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-        let mut buf = Vec::new();
-        s.take(4096)
-            .read_to_end(&mut buf)
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        let text = String::from_utf8_lossy(&buf);
-        let body = text
-            .split("\r\n\r\n")
-            .nth(1)
-            .unwrap_or("")
-            .trim()
-            .to_string();
-        body.parse::<std::net::Ipv4Addr>()
-            .map(|ip| ip.to_string())
-            .map_err(|_| fail("unexpected answer from checkip.amazonaws.com".into()))
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(10), attempt)
-        .await
-        .map_err(|_| fail("checkip.amazonaws.com did not answer within 10 s".into()))?
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

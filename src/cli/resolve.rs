@@ -73,7 +73,7 @@ pub async fn resolve(a: &AwsArgs) -> Result<Resolved> {
     }
     let operator = match pick(&a.operator_cidr, &f.operator_cidr) {
         Some(c) => c,
-        None => config::detect_public_ip().await?,
+        None => crate::aws::setup::detect_public_ip().await?,
     };
     let operator_cidr = spec::normalize_cidr(&operator, "--operator-cidr")?;
     let mut app_cidrs = Vec::new();
