@@ -1,0 +1,135 @@
+//! The EC2 worker: its binary and job uploaded to the private bucket, the instance started
+//! with user-data that fetches both through presigned URLs.
+
+use super::*;
+
+/// The SHA-256 of a file, read in 1 MiB pieces.
+pub(super) fn sha256_file(path: &std::path::Path) -> Result<String> {
+    use std::io::Read;
+    let fail = |e: std::io::Error| {
+        Error::usage(format!("cannot read the worker binary {}", path.display())).with_source(e)
+    };
+    let mut file = std::fs::File::open(path).map_err(fail)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(fail)?;
+        if n == 0 {
+            return Ok(hex::encode(hasher.finalize()));
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
+/// Uploads the binary and the job, and starts the instance with user-data pointing at both by
+/// presigned URLs valid for one hour.
+pub(super) async fn launch_worker(
+    aws: &Aws,
+    spec: &Spec,
+    names: &Names,
+    w: &crate::aws::spec::WorkerSpec,
+    worker_sg: &str,
+    job: &Job,
+    binary: &std::path::Path,
+) -> Result<String> {
+    let ami = observe::ubuntu_ami(aws, &w.arch).await?.ok_or_else(|| {
+        Error::other(format!(
+            "no Ubuntu 24.04 LTS image for {} from Canonical in {}",
+            w.arch, spec.region
+        ))
+        .with_fix("check the region, or choose --worker-arch amd64")
+    })?;
+    let s3 = aws.s3();
+    let sha = sha256_file(binary)?;
+    let binary_key = format!("jobs/heroku2rds-{}-{}", env!("CARGO_PKG_VERSION"), w.arch);
+    let job_key = "jobs/job.json".to_string();
+    let binary_body = ByteStream::from_path(binary).await.map_err(|e| {
+        Error::usage(format!(
+            "cannot read the worker binary {}",
+            binary.display()
+        ))
+        .with_source(e)
+    })?;
+    for (key, body) in [
+        (&binary_key, binary_body),
+        (&job_key, ByteStream::from(job.to_bytes())),
+    ] {
+        s3.put_object()
+            .bucket(&names.bucket)
+            .key(key)
+            .body(body)
+            .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::Aes256)
+            .send()
+            .await
+            .map_err(|e| sdk("s3:PutObject", e))?;
+    }
+    let presign = |key: String| {
+        let s3 = s3.clone();
+        let bucket = names.bucket.clone();
+        async move {
+            let conf = PresigningConfig::expires_in(Duration::from_secs(3600))
+                .map_err(|e| Error::other(format!("presigning: {e}")))?;
+            s3.get_object()
+                .bucket(bucket)
+                .key(key)
+                .presigned(conf)
+                .await
+                .map(|p| p.uri().to_string())
+                .map_err(|e| sdk("s3:GetObject", e))
+        }
+    };
+    let binary_url = presign(binary_key).await?;
+    let job_url = presign(job_key).await?;
+    let script = userdata::render(&UserData {
+        migration: &spec.name,
+        version: env!("CARGO_PKG_VERSION"),
+        pg_major: w.pg_client_major,
+        binary_url: &binary_url,
+        binary_sha256: &sha,
+        job_url: &job_url,
+    });
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(script);
+    let mut req = aws
+        .ec2()
+        .run_instances()
+        .image_id(&ami.id)
+        .instance_type(InstanceType::from(w.instance_type.as_str()))
+        .min_count(1)
+        .max_count(1)
+        .user_data(encoded)
+        .security_group_ids(worker_sg)
+        .instance_initiated_shutdown_behavior(ShutdownBehavior::Stop)
+        .metadata_options(
+            InstanceMetadataOptionsRequest::builder()
+                .http_tokens(HttpTokensState::Required)
+                .http_put_response_hop_limit(1)
+                .build(),
+        )
+        .block_device_mappings(
+            BlockDeviceMapping::builder()
+                .device_name("/dev/sda1")
+                .ebs(
+                    EbsBlockDevice::builder()
+                        .volume_size(30)
+                        .volume_type(VolumeType::Gp3)
+                        .encrypted(true)
+                        .delete_on_termination(true)
+                        .build(),
+                )
+                .build(),
+        )
+        .tag_specifications(tag_spec(ResourceType::Instance, &spec.name, &names.worker))
+        .tag_specifications(tag_spec(ResourceType::Volume, &spec.name, &names.worker));
+    if spec.ssh_public_key.is_some() {
+        req = req.key_name(&names.key_pair);
+    }
+    let out = req.send().await.map_err(|e| sdk("ec2:RunInstances", e))?;
+    let id = out
+        .instances()
+        .first()
+        .and_then(|i| i.instance_id())
+        .unwrap_or_default()
+        .to_string();
+    Ok(id)
+}
