@@ -197,7 +197,7 @@ pub async fn run(
                 .kill_on_drop(true)
                 .spawn()
                 .map_err(|e| {
-                    Error::usage(format!("cannot run pg_dump: {e}")).with_fix(
+                    Error::usage("cannot run pg_dump").with_source(e).with_fix(
                         "install the PostgreSQL client tools of the source's major version or newer",
                     )
                 })?;

@@ -15,7 +15,7 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use url::Url;
 
-use crate::error::{Error, Kind, Result};
+use crate::error::{Cause, Error, Kind, Result};
 
 /// The media type every request accepts; without it the API answers 406.
 pub const ACCEPT_V3: &str = "application/vnd.heroku+json; version=3";
@@ -86,9 +86,11 @@ impl Config {
         let parse = |raw: Option<&str>, default: &str, var: &str| -> Result<Url> {
             let raw = raw.filter(|s| !s.is_empty()).unwrap_or(default);
             let url = Url::parse(raw.trim_end_matches('/')).map_err(|e| {
-                Error::usage(format!("{var} is not a valid URL ({e})")).with_fix(format!(
-                    "set {var} to a base URL such as {default}, or unset it"
-                ))
+                Error::usage(format!("{var} is not a valid URL"))
+                    .with_source(e)
+                    .with_fix(format!(
+                        "set {var} to a base URL such as {default}, or unset it"
+                    ))
             })?;
             if !matches!(url.scheme(), "http" | "https") {
                 return Err(Error::usage(format!("{var} must be an http(s) URL")));
@@ -308,7 +310,7 @@ impl Client {
                 .connect_timeout(Duration::from_secs(10))
                 .timeout(Duration::from_secs(60))
                 .build()
-                .map_err(|e| Error::other(format!("cannot build the HTTP client: {e}")))
+                .map_err(|e| Error::other("cannot build the HTTP client").with_source(e))
         };
         Ok(Client {
             http: build(headers)?,
@@ -317,7 +319,7 @@ impl Client {
                 .user_agent(ua.clone())
                 .connect_timeout(Duration::from_secs(10))
                 .build()
-                .map_err(|e| Error::other(format!("cannot build the HTTP client: {e}")))?,
+                .map_err(|e| Error::other("cannot build the HTTP client").with_source(e))?,
             config,
             remaining: AtomicI64::new(-1),
         })
@@ -339,7 +341,8 @@ impl Client {
             Api::Data => &self.config.data_url,
         };
         let joined = format!("{}{}", base.as_str().trim_end_matches('/'), path);
-        Url::parse(&joined).map_err(|e| Error::other(format!("bad Heroku API path {path}: {e}")))
+        Url::parse(&joined)
+            .map_err(|e| Error::other(format!("bad Heroku API path {path}")).with_source(e))
     }
 
     /// Sends a request, retrying what [`classify`] allows, and decodes the JSON answer.
@@ -473,10 +476,10 @@ impl Client {
                         ""
                     };
                     return Err(Error::other(format!(
-                        "Heroku API {} failed{doubt}: {}",
-                        req.describe(),
-                        crate::pg::conn::error_chain(&e)
+                        "Heroku API {} failed{doubt}",
+                        req.describe()
                     ))
+                    .with_source(e)
                     .with_fix(
                         "check this machine's network access to the Heroku API, then re-run",
                     ));
@@ -487,17 +490,21 @@ impl Client {
 
     /// GETs a URL outside the Heroku APIs (a backup's signed URL) WITHOUT any credentials.
     pub async fn download(&self, url: &str) -> Result<reqwest::Response> {
+        // The signed URL is a credential: reqwest's error names it, so only the chain below it
+        // is kept.
         let resp = self.download.get(url).send().await.map_err(|e| {
-            Error::other(format!(
-                "downloading the backup: {}",
-                crate::pg::conn::error_chain(&e)
-            ))
+            let e = e.without_url();
+            Error::other("downloading the backup").with_source(e)
         })?;
         if !resp.status().is_success() {
             return Err(Error::other(format!(
                 "downloading the backup: the server answered {}",
                 resp.status()
             ))
+            .with_cause(Cause::Http {
+                status: resp.status().as_u16(),
+                id: None,
+            })
             .with_fix("signed backup URLs expire after about an hour: re-run to get a fresh one"));
         }
         Ok(resp)
@@ -538,10 +545,7 @@ impl Meta {
 
 fn decode<T: DeserializeOwned>(body: &[u8], req: &Request) -> Result<T> {
     serde_json::from_slice(body).map_err(|e| {
-        Error::other(format!(
-            "Heroku API {}: unexpected answer ({e})",
-            req.describe()
-        ))
+        Error::other(format!("Heroku API {}: unexpected answer", req.describe())).with_source(e)
     })
 }
 
@@ -579,7 +583,11 @@ pub fn api_error(
         TokenSource::Env => "the token in HEROKU_API_KEY",
         TokenSource::Netrc => "the token in ~/.netrc (machine api.heroku.com)",
     };
-    match id {
+    let cause = Cause::Http {
+        status,
+        id: (!id.is_empty()).then(|| id.to_string()),
+    };
+    let mapped = match id {
         "unauthorized" => Error::new(Kind::Refused, format!("Heroku refused {token_place}: {msg}"))
             .with_fix("export a valid token: HEROKU_API_KEY=\"$(heroku auth:token)\" (CLI tokens expire after a year; `heroku authorizations:create` makes a long-lived one)"),
         "two_factor" => Error::new(Kind::Refused, format!("this app requires two-factor authentication: {msg}"))
@@ -599,7 +607,8 @@ pub fn api_error(
             .with_fix("Heroku had an internal error; check https://status.heroku.com and re-run"),
         _ if (400..500).contains(&status) => Error::new(Kind::Refused, msg),
         _ => Error::other(msg),
-    }
+    };
+    mapped.with_cause(cause)
 }
 
 #[cfg(test)]

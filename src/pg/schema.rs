@@ -116,7 +116,7 @@ fn rand_suffix() -> u64 {
 
 async fn run_tool(cmd: &mut Command, what: &str) -> Result<String> {
     let out = cmd.stdin(Stdio::null()).output().await.map_err(|e| {
-        Error::other(format!("{what}: cannot run it: {e}"))
+        Error::other(format!("{what}: cannot run it")).with_source(e)
             .with_fix("install the PostgreSQL client tools (pg_dump, pg_restore) of the source's major version or newer")
     })?;
     if !out.status.success() {

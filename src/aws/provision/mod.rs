@@ -576,7 +576,7 @@ async fn secure_bucket(s3: &aws_sdk_s3::Client, bucket: &str, migration: &str) -
     let by_default = ServerSideEncryptionByDefault::builder()
         .sse_algorithm(ServerSideEncryption::Aes256)
         .build()
-        .map_err(|e| Error::other(format!("building the encryption rule: {e}")))?;
+        .map_err(|e| Error::other("building the encryption rule").with_source(e))?;
     let conf = ServerSideEncryptionConfiguration::builder()
         .rules(
             ServerSideEncryptionRule::builder()
@@ -584,7 +584,7 @@ async fn secure_bucket(s3: &aws_sdk_s3::Client, bucket: &str, migration: &str) -
                 .build(),
         )
         .build()
-        .map_err(|e| Error::other(format!("building the encryption rule: {e}")))?;
+        .map_err(|e| Error::other("building the encryption rule").with_source(e))?;
     s3.put_bucket_encryption()
         .bucket(bucket)
         .server_side_encryption_configuration(conf)
@@ -595,14 +595,14 @@ async fn secure_bucket(s3: &aws_sdk_s3::Client, bucket: &str, migration: &str) -
         .key(TAG_KEY)
         .value(migration)
         .build()
-        .map_err(|e| Error::other(format!("building the bucket tag: {e}")))?;
+        .map_err(|e| Error::other("building the bucket tag").with_source(e))?;
     s3.put_bucket_tagging()
         .bucket(bucket)
         .tagging(
             Tagging::builder()
                 .tag_set(tag)
                 .build()
-                .map_err(|e| Error::other(format!("building the bucket tags: {e}")))?,
+                .map_err(|e| Error::other("building the bucket tags").with_source(e))?,
         )
         .send()
         .await
@@ -727,7 +727,7 @@ async fn launch_worker(
         let bucket = names.bucket.clone();
         async move {
             let conf = PresigningConfig::expires_in(Duration::from_secs(3600))
-                .map_err(|e| Error::other(format!("presigning: {e}")))?;
+                .map_err(|e| Error::other("presigning").with_source(e))?;
             s3.get_object()
                 .bucket(bucket)
                 .key(key)

@@ -1,10 +1,14 @@
 //! Driver errors mapped to [`Error`]s that say what the tool was doing and what to do next.
-//! Only the server's primary message is kept: DETAIL lines can hold row values.
+//! Only the server's primary message is kept: DETAIL lines can hold row values, so a driver error
+//! that carries a server answer is never attached as a source (its `Display` shows DETAIL); the
+//! SQLSTATE is recorded as the [`Cause`] instead. Where the driver gives no typed information
+//! (a missing password, a TLS failure), its text is read here, once, and the result recorded as a
+//! typed cause so nothing downstream reads text.
 
 use tokio_postgres::error::SqlState;
 
 use super::ConnSpec;
-use crate::error::{Error, Kind};
+use crate::error::{Cause, Connection, Error, Kind};
 
 impl ConnSpec {
     pub(super) fn connect_error(&self, e: tokio_postgres::Error) -> Error {
@@ -13,12 +17,13 @@ impl ConnSpec {
             return Error::usage(format!(
                 "{self}: the server asks for a password and none was given"
             ))
+            .with_cause(Cause::Connection(Connection::PasswordMissing))
             .with_fix("put it in the URL (in the environment variable, not an argument), in the password file (~/.pgpass or PGPASSFILE, mode 0600) or in a pg service file");
         }
         if let Some(db) = e.as_db_error() {
             let msg = db.message();
             let code = db.code();
-            return if *code == SqlState::INVALID_PASSWORD {
+            let mapped = if *code == SqlState::INVALID_PASSWORD {
                 Error::new(Kind::Refused, format!("{self}: password authentication failed for user \"{}\"", self.user))
                     .with_fix("check the password in the URL (Heroku rotates credentials: `heroku config:get DATABASE_URL -a APP` shows the current one; the RDS master password is in Secrets Manager, secret heroku2rds/NAME/rds-master)")
             } else if *code == SqlState::INVALID_CATALOG_NAME {
@@ -49,6 +54,7 @@ impl ConnSpec {
             } else {
                 Error::other(format!("{self}: cannot connect: {msg}"))
             };
+            return mapped.with_cause(Cause::Sql(code.clone()));
         }
         let lower = chain.to_lowercase();
         // A server that goes away during the handshake (restart, failover) is not a TLS
@@ -59,11 +65,16 @@ impl ConnSpec {
         if !dropped
             && (lower.contains("certificate") || lower.contains("tls") || lower.contains("ssl"))
         {
-            return Error::new(Kind::Refused, format!("{self}: TLS failed: {chain}")).with_fix(
+            return Error::new(Kind::Refused, format!("{self}: TLS failed"))
+                .with_cause(Cause::Connection(Connection::Tls))
+                .with_source(e)
+                .with_fix(
                 "check sslmode and sslrootcert in the URL: verify-full needs the CA that signed the server's certificate and a host name that certificate names",
             );
         }
-        Error::other(format!("{self}: cannot connect: {chain}"))
+        Error::other(format!("{self}: cannot connect"))
+            .with_cause(Cause::Connection(Connection::Lost))
+            .with_source(e)
             .with_fix("check the host and port in the URL and that this machine can reach them (firewall, security group, VPN)")
             .transient()
     }
@@ -101,7 +112,7 @@ fn query_error_inner(e: tokio_postgres::Error, doing: &str) -> Error {
         Some(db) => {
             let code = db.code();
             let msg = format!("{doing}: {} (SQLSTATE {})", db.message(), code.code());
-            if *code == SqlState::INSUFFICIENT_PRIVILEGE {
+            let mapped = if *code == SqlState::INSUFFICIENT_PRIVILEGE {
                 Error::new(Kind::Refused, msg).with_fix("connect as a role with the needed privilege (the owner of the tables on the source; the master user on the target)")
             } else if *code == SqlState::DISK_FULL {
                 Error::other(format!("{msg}: the database server's disk is full")).with_fix("give it more storage (on RDS: raise the instance's allocated storage), then re-run: work resumes where it stopped, and nothing half-done was recorded")
@@ -109,11 +120,18 @@ fn query_error_inner(e: tokio_postgres::Error, doing: &str) -> Error {
                 Error::other(msg).with_fix("the server ran out of memory: lower --jobs or give it more memory, then re-run (work resumes where it stopped)")
             } else {
                 Error::other(msg)
-            }
+            };
+            // Not `with_source(e)`: the driver error would show the DETAIL line.
+            mapped.with_cause(Cause::Sql(code.clone()))
         }
-        None => Error::other(format!("{doing}: {}", error_chain(&e))).with_fix(
-            "the connection failed; re-run the command: completed work is kept and resumes",
-        ),
+        // No server answer: the driver does not tell a lost connection from a local decoding
+        // failure (see `is_connection_error`), so neither does the cause.
+        None => Error::other(doing)
+            .with_cause(Cause::Connection(Connection::Lost))
+            .with_source(e)
+            .with_fix(
+                "the connection failed; re-run the command: completed work is kept and resumes",
+            ),
     }
 }
 

@@ -118,7 +118,7 @@ pub async fn run(
                     )));
                 };
                 tracing::warn!(
-                    "{e}; reconnecting in {:.1}s (completed work is kept)",
+                    "{e:#}; reconnecting in {:.1}s (completed work is kept)",
                     delay.as_secs_f64()
                 );
                 tokio::time::sleep(delay).await;
@@ -605,7 +605,7 @@ async fn start(
     let mut chunk_count = 0;
     for (t, mode, ranges) in &plans {
         let def = serde_json::to_value(t)
-            .map_err(|e| Error::other(format!("serializing a table definition: {e}")))?;
+            .map_err(|e| Error::other("serializing a table definition").with_source(e))?;
         let id: i32 = tx
             .query_one(
                 "INSERT INTO heroku2rds.tables (schema_name, table_name, definition, mode, est_rows, est_bytes)
@@ -647,7 +647,7 @@ pub async fn load_tables(tgt: &Client) -> Result<HashMap<i32, Table>> {
     rows.iter()
         .map(|r| {
             let t: Table = serde_json::from_value(r.get(1)).map_err(|e| {
-                Error::other(format!("a recorded table definition is unreadable: {e}"))
+                Error::other("a recorded table definition is unreadable").with_source(e)
             })?;
             Ok((r.get(0), t))
         })
@@ -686,7 +686,7 @@ async fn chunk_counts(tgt: &Client) -> Result<(i64, i64)> {
 pub async fn join_all(mut set: JoinSet<Result<()>>) -> Result<()> {
     let mut first = None;
     while let Some(j) = set.join_next().await {
-        let r = j.unwrap_or_else(|e| Err(Error::other(format!("a worker panicked: {e}"))));
+        let r = j.unwrap_or_else(|e| Err(Error::other("a worker panicked").with_source(e)));
         if let Err(e) = r {
             first.get_or_insert(e);
         }
