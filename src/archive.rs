@@ -311,13 +311,11 @@ async fn app_database_url(client: &Client, opts: &Options) -> Result<ConnSpec> {
 
 async fn pump_http(resp: &mut reqwest::Response, w: &mut PartWriter) -> Result<()> {
     loop {
+        // reqwest's error names the signed URL, a credential: not kept.
         let chunk = resp.chunk().await.map_err(|e| {
-            Error::other(format!(
-                "downloading the backup after {} bytes: {}",
-                w.bytes(),
-                crate::pg::conn::error_chain(&e)
-            ))
-            .with_fix("re-run: signed URLs are fetched afresh each time")
+            Error::other(format!("downloading the backup after {} bytes", w.bytes()))
+                .with_source(e.without_url())
+                .with_fix("re-run: signed URLs are fetched afresh each time")
         })?;
         match chunk {
             Some(c) => w.write(&c).await?,

@@ -157,8 +157,16 @@ impl Error {
     }
 
     /// Adds the underlying cause.
-    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        self.source = Some(Box::new(source));
+    pub fn with_source(self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.with_boxed_source(Box::new(source))
+    }
+
+    /// Adds the underlying cause, already boxed.
+    pub fn with_boxed_source(
+        mut self,
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    ) -> Self {
+        self.source = Some(source);
         self
     }
 
@@ -253,5 +261,67 @@ pub trait ResultExt<T> {
 impl<T> ResultExt<T> for Result<T> {
     fn context(self, what: impl fmt::Display) -> Result<T> {
         self.map_err(|e| e.context(what))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_keep_their_kind_and_source() {
+        let e: Error = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file").into();
+        assert_eq!(e.kind(), Kind::Other);
+        assert_eq!(e.cause(), &Cause::Io(std::io::ErrorKind::NotFound));
+        assert_eq!(e.to_string(), "I/O error");
+        assert_eq!(format!("{e:#}"), "I/O error: no such file");
+        assert!(std::error::Error::source(&e).is_some());
+    }
+
+    #[test]
+    fn alternate_display_shows_each_cause_once() {
+        let inner = Error::other("reading t")
+            .with_source(std::io::Error::other("connection reset"))
+            .with_cause(Cause::Connection(Connection::Lost));
+        let outer = Error::other("copying")
+            .with_source(inner)
+            .context("replicate");
+        assert_eq!(outer.to_string(), "replicate: copying");
+        assert_eq!(
+            format!("{outer:#}"),
+            "replicate: copying: reading t: connection reset"
+        );
+        // A cause whose text the message already shows is not repeated.
+        let e = Error::other("TLS failed: bad certificate")
+            .with_source(std::io::Error::other("bad certificate"));
+        assert_eq!(format!("{e:#}"), "TLS failed: bad certificate");
+    }
+
+    #[test]
+    fn causes_say_what_a_retry_can_fix() {
+        let table = [
+            (Cause::Sql(SqlState::T_R_SERIALIZATION_FAILURE), true),
+            (Cause::Sql(SqlState::T_R_DEADLOCK_DETECTED), true),
+            (Cause::Sql(SqlState::QUERY_CANCELED), true),
+            (Cause::Sql(SqlState::CONNECTION_FAILURE), true),
+            (
+                Cause::Sql(SqlState::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION),
+                true,
+            ),
+            (Cause::Sql(SqlState::ADMIN_SHUTDOWN), true),
+            (Cause::Sql(SqlState::CANNOT_CONNECT_NOW), true),
+            (Cause::Sql(SqlState::INSUFFICIENT_PRIVILEGE), false),
+            (Cause::Sql(SqlState::UNIQUE_VIOLATION), false),
+            (Cause::Sql(SqlState::DISK_FULL), false),
+            (Cause::Connection(Connection::Lost), true),
+            (Cause::Connection(Connection::Tls), false),
+            (Cause::Connection(Connection::PasswordMissing), false),
+            (Cause::Io(std::io::ErrorKind::NotFound), false),
+            (Cause::CutoverRolledBack, false),
+            (Cause::None, false),
+        ];
+        for (cause, want) in table {
+            assert_eq!(cause.is_retryable_sql(), want, "{cause:?}");
+        }
     }
 }

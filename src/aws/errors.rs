@@ -224,10 +224,14 @@ mod tests {
             assert_eq!(e.kind(), *kind, "{code}");
             assert_eq!(e.is_transient(), *transient, "{code}");
             assert!(e.fix().unwrap().contains(fix), "{code}: {:?}", e.fix());
-            if *kind == Kind::Refused && code.contains("Access") || *code == "UnauthorizedOperation"
-            {
-                assert!(e.message().contains("rds:CreateDBInstance"), "{code}");
-            }
+            assert_eq!(
+                e.cause(),
+                &Cause::Aws {
+                    code: code.to_string()
+                },
+                "{code}"
+            );
+            assert!(e.message().contains("rds:CreateDBInstance"), "{code}");
         }
     }
 }

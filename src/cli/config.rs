@@ -134,24 +134,25 @@ region = "{region}"
 /// operator's /32.
 pub async fn detect_public_ip() -> Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let fail = |why: String| {
-        Error::usage(format!("could not detect your public address ({why})"))
+    let fail = |why: Box<dyn std::error::Error + Send + Sync>| {
+        Error::usage("could not detect your public address")
+            .with_boxed_source(why)
             .with_fix("pass it with --operator-cidr 203.0.113.7/32 (`curl https://checkip.amazonaws.com` shows it)")
     };
     let attempt = async {
         let mut s = tokio::net::TcpStream::connect("checkip.amazonaws.com:80")
             .await
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| fail(e.into()))?;
         s.write_all(
             b"GET / HTTP/1.0\r\nHost: checkip.amazonaws.com\r\nUser-Agent: heroku2rds\r\n\r\n",
         )
         .await
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(|e| fail(e.into()))?;
         let mut buf = Vec::new();
         s.take(4096)
             .read_to_end(&mut buf)
             .await
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| fail(e.into()))?;
         let text = String::from_utf8_lossy(&buf);
         let body = text
             .split("\r\n\r\n")

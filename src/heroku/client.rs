@@ -772,6 +772,40 @@ mod tests {
     }
 
     #[test]
+    fn error_statuses_record_status_and_id() {
+        // (status, body id, kind, recorded id): an empty body id is implied by the status where
+        // the API documents one.
+        let cases: &[(u16, &str, Kind, Option<&str>)] = &[
+            (401, "unauthorized", Kind::Refused, Some("unauthorized")),
+            (401, "", Kind::Refused, Some("unauthorized")),
+            (403, "", Kind::Refused, Some("forbidden")),
+            (403, "suspended", Kind::Refused, Some("suspended")),
+            (404, "", Kind::Usage, Some("not_found")),
+            (409, "conflict", Kind::Refused, Some("conflict")),
+            (418, "", Kind::Refused, None),
+            (429, "", Kind::Refused, Some("rate_limit")),
+            (503, "", Kind::Other, None),
+            (503, "unavailable", Kind::Other, Some("unavailable")),
+        ];
+        for (status, id, kind, want) in cases {
+            let body = ApiErrorBody {
+                id: id.to_string(),
+                message: String::new(),
+            };
+            let e = api_error(*status, &body, "GET /apps/x", None, TokenSource::Env);
+            assert_eq!(e.kind(), *kind, "{status} {id}");
+            assert_eq!(
+                e.cause(),
+                &Cause::Http {
+                    status: *status,
+                    id: want.map(str::to_string)
+                },
+                "{status} {id}"
+            );
+        }
+    }
+
+    #[test]
     fn base_urls_are_validated() {
         let t = || Secret::new("t");
         let c =

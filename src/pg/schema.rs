@@ -121,6 +121,7 @@ async fn run_tool(cmd: &mut Command, what: &str) -> Result<String> {
     })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
+        // A child process reports only text: it is read here, once, into the error's kind.
         let kind = if stderr.contains("permission denied") {
             Kind::Refused
         } else {

@@ -109,21 +109,8 @@ pub fn query_error(e: tokio_postgres::Error, doing: &str) -> Error {
 
 fn query_error_inner(e: tokio_postgres::Error, doing: &str) -> Error {
     match e.as_db_error() {
-        Some(db) => {
-            let code = db.code();
-            let msg = format!("{doing}: {} (SQLSTATE {})", db.message(), code.code());
-            let mapped = if *code == SqlState::INSUFFICIENT_PRIVILEGE {
-                Error::new(Kind::Refused, msg).with_fix("connect as a role with the needed privilege (the owner of the tables on the source; the master user on the target)")
-            } else if *code == SqlState::DISK_FULL {
-                Error::other(format!("{msg}: the database server's disk is full")).with_fix("give it more storage (on RDS: raise the instance's allocated storage), then re-run: work resumes where it stopped, and nothing half-done was recorded")
-            } else if *code == SqlState::OUT_OF_MEMORY {
-                Error::other(msg).with_fix("the server ran out of memory: lower --jobs or give it more memory, then re-run (work resumes where it stopped)")
-            } else {
-                Error::other(msg)
-            };
-            // Not `with_source(e)`: the driver error would show the DETAIL line.
-            mapped.with_cause(Cause::Sql(code.clone()))
-        }
+        // Not `with_source(e)`: the driver error would show the DETAIL line.
+        Some(db) => server_error(db.code(), db.message(), doing),
         // No server answer: the driver does not tell a lost connection from a local decoding
         // failure (see `is_connection_error`), so neither does the cause.
         None => Error::other(doing)
@@ -135,13 +122,116 @@ fn query_error_inner(e: tokio_postgres::Error, doing: &str) -> Error {
     }
 }
 
+/// Maps a server's answer to a query: its SQLSTATE becomes the cause, and only its primary
+/// message is shown.
+fn server_error(code: &SqlState, message: &str, doing: &str) -> Error {
+    let msg = format!("{doing}: {message} (SQLSTATE {})", code.code());
+    let mapped = if *code == SqlState::INSUFFICIENT_PRIVILEGE {
+        Error::new(Kind::Refused, msg).with_fix("connect as a role with the needed privilege (the owner of the tables on the source; the master user on the target)")
+    } else if *code == SqlState::DISK_FULL {
+        Error::other(format!("{msg}: the database server's disk is full")).with_fix("give it more storage (on RDS: raise the instance's allocated storage), then re-run: work resumes where it stopped, and nothing half-done was recorded")
+    } else if *code == SqlState::OUT_OF_MEMORY {
+        Error::other(msg).with_fix("the server ran out of memory: lower --jobs or give it more memory, then re-run (work resumes where it stopped)")
+    } else {
+        Error::other(msg)
+    };
+    mapped.with_cause(Cause::Sql(code.clone()))
+}
+
 /// True when the error is a lost connection (safe to retry an idempotent unit of work).
 pub fn is_connection_error(e: &tokio_postgres::Error) -> bool {
-    e.is_closed()
-        || e.as_db_error().is_none()
-        || e.code().is_some_and(|c| {
-            c.code().starts_with("08")
-                || *c == SqlState::ADMIN_SHUTDOWN
-                || *c == SqlState::CRASH_SHUTDOWN
-        })
+    e.is_closed() || e.as_db_error().is_none() || e.code().is_some_and(is_connection_state)
+}
+
+/// True for the SQLSTATEs of a lost connection or a server going down (class 08, 57P01,
+/// 57P02).
+fn is_connection_state(c: &SqlState) -> bool {
+    c.code().starts_with("08") || *c == SqlState::ADMIN_SHUTDOWN || *c == SqlState::CRASH_SHUTDOWN
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_answers_map_to_a_typed_cause() {
+        // (state, kind, a lost connection, retryable in a fresh transaction, fix mentions)
+        let table: &[(SqlState, Kind, bool, bool, Option<&str>)] = &[
+            (
+                SqlState::INSUFFICIENT_PRIVILEGE,
+                Kind::Refused,
+                false,
+                false,
+                Some("privilege"),
+            ),
+            (
+                SqlState::DISK_FULL,
+                Kind::Other,
+                false,
+                false,
+                Some("more storage"),
+            ),
+            (
+                SqlState::OUT_OF_MEMORY,
+                Kind::Other,
+                false,
+                false,
+                Some("--jobs"),
+            ),
+            (
+                SqlState::T_R_SERIALIZATION_FAILURE,
+                Kind::Other,
+                false,
+                true,
+                None,
+            ),
+            (
+                SqlState::T_R_DEADLOCK_DETECTED,
+                Kind::Other,
+                false,
+                true,
+                None,
+            ),
+            (SqlState::QUERY_CANCELED, Kind::Other, false, true, None),
+            (SqlState::CONNECTION_FAILURE, Kind::Other, true, true, None),
+            (
+                SqlState::CONNECTION_EXCEPTION,
+                Kind::Other,
+                true,
+                true,
+                None,
+            ),
+            (SqlState::ADMIN_SHUTDOWN, Kind::Other, true, true, None),
+            (SqlState::CRASH_SHUTDOWN, Kind::Other, true, true, None),
+            (SqlState::UNIQUE_VIOLATION, Kind::Other, false, false, None),
+            (SqlState::UNDEFINED_TABLE, Kind::Other, false, false, None),
+            (
+                SqlState::from_code("XX999"),
+                Kind::Other,
+                false,
+                false,
+                None,
+            ),
+        ];
+        for (state, kind, lost, retryable, fix) in table {
+            let e = server_error(state, "the server's words", "copying t");
+            assert_eq!(e.kind(), *kind, "{state:?}");
+            assert_eq!(e.cause(), &Cause::Sql(state.clone()), "{state:?}");
+            assert_eq!(e.cause().sql_state(), Some(state));
+            assert_eq!(is_connection_state(state), *lost, "{state:?}");
+            assert_eq!(e.cause().is_retryable_sql(), *retryable, "{state:?}");
+            if let Some(fix) = fix {
+                assert!(
+                    e.fix().unwrap_or("").contains(fix),
+                    "{state:?}: {:?}",
+                    e.fix()
+                );
+            }
+            // Only the primary message, and no source that could show a DETAIL line.
+            assert!(e
+                .message()
+                .starts_with("copying t: the server's words (SQLSTATE "));
+            assert!(std::error::Error::source(&e).is_none());
+        }
+    }
 }
