@@ -192,7 +192,7 @@ pub async fn run(
                 .kill_on_drop(true)
                 .spawn()
                 .map_err(|e| {
-                    Error::usage(format!("cannot run pg_dump: {e}")).with_fix(
+                    Error::usage("cannot run pg_dump").with_source(e).with_fix(
                         "install the PostgreSQL client tools of the source's major version or newer",
                     )
                 })?;
@@ -306,13 +306,11 @@ async fn app_database_url(client: &Client, opts: &Options) -> Result<ConnSpec> {
 
 async fn pump_http(resp: &mut reqwest::Response, w: &mut PartWriter) -> Result<()> {
     loop {
+        // reqwest's error names the signed URL, a credential: not kept.
         let chunk = resp.chunk().await.map_err(|e| {
-            Error::other(format!(
-                "downloading the backup after {} bytes: {}",
-                w.bytes(),
-                crate::pg::conn::error_chain(&e)
-            ))
-            .with_fix("re-run: signed URLs are fetched afresh each time")
+            Error::other(format!("downloading the backup after {} bytes", w.bytes()))
+                .with_source(e.without_url())
+                .with_fix("re-run: signed URLs are fetched afresh each time")
         })?;
         match chunk {
             Some(c) => w.write(&c).await?,

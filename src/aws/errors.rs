@@ -5,7 +5,7 @@ use aws_sdk_ec2::config::http::HttpResponse;
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::error::SdkError;
 
-use crate::error::{Error, Kind};
+use crate::error::{Cause, Error, Kind};
 
 /// Where the operator's policy lives, for messages.
 pub const POLICY_HINT: &str = "policies/operator.json lists every action heroku2rds needs";
@@ -29,10 +29,12 @@ where
             classify(action, code, se.err().message().unwrap_or(""))
         }
         SdkError::TimeoutError(_) => Error::other(format!("AWS did not answer {action} in time"))
+            .with_cause(Cause::AwsUnreachable)
             .with_fix("check the network connection to AWS, then re-run")
             .transient(),
         SdkError::DispatchFailure(_) if !mentions_credentials(&e) => {
             Error::other(format!("cannot reach AWS for {action}"))
+                .with_cause(Cause::AwsUnreachable)
                 .with_fix(
                     "check the network connection, the region, and AWS_ENDPOINT_URL if you set one",
                 )
@@ -42,6 +44,7 @@ where
             Kind::Refused,
             format!("no usable AWS credentials for {action}"),
         )
+        .with_cause(Cause::AwsCredentials)
         .with_fix(
             "configure credentials as for the AWS CLI (AWS_PROFILE, `aws configure`, `aws sso login`, \
              or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY), then re-run",
@@ -59,6 +62,9 @@ pub fn code<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> Option<&str> {
     }
 }
 
+/// The SDK reports missing credentials as an error of `aws-credential-types`, a crate this one
+/// does not depend on, so the chain's text is read here, once; the result is recorded as
+/// [`Cause::AwsCredentials`].
 fn mentions_credentials(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
@@ -94,7 +100,10 @@ pub fn classify(action: &str, code: &str, message: &str) -> Error {
     // GetCallerIdentity needs no permission (not even an explicit deny stops it): refused, it
     // means the credentials themselves were not accepted.
     let credentials = denied && action == "sts:GetCallerIdentity";
-    match code {
+    let cause = Cause::Aws {
+        code: code.to_string(),
+    };
+    let mapped = match code {
         _ if denied && !credentials => Error::new(
             Kind::Refused,
             format!("AWS denied {action} to these credentials ({code})"),
@@ -133,7 +142,8 @@ pub fn classify(action: &str, code: &str, message: &str) -> Error {
             .transient(),
         _ => Error::other(format!("AWS refused {action} ({detail})"))
             .with_fix("re-run to continue where it stopped; the message above says what AWS objected to"),
-    }
+    };
+    mapped.with_cause(cause)
 }
 
 fn is_quota(code: &str) -> bool {
@@ -214,10 +224,14 @@ mod tests {
             assert_eq!(e.kind(), *kind, "{code}");
             assert_eq!(e.is_transient(), *transient, "{code}");
             assert!(e.fix().unwrap().contains(fix), "{code}: {:?}", e.fix());
-            if *kind == Kind::Refused && code.contains("Access") || *code == "UnauthorizedOperation"
-            {
-                assert!(e.message().contains("rds:CreateDBInstance"), "{code}");
-            }
+            assert_eq!(
+                e.cause(),
+                &Cause::Aws {
+                    code: code.to_string()
+                },
+                "{code}"
+            );
+            assert!(e.message().contains("rds:CreateDBInstance"), "{code}");
         }
     }
 }

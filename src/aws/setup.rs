@@ -224,28 +224,29 @@ async fn rds_ca_bundle() -> Result<PathBuf> {
     if std::fs::metadata(&path).is_ok_and(|m| m.len() > 0) {
         return Ok(path);
     }
-    let cannot = |why: String| {
+    let cannot = |why: Box<dyn std::error::Error + Send + Sync>| {
         Error::usage(format!(
-            "cannot download the RDS CA bundle from {}: {why}",
+            "cannot download the RDS CA bundle from {}",
             super::userdata::RDS_CA_URL
         ))
+        .with_boxed_source(why)
         .with_fix("download it yourself and pass --ca-bundle FILE")
     };
     let body = reqwest::get(super::userdata::RDS_CA_URL)
         .await
         .and_then(|r| r.error_for_status())
-        .map_err(|e| cannot(crate::pg::conn::error_chain(&e)))?
+        .map_err(|e| cannot(e.into()))?
         .text()
         .await
-        .map_err(|e| cannot(e.to_string()))?;
+        .map_err(|e| cannot(e.into()))?;
     if !body.contains("-----BEGIN CERTIFICATE-----") {
         return Err(cannot("the answer is not a PEM bundle".into()));
     }
-    std::fs::create_dir_all(&dir).map_err(|e| cannot(e.to_string()))?;
+    std::fs::create_dir_all(&dir).map_err(|e| cannot(e.into()))?;
     let tmp = dir.join(".rds-global-bundle.pem.tmp");
     std::fs::write(&tmp, body)
         .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(|e| cannot(e.to_string()))?;
+        .map_err(|e| cannot(e.into()))?;
     tracing::info!("downloaded the RDS CA bundle to {}", path.display());
     Ok(path)
 }

@@ -32,7 +32,7 @@ use serde::Serialize;
 use tokio_postgres::Client;
 
 use crate::cancel::Cancel;
-use crate::error::{Error, Kind, Result};
+use crate::error::{Cause, Error, Kind, Result};
 use crate::heroku::app::{App, Database, Dyno, Process};
 use crate::heroku::client::Client as Heroku;
 use crate::pg::catalog::Table;
@@ -154,13 +154,19 @@ pub fn render(r: &Report) -> String {
 /// Asks the user to confirm the plan; returns false to abort.
 pub type Confirm<'a> = &'a mut (dyn FnMut(&[String]) -> Result<bool> + Send);
 
-/// How the error of a run that only rolled back an interrupted attempt begins.
-const ROLLED_BACK_INTERRUPTED: &str = "rolled back the interrupted cutover";
-
 /// True for the error of a run that rolled back an interrupted attempt and switched nothing:
 /// running again starts a fresh cutover.
 pub fn rolled_back_interrupted(e: &Error) -> bool {
-    e.to_string().starts_with(ROLLED_BACK_INTERRUPTED)
+    *e.cause() == Cause::CutoverRolledBack
+}
+
+/// The error of a run that rolled back an interrupted attempt of `app` and switched nothing.
+fn rolled_back_error(app: &str) -> Error {
+    Error::other(format!(
+        "rolled back the interrupted cutover of app {app}: maintenance, formation and DATABASE_URL are as before"
+    ))
+    .with_cause(Cause::CutoverRolledBack)
+    .with_fix("run `heroku2rds cutover` again to switch")
 }
 
 /// Flags shared with the signal handler.
@@ -219,11 +225,7 @@ pub async fn run(
                 );
                 let why = "the previous run stopped before the point of no return (crash or kill)";
                 rollback(&app, &tgt, rec, opts, why).await?;
-                return Err(Error::other(format!(
-                    "{ROLLED_BACK_INTERRUPTED} of app {}: maintenance, formation and DATABASE_URL are as before",
-                    opts.app
-                ))
-                .with_fix("run `heroku2rds cutover` again to switch"));
+                return Err(rolled_back_error(&opts.app));
             }
             Some(Resume::Continue(step)) => {
                 if opts.dry_run {
@@ -308,7 +310,7 @@ pub async fn run(
     store::ensure_cutover_tables(&tgt).await?;
 
     let saved = serde_json::to_value(&formation)
-        .map_err(|e| Error::other(format!("saving the formation: {e}")))?;
+        .map_err(|e| Error::other("saving the formation").with_source(e))?;
     let id = store::start_cutover(
         &tgt,
         &opts.app,
@@ -342,19 +344,24 @@ pub async fn run(
         let rec = store::last_cutover(&tgt)
             .await?
             .ok_or_else(|| Error::other("the cutover record vanished"))?;
-        let why = e.message().to_string();
+        let why = format!("{e:#}");
         tracing::warn!("cutover failed before the point of no return: {why}; rolling back");
         return Err(match rollback(&app, &tgt, &rec, opts, &why).await {
-            Ok(()) => Error::new(
-                e.kind(),
-                format!(
-                    "cutover rolled back, the app is as before (maintenance, formation and DATABASE_URL unchanged): {why}"
-                ),
-            )
-            .with_fix(e.fix().unwrap_or("fix the cause above, then run `heroku2rds cutover` again").to_string()),
+            Ok(()) => {
+                let fix = e
+                    .fix()
+                    .unwrap_or("fix the cause above, then run `heroku2rds cutover` again")
+                    .to_string();
+                Error::new(
+                    e.kind(),
+                    "cutover rolled back, the app is as before (maintenance, formation and DATABASE_URL unchanged)",
+                )
+                .with_cause(e.cause().clone())
+                .with_source(e)
+                .with_fix(fix)
+            }
             Err(r) => Error::other(format!(
-                "cutover failed before the point of no return ({why}) and the rollback failed too: {}",
-                r.message()
+                "cutover failed before the point of no return ({why}) and the rollback failed too: {r:#}"
             ))
             .with_fix("run `heroku2rds cutover` again: it finishes the rollback first"),
         });
@@ -529,5 +536,31 @@ fn report(opts: &Options, rec: &CutoverRecord, outcome: &str) -> Report {
             .map(|c| c.to_string())
             .unwrap_or_default(),
         plan: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interrupted_rollback_is_recognized_by_its_cause() {
+        let cases = [
+            (rolled_back_error("app"), true),
+            // The same words without the cause are not the outcome, and the cause survives context.
+            (
+                Error::other("rolled back the interrupted cutover of app x"),
+                false,
+            ),
+            (rolled_back_error("app").context("cutover"), true),
+            (
+                Error::usage("the target holds no heroku2rds migration"),
+                false,
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(rolled_back_interrupted(&e), want, "{e}");
+        }
+        assert!(rolled_back_error("shop").message().contains("app shop"));
     }
 }

@@ -12,7 +12,7 @@ pub(super) async fn rollback(
     why: &str,
 ) -> Result<()> {
     let saved: Vec<Process> = serde_json::from_value(rec.formation.clone())
-        .map_err(|e| Error::other(format!("the saved formation is unreadable: {e}")))?;
+        .map_err(|e| Error::other("the saved formation is unreadable").with_source(e))?;
     let _ = store::record_cutover_step(
         tgt,
         rec.id,

@@ -13,7 +13,7 @@ pub(super) async fn forward(
 ) -> Result<Report> {
     let done: BTreeSet<Step> = rec.steps.iter().filter_map(|s| Step::parse(&s.0)).collect();
     let saved: Vec<Process> = serde_json::from_value(rec.formation.clone())
-        .map_err(|e| Error::other(format!("the saved formation is unreadable: {e}")))?;
+        .map_err(|e| Error::other("the saved formation is unreadable").with_source(e))?;
     let release_before = rec
         .steps
         .iter()

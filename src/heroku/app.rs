@@ -347,7 +347,7 @@ impl<'a> App<'a> {
     /// Sets (Some) or removes (None) config vars.
     pub async fn set_config_vars(&self, vars: &BTreeMap<String, Option<String>>) -> Result<()> {
         let body = serde_json::to_value(vars)
-            .map_err(|e| Error::other(format!("encoding config vars: {e}")))?;
+            .map_err(|e| Error::other("encoding config vars").with_source(e))?;
         let _: serde_json::Value = self
             .client
             .send(&Request::new(Method::PATCH, Api::Platform, self.path("/config-vars")).json(body))

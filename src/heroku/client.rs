@@ -15,7 +15,7 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use url::Url;
 
-use crate::error::{Error, Kind, Result};
+use crate::error::{Cause, Error, Kind, Result};
 use crate::retry::Backoff;
 
 /// The media type every request accepts; without it the API answers 406.
@@ -87,9 +87,11 @@ impl Config {
         let parse = |raw: Option<&str>, default: &str, var: &str| -> Result<Url> {
             let raw = raw.filter(|s| !s.is_empty()).unwrap_or(default);
             let url = Url::parse(raw.trim_end_matches('/')).map_err(|e| {
-                Error::usage(format!("{var} is not a valid URL ({e})")).with_fix(format!(
-                    "set {var} to a base URL such as {default}, or unset it"
-                ))
+                Error::usage(format!("{var} is not a valid URL"))
+                    .with_source(e)
+                    .with_fix(format!(
+                        "set {var} to a base URL such as {default}, or unset it"
+                    ))
             })?;
             if !matches!(url.scheme(), "http" | "https") {
                 return Err(Error::usage(format!("{var} must be an http(s) URL")));
@@ -307,7 +309,7 @@ impl Client {
                 .connect_timeout(Duration::from_secs(10))
                 .timeout(Duration::from_secs(60))
                 .build()
-                .map_err(|e| Error::other(format!("cannot build the HTTP client: {e}")))
+                .map_err(|e| Error::other("cannot build the HTTP client").with_source(e))
         };
         Ok(Client {
             http: build(headers)?,
@@ -316,7 +318,7 @@ impl Client {
                 .user_agent(ua.clone())
                 .connect_timeout(Duration::from_secs(10))
                 .build()
-                .map_err(|e| Error::other(format!("cannot build the HTTP client: {e}")))?,
+                .map_err(|e| Error::other("cannot build the HTTP client").with_source(e))?,
             config,
             remaining: AtomicI64::new(-1),
         })
@@ -338,7 +340,8 @@ impl Client {
             Api::Data => &self.config.data_url,
         };
         let joined = format!("{}{}", base.as_str().trim_end_matches('/'), path);
-        Url::parse(&joined).map_err(|e| Error::other(format!("bad Heroku API path {path}: {e}")))
+        Url::parse(&joined)
+            .map_err(|e| Error::other(format!("bad Heroku API path {path}")).with_source(e))
     }
 
     /// Sends a request, retrying what [`classify`] allows, and decodes the JSON answer.
@@ -472,10 +475,10 @@ impl Client {
                         ""
                     };
                     return Err(Error::other(format!(
-                        "Heroku API {} failed{doubt}: {}",
-                        req.describe(),
-                        crate::pg::conn::error_chain(&e)
+                        "Heroku API {} failed{doubt}",
+                        req.describe()
                     ))
+                    .with_source(e)
                     .with_fix(
                         "check this machine's network access to the Heroku API, then re-run",
                     ));
@@ -486,17 +489,21 @@ impl Client {
 
     /// GETs a URL outside the Heroku APIs (a backup's signed URL) WITHOUT any credentials.
     pub async fn download(&self, url: &str) -> Result<reqwest::Response> {
+        // The signed URL is a credential: reqwest's error names it, so only the chain below it
+        // is kept.
         let resp = self.download.get(url).send().await.map_err(|e| {
-            Error::other(format!(
-                "downloading the backup: {}",
-                crate::pg::conn::error_chain(&e)
-            ))
+            let e = e.without_url();
+            Error::other("downloading the backup").with_source(e)
         })?;
         if !resp.status().is_success() {
             return Err(Error::other(format!(
                 "downloading the backup: the server answered {}",
                 resp.status()
             ))
+            .with_cause(Cause::Http {
+                status: resp.status().as_u16(),
+                id: None,
+            })
             .with_fix("signed backup URLs expire after about an hour: re-run to get a fresh one"));
         }
         Ok(resp)
@@ -537,10 +544,7 @@ impl Meta {
 
 fn decode<T: DeserializeOwned>(body: &[u8], req: &Request) -> Result<T> {
     serde_json::from_slice(body).map_err(|e| {
-        Error::other(format!(
-            "Heroku API {}: unexpected answer ({e})",
-            req.describe()
-        ))
+        Error::other(format!("Heroku API {}: unexpected answer", req.describe())).with_source(e)
     })
 }
 
@@ -578,7 +582,11 @@ pub fn api_error(
         TokenSource::Env => "the token in HEROKU_API_KEY",
         TokenSource::Netrc => "the token in ~/.netrc (machine api.heroku.com)",
     };
-    match id {
+    let cause = Cause::Http {
+        status,
+        id: (!id.is_empty()).then(|| id.to_string()),
+    };
+    let mapped = match id {
         "unauthorized" => Error::new(Kind::Refused, format!("Heroku refused {token_place}: {msg}"))
             .with_fix("export a valid token: HEROKU_API_KEY=\"$(heroku auth:token)\" (CLI tokens expire after a year; `heroku authorizations:create` makes a long-lived one)"),
         "two_factor" => Error::new(Kind::Refused, format!("this app requires two-factor authentication: {msg}"))
@@ -598,7 +606,8 @@ pub fn api_error(
             .with_fix("Heroku had an internal error; check https://status.heroku.com and re-run"),
         _ if (400..500).contains(&status) => Error::new(Kind::Refused, msg),
         _ => Error::other(msg),
-    }
+    };
+    mapped.with_cause(cause)
 }
 
 #[cfg(test)]
@@ -759,6 +768,40 @@ mod tests {
             TokenSource::Netrc,
         );
         assert!(e.message().contains("~/.netrc"));
+    }
+
+    #[test]
+    fn error_statuses_record_status_and_id() {
+        // (status, body id, kind, recorded id): an empty body id is implied by the status where
+        // the API documents one.
+        let cases: &[(u16, &str, Kind, Option<&str>)] = &[
+            (401, "unauthorized", Kind::Refused, Some("unauthorized")),
+            (401, "", Kind::Refused, Some("unauthorized")),
+            (403, "", Kind::Refused, Some("forbidden")),
+            (403, "suspended", Kind::Refused, Some("suspended")),
+            (404, "", Kind::Usage, Some("not_found")),
+            (409, "conflict", Kind::Refused, Some("conflict")),
+            (418, "", Kind::Refused, None),
+            (429, "", Kind::Refused, Some("rate_limit")),
+            (503, "", Kind::Other, None),
+            (503, "unavailable", Kind::Other, Some("unavailable")),
+        ];
+        for (status, id, kind, want) in cases {
+            let body = ApiErrorBody {
+                id: id.to_string(),
+                message: String::new(),
+            };
+            let e = api_error(*status, &body, "GET /apps/x", None, TokenSource::Env);
+            assert_eq!(e.kind(), *kind, "{status} {id}");
+            assert_eq!(
+                e.cause(),
+                &Cause::Http {
+                    status: *status,
+                    id: want.map(str::to_string)
+                },
+                "{status} {id}"
+            );
+        }
     }
 
     #[test]

@@ -38,7 +38,7 @@ impl Follower {
         self.cancel.cancel();
         match self.task.await {
             Ok(r) => r.map(|_| ()),
-            Err(e) => Err(Error::other(format!("the replication task failed: {e}"))),
+            Err(e) => Err(Error::other("the replication task failed").with_source(e)),
         }
     }
 }
@@ -78,7 +78,7 @@ pub(super) async fn wait_until_caught_up(
                     Ok(Ok(_)) => Err(Error::other("replication stopped before catching up")
                         .with_fix("run `heroku2rds migrate` again: it resumes where it stopped")),
                     Ok(Err(e)) => Err(e),
-                    Err(e) => Err(Error::other(format!("the replication task failed: {e}"))),
+                    Err(e) => Err(Error::other("the replication task failed").with_source(e)),
                 };
             }
         }

@@ -210,7 +210,7 @@ async fn connect_patiently(t: &ConnSpec, say: &Say) -> Result<tokio_postgres::Cl
             Err(e) if e.kind() == Kind::Other && Instant::now() < deadline => {
                 say.line(
                     "target",
-                    &format!("waiting for the database to answer: {e}"),
+                    &format!("waiting for the database to answer: {e:#}"),
                 );
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }

@@ -116,11 +116,12 @@ fn rand_suffix() -> u64 {
 
 async fn run_tool(cmd: &mut Command, what: &str) -> Result<String> {
     let out = cmd.stdin(Stdio::null()).output().await.map_err(|e| {
-        Error::other(format!("{what}: cannot run it: {e}"))
+        Error::other(format!("{what}: cannot run it")).with_source(e)
             .with_fix("install the PostgreSQL client tools (pg_dump, pg_restore) of the source's major version or newer")
     })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
+        // A child process reports only text: it is read here, once, into the error's kind.
         let kind = if stderr.contains("permission denied") {
             Kind::Refused
         } else {

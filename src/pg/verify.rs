@@ -407,7 +407,7 @@ pub async fn run(source: &ConnSpec, target: &ConnSpec, jobs: usize) -> Result<Re
                     }
                     // A refusal (no privilege) is no difference: the tables could not be read.
                     Err(e) if e.kind() == Kind::Refused => return Err(e),
-                    Err(e) => v.error = Some(e.to_string()),
+                    Err(e) => v.error = Some(format!("{e:#}")),
                 }
             }
         }
@@ -456,7 +456,7 @@ pub async fn run(source: &ConnSpec, target: &ConnSpec, jobs: usize) -> Result<Re
                     }
                     Err(e) if e.kind() == Kind::Refused => return Err(e),
                     Err(e) => {
-                        v.error.get_or_insert_with(|| e.to_string());
+                        v.error.get_or_insert_with(|| format!("{e:#}"));
                     }
                 }
             }

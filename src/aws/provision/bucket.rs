@@ -27,7 +27,7 @@ pub(super) async fn secure_bucket(
     let by_default = ServerSideEncryptionByDefault::builder()
         .sse_algorithm(ServerSideEncryption::Aes256)
         .build()
-        .map_err(|e| Error::other(format!("building the encryption rule: {e}")))?;
+        .map_err(|e| Error::other("building the encryption rule").with_source(e))?;
     let conf = ServerSideEncryptionConfiguration::builder()
         .rules(
             ServerSideEncryptionRule::builder()
@@ -35,7 +35,7 @@ pub(super) async fn secure_bucket(
                 .build(),
         )
         .build()
-        .map_err(|e| Error::other(format!("building the encryption rule: {e}")))?;
+        .map_err(|e| Error::other("building the encryption rule").with_source(e))?;
     s3.put_bucket_encryption()
         .bucket(bucket)
         .server_side_encryption_configuration(conf)
@@ -46,14 +46,14 @@ pub(super) async fn secure_bucket(
         .key(TAG_KEY)
         .value(migration)
         .build()
-        .map_err(|e| Error::other(format!("building the bucket tag: {e}")))?;
+        .map_err(|e| Error::other("building the bucket tag").with_source(e))?;
     s3.put_bucket_tagging()
         .bucket(bucket)
         .tagging(
             Tagging::builder()
                 .tag_set(tag)
                 .build()
-                .map_err(|e| Error::other(format!("building the bucket tags: {e}")))?,
+                .map_err(|e| Error::other("building the bucket tags").with_source(e))?,
         )
         .send()
         .await

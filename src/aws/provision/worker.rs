@@ -68,7 +68,7 @@ pub(super) async fn launch_worker(
         let bucket = names.bucket.clone();
         async move {
             let conf = PresigningConfig::expires_in(Duration::from_secs(3600))
-                .map_err(|e| Error::other(format!("presigning: {e}")))?;
+                .map_err(|e| Error::other("presigning").with_source(e))?;
             s3.get_object()
                 .bucket(bucket)
                 .key(key)

@@ -5,13 +5,12 @@
 //! Passwords never leave this module except to the server and, for child processes such as
 //! pg_dump, through the `PGPASSWORD` environment variable (never on a command line).
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use crate::error::{Error, Result};
+use crate::error::{Cause, Connection, Error, Result};
 
 mod errors;
 pub mod libpq_files;
@@ -89,6 +88,7 @@ impl ConnSpec {
             self.connect_timeout.as_secs()
         ))
         .with_fix("check the host and port in the URL (a PostgreSQL server usually listens on 5432; is this another service's port?) and the tunnel or VPN on the way; connect_timeout=N in the URL sets the wait")
+        .with_cause(Cause::Connection(Connection::Lost))
         .transient()
     }
 
@@ -117,7 +117,7 @@ impl ConnSpec {
         let tls = tokio_postgres::tls::MakeTlsConnect::<
             watchdog::Watched<tokio::net::TcpStream>,
         >::make_tls_connect(&mut make, &self.host)
-        .map_err(|e| Error::other(format!("TLS setup failed: {e}")))?;
+        .map_err(|e| Error::other("TLS setup failed").with_source(e))?;
         let tls = watchdog::WatchedTls::new(tls, activity.clone());
         // libpq's connect_timeout bounds the whole connection, handshake included: a server
         // (or tunnel) that accepts but never answers must not hang the tool.
@@ -144,8 +144,10 @@ impl ConnSpec {
     /// Connects over TCP to `hostaddr`, else to each address `host` resolves to, in turn, with
     /// keepalives (idle 30 s, then every 10 s, 3 probes).
     async fn tcp_connect(&self) -> Result<tokio::net::TcpStream> {
-        let fail = |e: &dyn fmt::Display| {
-            Error::other(format!("{self}: cannot connect: error connecting to server: {e}"))
+        let fail = |e: std::io::Error| {
+            Error::other(format!("{self}: cannot connect: error connecting to server"))
+                .with_cause(Cause::Connection(Connection::Lost))
+                .with_source(e)
                 .with_fix("check the host and port in the URL and that this machine can reach them (firewall, security group, VPN)")
                 .transient()
         };
@@ -153,7 +155,7 @@ impl ConnSpec {
             Some(a) => vec![(a, self.port).into()],
             None => tokio::net::lookup_host((self.host.as_str(), self.port))
                 .await
-                .map_err(|e| fail(&e))?
+                .map_err(fail)?
                 .collect(),
         };
         let mut last = None;
@@ -170,11 +172,21 @@ impl ConnSpec {
                     let _ = socket2::SockRef::from(&s).set_tcp_keepalive(&keepalive);
                     return Ok(s);
                 }
-                Ok(Err(e)) => last = Some(fail(&e)),
-                Err(_) => last = Some(fail(&"connection timed out")),
+                Ok(Err(e)) => last = Some(fail(e)),
+                Err(_) => {
+                    last = Some(fail(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "connection timed out",
+                    )))
+                }
             }
         }
-        Err(last.unwrap_or_else(|| fail(&"the host name resolves to no address")))
+        Err(last.unwrap_or_else(|| {
+            fail(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the host name resolves to no address",
+            ))
+        }))
     }
 }
 

@@ -10,14 +10,14 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use super::{ConnSpec, SslMode};
-use crate::error::{Error, Result};
+use crate::error::{Cause, Error, Result};
 
 impl ConnSpec {
     pub(super) fn tls_config(&self) -> Result<rustls::ClientConfig> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| Error::other(format!("TLS setup failed: {e}")))?;
+            .map_err(|e| Error::other("TLS setup failed").with_source(e))?;
         let verifier: Arc<dyn ServerCertVerifier> = match self.sslmode {
             SslMode::Disable | SslMode::Prefer | SslMode::Require => Arc::new(NoVerify(provider)),
             SslMode::VerifyCa | SslMode::VerifyFull => {
@@ -25,7 +25,7 @@ impl ConnSpec {
                 let webpki =
                     rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider)
                         .build()
-                        .map_err(|e| Error::other(format!("TLS setup failed: {e}")))?;
+                        .map_err(|e| Error::other("TLS setup failed").with_source(e))?;
                 Arc::new(ChainVerifier {
                     inner: webpki,
                     check_name: self.sslmode == SslMode::VerifyFull,
@@ -55,18 +55,21 @@ impl ConnSpec {
         };
         let pem = std::fs::read(&path).map_err(|e| {
             Error::usage(format!(
-                "sslmode={} needs root certificates, but {} cannot be read: {e}",
+                "sslmode={} needs root certificates, but {} cannot be read",
                 self.sslmode.as_str(),
                 path.display()
             ))
+            .with_cause(Cause::Io(e.kind()))
+            .with_source(e)
             .with_fix("add sslrootcert=/path/to/ca.pem to the URL (for RDS: the RDS CA bundle)")
         })?;
         for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let cert = cert
-                .map_err(|e| Error::usage(format!("{} is not a PEM file: {e}", path.display())))?;
-            store
-                .add(cert)
-                .map_err(|e| Error::usage(format!("bad certificate in {}: {e}", path.display())))?;
+            let cert = cert.map_err(|e| {
+                Error::usage(format!("{} is not a PEM file", path.display())).with_source(e)
+            })?;
+            store.add(cert).map_err(|e| {
+                Error::usage(format!("bad certificate in {}", path.display())).with_source(e)
+            })?;
         }
         if store.is_empty() {
             return Err(Error::usage(format!(

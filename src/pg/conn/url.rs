@@ -267,7 +267,8 @@ impl ConnSpec {
         let ip = (h, port)
             .to_socket_addrs()
             .map_err(|e| {
-                Error::usage(format!("--target-connect: cannot resolve {h}: {e}"))
+                Error::usage(format!("--target-connect: cannot resolve {h}"))
+                    .with_source(e)
                     .with_fix("give an IP address or a name this machine resolves")
             })?
             .next()

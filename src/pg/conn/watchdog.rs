@@ -411,11 +411,11 @@ async fn probe(spec: &ConnSpec, pid: i32, write_blocked: bool) -> Verdict {
     match tokio::time::timeout(spec.connect_timeout() + Duration::from_secs(10), check).await {
         Err(_) => Verdict::Stalled("a new connection to the server got no answer either".into()),
         Ok(Err(e)) if e.is_transient() => {
-            Verdict::Stalled(format!("a new connection to the server failed too: {e}"))
+            Verdict::Stalled(format!("a new connection to the server failed too: {e:#}"))
         }
         // Refused for another reason (no free slots, privileges): not a proof of a stall.
         Ok(Err(e)) => {
-            tracing::debug!("could not check on a silent session: {e}");
+            tracing::debug!("could not check on a silent session: {e:#}");
             Verdict::Busy
         }
         Ok(Ok(v)) => v,

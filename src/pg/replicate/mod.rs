@@ -120,7 +120,7 @@ pub async fn run(
                     )));
                 };
                 tracing::warn!(
-                    "{e}; reconnecting in {:.1}s (completed work is kept)",
+                    "{e:#}; reconnecting in {:.1}s (completed work is kept)",
                     delay.as_secs_f64()
                 );
                 // A signal ends the wait; the next attempt then stops at its first check.
@@ -614,7 +614,7 @@ async fn start(
     let mut chunk_count = 0;
     for (t, mode, ranges) in &plans {
         let def = serde_json::to_value(t)
-            .map_err(|e| Error::other(format!("serializing a table definition: {e}")))?;
+            .map_err(|e| Error::other("serializing a table definition").with_source(e))?;
         let id: i32 = tx
             .query_one(
                 "INSERT INTO heroku2rds.tables (schema_name, table_name, definition, mode, est_rows, est_bytes)
@@ -656,7 +656,7 @@ pub async fn load_tables(tgt: &Client) -> Result<HashMap<i32, Table>> {
     rows.iter()
         .map(|r| {
             let t: Table = serde_json::from_value(r.get(1)).map_err(|e| {
-                Error::other(format!("a recorded table definition is unreadable: {e}"))
+                Error::other("a recorded table definition is unreadable").with_source(e)
             })?;
             Ok((r.get(0), t))
         })
