@@ -4,15 +4,16 @@
 //! differ are narrowed down, to the differing keys.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde::Serialize;
-use tokio::task::JoinSet;
 use tokio_postgres::Client;
 
 use super::catalog::{self, Table};
 use super::conn::{query_error, quote_ident, ConnSpec};
-use crate::error::{Error, Kind, Result};
+use super::pool;
+use crate::cancel::Cancel;
+use crate::error::{Kind, Result};
 
 /// Differing keys reported per table.
 pub const MAX_REPORTED: usize = 20;
@@ -419,55 +420,40 @@ pub async fn run(source: &ConnSpec, target: &ConnSpec, jobs: usize) -> Result<Re
         .iter()
         .flat_map(|p| p.units.iter().map(move |u| (p.clone(), u.clone())))
         .collect();
-    let queue = Arc::new(Mutex::new(units));
-    let verdicts = Arc::new(Mutex::new(verdicts));
-    let mut set = JoinSet::new();
-    for _ in 0..jobs.max(1) {
-        let (source, target, queue, verdicts) = (
-            source.clone(),
-            target.clone(),
-            queue.clone(),
-            verdicts.clone(),
-        );
-        set.spawn(async move {
+    // Each worker keeps what it found; the findings are merged once all have ended. Taken from
+    // the end of the list, as the plans ordered them.
+    let found = pool::run(units.into_iter().rev(), jobs, &Cancel::new(), |queue| {
+        let (source, target) = (source.clone(), target.clone());
+        async move {
             let (src, tgt) = tokio::try_join!(source.connect(), target.connect())?;
-            loop {
-                let Some((plan, pred)) = queue
-                    .lock()
-                    .map_err(|_| Error::other("queue poisoned"))?
-                    .pop()
-                else {
-                    return Ok(());
-                };
-                let result = compare_unit(&src, &tgt, &plan, &pred).await;
-                let mut all = verdicts
-                    .lock()
-                    .map_err(|_| Error::other("verdicts poisoned"))?;
-                let Some(v) = all.get_mut(&plan.table.display_name()) else {
-                    continue;
-                };
-                match result {
-                    Ok((ranges, bad, s, t, diffs)) => {
-                        v.ranges += ranges;
-                        v.mismatched_ranges += bad;
-                        v.source_rows += s;
-                        v.target_rows += t;
-                        v.differences.extend(diffs);
-                    }
+            let mut found = Vec::new();
+            while let Some((plan, pred)) = queue.next() {
+                match compare_unit(&src, &tgt, &plan, &pred).await {
                     Err(e) if e.kind() == Kind::Refused => return Err(e),
-                    Err(e) => {
-                        v.error.get_or_insert_with(|| format!("{e:#}"));
-                    }
+                    r => found.push((plan.table.display_name(), r.map_err(|e| format!("{e:#}")))),
                 }
             }
-        });
+            Ok(found)
+        }
+    })
+    .await?;
+    for (table, result) in found.into_iter().flatten() {
+        let Some(v) = verdicts.get_mut(&table) else {
+            continue;
+        };
+        match result {
+            Ok((ranges, bad, s, t, diffs)) => {
+                v.ranges += ranges;
+                v.mismatched_ranges += bad;
+                v.source_rows += s;
+                v.target_rows += t;
+                v.differences.extend(diffs);
+            }
+            Err(e) => {
+                v.error.get_or_insert(e);
+            }
+        }
     }
-    super::pool::join_all(set).await?;
-    let verdicts = std::mem::take(
-        &mut *verdicts
-            .lock()
-            .map_err(|_| Error::other("verdicts poisoned"))?,
-    );
     let tables: Vec<TableVerdict> = verdicts
         .into_values()
         .map(|mut v| {
