@@ -286,16 +286,10 @@ impl Freeze<'_> {
                 .await
                 .map_err(|e| query_error(e, "reading the change log"))?
                 .get(0);
-            let r = self
-                .tgt
-                .query_one(
-                    "SELECT coalesce(extract(epoch FROM updated_at)::float8, 0), caught_up, stopped_reason FROM heroku2rds.follow",
-                    &[],
-                )
-                .await
-                .map_err(|e| query_error(e, "reading the follower's progress"))?;
-            let (updated, caught_up, stopped): (f64, bool, Option<String>) =
-                (r.get(0), r.get(1), r.get(2));
+            let r = store::follow_report(self.tgt).await?.ok_or_else(|| {
+                Error::other("reading the follower's progress: the follower never reported")
+            })?;
+            let (updated, caught_up, stopped) = (r.updated_at, r.caught_up, r.stopped_reason);
             if let Some(s) = stopped.filter(|s| s != "interrupted") {
                 return Err(Error::other(format!("the follower stopped applying: {s}")));
             }

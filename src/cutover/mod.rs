@@ -193,12 +193,7 @@ pub async fn run(
     }
     // One cutover at a time; a replicate running beside it is fine (it is the live follower).
     let _lock = RunnerLock::acquire_cutover(opts.target.connect().await?).await?;
-    let has_records: bool = tgt
-        .query_one("SELECT to_regclass('heroku2rds.cutovers') IS NOT NULL", &[])
-        .await
-        .map_err(|e| query_error(e, "reading the cutover records"))?
-        .get(0);
-    let last = if has_records {
+    let last = if store::has_cutover_records(&tgt).await? {
         store::last_cutover(&tgt).await?
     } else {
         None
@@ -439,11 +434,9 @@ async fn gather(src: &Client, tgt: &Client) -> Result<Facts> {
         f.schema_changes
             .push("the change log is missing on the source (capture removed?)".into());
     }
-    f.follow_stopped = tgt
-        .query_opt("SELECT stopped_reason FROM heroku2rds.follow", &[])
-        .await
-        .map_err(|e| query_error(e, "reading follow state"))?
-        .and_then(|r| r.get(0));
+    f.follow_stopped = store::follow_report(tgt)
+        .await?
+        .and_then(|r| r.stopped_reason);
     f.target_in_recovery = tgt
         .query_one("SELECT pg_is_in_recovery()", &[])
         .await
@@ -463,13 +456,7 @@ async fn gather(src: &Client, tgt: &Client) -> Result<Facts> {
 
 /// Tables by mode as recorded at the start of the migration.
 async fn tables_with_mode(tgt: &Client, mode: &str) -> Result<Vec<Table>> {
-    let modes: BTreeMap<i32, String> = tgt
-        .query("SELECT id, mode FROM heroku2rds.tables", &[])
-        .await
-        .map_err(|e| query_error(e, "reading table modes"))?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let modes = store::table_modes(tgt).await?;
     Ok(replicate::load_tables(tgt)
         .await?
         .into_iter()

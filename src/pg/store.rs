@@ -7,6 +7,54 @@ use tokio_postgres::{Client, GenericClient};
 use crate::error::{Error, Result};
 use crate::pg::conn::query_error;
 
+/// Each replicated table's mode (`copy`, `recopy`, `exclude`) by its state id.
+pub async fn table_modes(client: &Client) -> Result<std::collections::HashMap<i32, String>> {
+    Ok(client
+        .query("SELECT id, mode FROM heroku2rds.tables", &[])
+        .await
+        .map_err(|e| query_error(e, "reading table modes"))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
+/// The follower's last report, as written by `replicate` while following.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FollowReport {
+    /// When it last reported (seconds since the epoch; 0 before its first report).
+    pub updated_at: f64,
+    /// Whether the change log held nothing committed at that report.
+    pub caught_up: bool,
+    /// Why it stopped, if it did.
+    pub stopped_reason: Option<String>,
+}
+
+/// The follower's last report (None before following ever started).
+pub async fn follow_report(client: &Client) -> Result<Option<FollowReport>> {
+    Ok(client
+        .query_opt(
+            "SELECT coalesce(extract(epoch FROM updated_at)::float8, 0), caught_up, stopped_reason
+             FROM heroku2rds.follow",
+            &[],
+        )
+        .await
+        .map_err(|e| query_error(e, "reading the follower's progress"))?
+        .map(|r| FollowReport {
+            updated_at: r.get(0),
+            caught_up: r.get(1),
+            stopped_reason: r.get(2),
+        }))
+}
+
+/// True once the cutover's record tables exist on the target.
+pub async fn has_cutover_records(client: &Client) -> Result<bool> {
+    Ok(client
+        .query_one("SELECT to_regclass('heroku2rds.cutovers') IS NOT NULL", &[])
+        .await
+        .map_err(|e| query_error(e, "reading the cutover records"))?
+        .get(0))
+}
+
 /// DDL of the state schema. Idempotent.
 pub const STATE_DDL: &str = r#"
 CREATE SCHEMA IF NOT EXISTS heroku2rds;

@@ -374,22 +374,12 @@ async fn ensure_capture_intact(src: &Client, tgt: &Client) -> Result<()> {
 
 /// Tables whose changes are captured and applied, by source oid.
 async fn replicated_tables(tgt: &Client) -> Result<HashMap<u32, Table>> {
-    let modes = table_modes(tgt).await?;
+    let modes = store::table_modes(tgt).await?;
     Ok(load_tables(tgt)
         .await?
         .into_iter()
         .filter(|(id, t)| t.has_key() && modes.get(id).is_some_and(|m| m == "copy"))
         .map(|(_, t)| (t.oid, t))
-        .collect())
-}
-
-async fn table_modes(tgt: &Client) -> Result<HashMap<i32, String>> {
-    Ok(tgt
-        .query("SELECT id, mode FROM heroku2rds.tables", &[])
-        .await
-        .map_err(|e| query_error(e, "reading table modes"))?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
         .collect())
 }
 
