@@ -13,6 +13,7 @@ use tokio_postgres::Client;
 use super::catalog::{self, Table};
 use super::conn::{query_error, quote_ident, ConnSpec};
 use crate::error::{Error, Kind, Result};
+use crate::progress::{Sink, Unit};
 
 /// Differing keys reported per table.
 pub const MAX_REPORTED: usize = 20;
@@ -366,8 +367,14 @@ async fn compare_unit(
     Ok((all.len(), bad.len(), src_rows, tgt_rows, diffs))
 }
 
-/// Runs the comparison with `jobs` pairs of connections.
-pub async fn run(source: &ConnSpec, target: &ConnSpec, jobs: usize) -> Result<Report> {
+/// Runs the comparison with `jobs` pairs of connections; tells `sink` how many tables are
+/// compared so far.
+pub async fn run(
+    source: &ConnSpec,
+    target: &ConnSpec,
+    jobs: usize,
+    sink: &dyn Sink,
+) -> Result<Report> {
     let src = source.connect().await?;
     let tgt = target.connect().await?;
     let tables = catalog::tables(&src).await?;
@@ -419,15 +426,25 @@ pub async fn run(source: &ConnSpec, target: &ConnSpec, jobs: usize) -> Result<Re
         .iter()
         .flat_map(|p| p.units.iter().map(move |u| (p.clone(), u.clone())))
         .collect();
+    // Progress: a table is compared once its last unit is.
+    let mut units_left: HashMap<String, usize> = HashMap::new();
+    for (p, _) in &units {
+        *units_left.entry(p.table.display_name()).or_default() += 1;
+    }
+    let total = verdicts.len() as u64;
+    let mut compared = total - units_left.len() as u64;
+    sink.advance("verify", Unit::Items("tables"), compared, Some(total));
+    let (unit_done, mut units_done) = tokio::sync::mpsc::unbounded_channel::<String>();
     let queue = Arc::new(Mutex::new(units));
     let verdicts = Arc::new(Mutex::new(verdicts));
     let mut set = JoinSet::new();
     for _ in 0..jobs.max(1) {
-        let (source, target, queue, verdicts) = (
+        let (source, target, queue, verdicts, unit_done) = (
             source.clone(),
             target.clone(),
             queue.clone(),
             verdicts.clone(),
+            unit_done.clone(),
         );
         set.spawn(async move {
             let (src, tgt) = tokio::try_join!(source.connect(), target.connect())?;
@@ -440,6 +457,7 @@ pub async fn run(source: &ConnSpec, target: &ConnSpec, jobs: usize) -> Result<Re
                     return Ok(());
                 };
                 let result = compare_unit(&src, &tgt, &plan, &pred).await;
+                let _ = unit_done.send(plan.table.display_name());
                 let mut all = verdicts
                     .lock()
                     .map_err(|_| Error::other("verdicts poisoned"))?;
@@ -462,7 +480,30 @@ pub async fn run(source: &ConnSpec, target: &ConnSpec, jobs: usize) -> Result<Re
             }
         });
     }
-    super::replicate::join_all(set).await?;
+    drop(unit_done);
+    let joined = super::replicate::join_all(set);
+    tokio::pin!(joined);
+    let mut count = |table: String| {
+        if let Some(left) = units_left.get_mut(&table) {
+            *left -= 1;
+            if *left == 0 {
+                compared += 1;
+                sink.advance("verify", Unit::Items("tables"), compared, Some(total));
+            }
+        }
+    };
+    loop {
+        tokio::select! {
+            r = &mut joined => {
+                r?;
+                break;
+            }
+            Some(table) = units_done.recv() => count(table),
+        }
+    }
+    while let Ok(table) = units_done.try_recv() {
+        count(table);
+    }
     let verdicts = std::mem::take(
         &mut *verdicts
             .lock()

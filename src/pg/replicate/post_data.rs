@@ -59,7 +59,7 @@ pub(super) async fn post_data(
             if round == 3 {
                 return Err(Error::other(format!(
                     "{} still meets duplicate rows after applying the change log three times",
-                    duplicates[0].header
+                    duplicates[0].label()
                 )));
             }
             tracing::info!(
@@ -122,11 +122,11 @@ pub(super) async fn early_indexes(
                 if build_item(&mut client, &item).await? != Built::Done {
                     tracing::debug!(
                         "{} met rows changed during the copy; left for post-data",
-                        item.header
+                        item.label()
                     );
                     return Ok(());
                 }
-                tracing::info!("built {} while copying", item.header);
+                tracing::info!("built {} while copying", item.label());
                 Ok(())
             });
         }
@@ -159,7 +159,7 @@ pub(super) async fn build_item(client: &mut Client, item: &PostDataItem) -> Resu
                 Ok(Built::Duplicate)
             }
             Some(c) if c == SqlState::T_R_DEADLOCK_DETECTED => Ok(Built::Deadlock),
-            _ => Err(query_error(e, &format!("building {}", item.header))),
+            _ => Err(query_error(e, &format!("building {}", item.label()))),
         };
     }
     tx.execute(
@@ -170,7 +170,7 @@ pub(super) async fn build_item(client: &mut Client, item: &PostDataItem) -> Resu
     .map_err(|e| query_error(e, "recording a built schema item"))?;
     tx.commit()
         .await
-        .map_err(|e| query_error(e, &format!("committing {}", item.header)))?;
+        .map_err(|e| query_error(e, &format!("committing {}", item.label())))?;
     Ok(Built::Done)
 }
 
@@ -219,7 +219,7 @@ pub(super) async fn build_items(
                 match build_item(&mut client, &item).await? {
                     Built::Done => {}
                     Built::Deadlock if deadlocks < 5 => {
-                        tracing::debug!("deadlock building {}; retrying", item.header);
+                        tracing::debug!("deadlock building {}; retrying", item.label());
                         queue
                             .lock()
                             .map_err(|_| Error::other("post-data queue poisoned"))?
@@ -229,7 +229,7 @@ pub(super) async fn build_items(
                     Built::Deadlock => {
                         return Err(Error::other(format!(
                             "building {}: deadlocked five times",
-                            item.header
+                            item.label()
                         )))
                     }
                     Built::Duplicate => {
@@ -240,7 +240,7 @@ pub(super) async fn build_items(
                         continue;
                     }
                 }
-                tracing::debug!("built {}", item.header);
+                tracing::debug!("built {}", item.label());
             }
         });
     }
