@@ -36,8 +36,7 @@ pub async fn run(a: ReplicateArgs) -> Result<u8> {
         capture_max_wait: Duration::from_secs(a.capture_max_wait_s),
         batch: a.batch.max(1),
     };
-    // Progress on a terminal, else a line every few seconds among the logs.
-    replicate(source, target, opts, true).await
+    replicate(source, target, opts).await
 }
 
 pub async fn worker(a: WorkerArgs) -> Result<u8> {
@@ -54,9 +53,7 @@ pub async fn worker(a: WorkerArgs) -> Result<u8> {
         capture_max_wait: Duration::from_secs(900),
         batch: 5000,
     };
-    // Under systemd the journal has the logs and `status` reads progress: bars only when
-    // someone runs the worker in a terminal.
-    replicate(source, target, opts, false).await
+    replicate(source, target, opts).await
 }
 
 /// Reads progress off the target every [`PROGRESS_EVERY`] and shows it, until `stop`.
@@ -79,17 +76,14 @@ async fn watch_progress(target: ConnSpec, sink: Arc<dyn Sink>, mut stop: oneshot
     }
 }
 
-async fn replicate(
-    source: ConnSpec,
-    target: ConnSpec,
-    opts: replicate::Options,
-    plain_progress: bool,
-) -> Result<u8> {
+async fn replicate(source: ConnSpec, target: ConnSpec, opts: replicate::Options) -> Result<u8> {
     let until = opts.until;
     let source = source.with_application_name(replicate::SOURCE_APPLICATION_NAME);
+    // Bars on a terminal only. Elsewhere (pipes, systemd's journal, tests) the logs say what
+    // happens and `heroku2rds status` reads progress: no extra lines, no extra connections.
     let mode = Mode::detect(false);
     let sink: Option<Arc<dyn Sink>> =
-        (mode == Mode::Terminal || plain_progress).then(|| Arc::from(render::sink(mode)));
+        (mode == Mode::Terminal).then(|| Arc::from(render::sink(mode)));
     let watcher = sink.clone().map(|sink| {
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(watch_progress(target.clone(), sink, stopped));
