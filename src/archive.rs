@@ -22,6 +22,7 @@ use crate::heroku::app::App;
 use crate::heroku::backups::{parse_backup_id, Backups, Status, Transfer};
 use crate::heroku::client::Client;
 use crate::pg::conn::ConnSpec;
+use crate::progress::{Sink, Unit};
 
 /// Where the archive comes from.
 #[derive(Debug, Clone)]
@@ -102,6 +103,7 @@ pub async fn run(
     heroku: Option<&Client>,
     opts: &Options,
     cancel: impl Future<Output = ()>,
+    sink: &dyn Sink,
 ) -> Result<Archived> {
     let mut cancel = std::pin::pin!(cancel);
     let account = aws.account().await?;
@@ -151,7 +153,7 @@ pub async fn run(
                 t.label()
             );
             let pumped = tokio::select! {
-                r = pump_http(&mut resp, &mut w) => r,
+                r = pump_http(&mut resp, &mut w, sink, Some(expected)) => r,
                 _ = &mut cancel => Err(Error::other("interrupted")),
             };
             if let Err(e) = pumped {
@@ -199,7 +201,7 @@ pub async fn run(
             let mut w = PartWriter::start(aws, &bucket, &key, meta, None).await?;
             tracing::info!("streaming pg_dump of the source to s3://{bucket}/{key}");
             let pumped = tokio::select! {
-                r = pump_pg_dump(&mut child, &mut w) => r,
+                r = pump_pg_dump(&mut child, &mut w, sink) => r,
                 _ = &mut cancel => Err(Error::other("interrupted")),
             };
             if let Err(e) = pumped {
@@ -304,7 +306,17 @@ async fn app_database_url(client: &Client, opts: &Options) -> Result<ConnSpec> {
     ConnSpec::parse(&url, "DATABASE_URL of the app")
 }
 
-async fn pump_http(resp: &mut reqwest::Response, w: &mut PartWriter) -> Result<()> {
+/// Bytes uploaded so far, for the progress display.
+fn uploaded(sink: &dyn Sink, w: &PartWriter, expected: Option<u64>) {
+    sink.advance("archive", Unit::Bytes, w.bytes(), expected);
+}
+
+async fn pump_http(
+    resp: &mut reqwest::Response,
+    w: &mut PartWriter,
+    sink: &dyn Sink,
+    expected: Option<u64>,
+) -> Result<()> {
     loop {
         // reqwest's error names the signed URL, a credential: not kept.
         let chunk = resp.chunk().await.map_err(|e| {
@@ -313,13 +325,20 @@ async fn pump_http(resp: &mut reqwest::Response, w: &mut PartWriter) -> Result<(
                 .with_fix("re-run: signed URLs are fetched afresh each time")
         })?;
         match chunk {
-            Some(c) => w.write(&c).await?,
+            Some(c) => {
+                w.write(&c).await?;
+                uploaded(sink, w, expected);
+            }
             None => return Ok(()),
         }
     }
 }
 
-async fn pump_pg_dump(child: &mut tokio::process::Child, w: &mut PartWriter) -> Result<()> {
+async fn pump_pg_dump(
+    child: &mut tokio::process::Child,
+    w: &mut PartWriter,
+    sink: &dyn Sink,
+) -> Result<()> {
     let mut stdout = child
         .stdout
         .take()
@@ -342,6 +361,7 @@ async fn pump_pg_dump(child: &mut tokio::process::Child, w: &mut PartWriter) -> 
                 return Ok::<(), Error>(());
             }
             w.write(&buf[..n]).await?;
+            uploaded(sink, w, None);
         }
     };
     let errors = tokio::spawn(errors);

@@ -70,7 +70,7 @@ fn init_tracing(filter: &str) {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(|| heroku2rds::cli::render::LogWriter)
         .with_target(false)
         .try_init();
 }

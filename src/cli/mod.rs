@@ -4,6 +4,7 @@ use clap::{Args, Parser, Subcommand};
 
 pub mod config;
 pub mod prompt;
+pub mod render;
 pub mod resolve;
 pub mod signals;
 

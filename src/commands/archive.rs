@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::{heroku_config, print_json};
 use crate::archive;
+use crate::cli::render::{self, Mode};
 use crate::cli::{config, resolve, signals, ArchiveArgs, ArchiveVia};
 use crate::error::{Error, Result};
 use crate::heroku::client::Client;
@@ -56,8 +57,18 @@ pub async fn run(a: ArchiveArgs) -> Result<u8> {
         Some(Client::new(heroku_config()?)?)
     };
     let aws = crate::aws::Aws::load(&opts.region, None).await;
+    // Bytes uploaded on stderr; stdout holds the result.
+    let sink = render::sink(Mode::detect(false));
     let cancel = signals::aborting();
-    let done = archive::run(&aws, client.as_ref(), &opts, cancel.cancelled()).await?;
+    let done = archive::run(
+        &aws,
+        client.as_ref(),
+        &opts,
+        cancel.cancelled(),
+        sink.as_ref(),
+    )
+    .await?;
+    drop(sink);
     if a.json {
         print_json(&done)?;
     } else {

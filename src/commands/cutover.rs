@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::{heroku_config, print_json};
+use crate::cli::render::{self, Mode};
 use crate::cli::{prompt, signals, CutoverArgs};
 use crate::cutover;
 use crate::error::{Error, Result};
@@ -50,7 +51,17 @@ pub async fn run(a: CutoverArgs) -> Result<u8> {
             prompt::confirm_cutover(&app, plan)
         }
     };
-    let report = cutover::run(&client, &opts, &mut confirm, &signals::cutover_signals()).await?;
+    // Steps on stderr as they happen; stdout holds the report.
+    let sink = render::sink(Mode::detect(false));
+    let report = cutover::run(
+        &client,
+        &opts,
+        &mut confirm,
+        &signals::cutover_signals(),
+        sink.as_ref(),
+    )
+    .await?;
+    drop(sink);
     if a.json {
         print_json(&report)?;
     } else {

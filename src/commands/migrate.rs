@@ -1,17 +1,15 @@
 //! `migrate`: the whole migration, resumable. Resolves the settings, asks the questions, runs
 //! [`crate::migrate::run`] and prints its summary.
 
-use std::io::IsTerminal;
 use std::time::Duration;
 
 use super::{heroku_config, jobs_zero};
-use crate::cli::{config, prompt, resolve, signals, ArchiveArg, MigrateArgs, RunnerArg};
+use crate::cli::{config, prompt, render, resolve, signals, ArchiveArg, MigrateArgs, RunnerArg};
 use crate::cutover;
 use crate::error::{Error, Result};
 use crate::heroku::client::Client;
 use crate::migrate;
 use crate::pg::replicate;
-use crate::progress;
 
 pub async fn run(a: MigrateArgs) -> Result<u8> {
     let file = config::load(a.aws.config.as_deref())?;
@@ -49,13 +47,6 @@ pub async fn run(a: MigrateArgs) -> Result<u8> {
     }
     let resolved = resolve::resolve(&aws).await?;
     let secs = Duration::from_secs;
-    let mode = if a.json {
-        progress::Mode::Json
-    } else if std::io::stdout().is_terminal() {
-        progress::Mode::Tty
-    } else {
-        progress::Mode::Plain
-    };
     let opts = migrate::Options {
         replicate: replicate::Options {
             jobs: a.aws.jobs.unwrap_or(0),
@@ -88,7 +79,6 @@ pub async fn run(a: MigrateArgs) -> Result<u8> {
             release_timeout: secs(a.cutover.release_timeout_s),
             verify_jobs: 2,
         },
-        progress: mode,
         poll: secs(1),
     };
     let yes = a.yes;
@@ -111,7 +101,16 @@ pub async fn run(a: MigrateArgs) -> Result<u8> {
         plan: &mut plan_prompt,
         cutover: &mut cutover_prompt,
     };
-    let summary = migrate::run(&client, &opts, prompts, &signals::migrate_signals()).await?;
+    let sink = render::sink(render::Mode::detect(a.json));
+    let summary = migrate::run(
+        &client,
+        &opts,
+        prompts,
+        &signals::migrate_signals(),
+        sink.as_ref(),
+    )
+    .await?;
+    drop(sink);
     if a.json {
         let mut v = serde_json::to_value(&summary)
             .map_err(|e| Error::other("rendering JSON").with_source(e))?;

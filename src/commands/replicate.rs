@@ -1,13 +1,21 @@
 //! `replicate` (between two URLs) and `worker` (the job provision wrote, on the EC2 worker).
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::oneshot;
 
 use super::jobs_zero;
 use crate::aws::job::Job;
+use crate::cli::render::{self, Mode};
 use crate::cli::{signals, ReplicateArgs, WorkerArgs};
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Result};
 use crate::pg::conn::ConnSpec;
-use crate::pg::replicate;
+use crate::pg::{replicate, status};
+use crate::progress::{Event, Sink};
+
+/// How often progress is read off the target while replicating.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
 pub async fn run(a: ReplicateArgs) -> Result<u8> {
     let source = ConnSpec::parse(&a.source.source, "source")?;
@@ -48,10 +56,51 @@ pub async fn worker(a: WorkerArgs) -> Result<u8> {
     replicate(source, target, opts).await
 }
 
+/// Reads progress off the target every [`PROGRESS_EVERY`] and shows it, until `stop`.
+async fn watch_progress(target: ConnSpec, sink: Arc<dyn Sink>, mut stop: oneshot::Receiver<()>) {
+    let mut tick = tokio::time::interval(PROGRESS_EVERY);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tick.tick() => {}
+        }
+        tokio::select! {
+            _ = &mut stop => return,
+            read = status::read(&target) => match read {
+                Ok(s) => sink.emit(Event::Snapshot(Box::new(s))),
+                // No migration recorded yet: replicate is still capturing or planning.
+                Err(e) if e.kind() == Kind::Usage => sink.waiting("starting replication"),
+                Err(e) => tracing::debug!("reading progress: {e}"),
+            },
+        }
+    }
+}
+
 async fn replicate(source: ConnSpec, target: ConnSpec, opts: replicate::Options) -> Result<u8> {
     let until = opts.until;
     let source = source.with_application_name(replicate::SOURCE_APPLICATION_NAME);
-    let outcome = replicate::run(&source, &target, &opts, signals::cancellation()).await?;
+    // Bars on a terminal only. Elsewhere (pipes, systemd's journal, tests) the logs say what
+    // happens and `heroku2rds status` reads progress: no extra lines, no extra connections.
+    let mode = Mode::detect(false);
+    let sink: Option<Arc<dyn Sink>> =
+        (mode == Mode::Terminal).then(|| Arc::from(render::sink(mode)));
+    let watcher = sink.clone().map(|sink| {
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(watch_progress(target.clone(), sink, stopped));
+        (stop, task)
+    });
+    let ran = replicate::run(&source, &target, &opts, signals::cancellation()).await;
+    if let Some((stop, task)) = watcher {
+        let _ = stop.send(());
+        let _ = task.await;
+    }
+    let outcome = ran?;
+    if let Some(sink) = &sink {
+        if let Ok(s) = status::read(&target).await {
+            sink.emit(Event::Finished(Box::new(s)));
+        }
+    }
+    drop(sink);
     if outcome.applied.changes > 0 || until != replicate::Until::Copied {
         println!(
             "applied {} change(s): {} key(s) rewritten, {} truncate(s){}",

@@ -16,6 +16,7 @@ pub(super) struct Freeze<'a> {
     pub(super) maintenance_before: bool,
     pub(super) db: &'a Database,
     pub(super) cancel: &'a Cancel,
+    pub(super) sink: &'a dyn Sink,
 }
 
 impl Freeze<'_> {
@@ -23,6 +24,7 @@ impl Freeze<'_> {
         let at =
             store::record_cutover_step(self.tgt, self.id, step.as_str(), detail.as_ref()).await?;
         tracing::info!("cutover: {}", step.as_str());
+        self.sink.info("cutover", format!("step {}", step.as_str()));
         Ok(at)
     }
 
@@ -152,7 +154,7 @@ impl Freeze<'_> {
         .await?;
         self.check_cancel()?;
 
-        let report = verify::run(self.source, &opts.target, opts.jobs.max(1)).await?;
+        let report = verify::run(self.source, &opts.target, opts.jobs.max(1), self.sink).await?;
         if !report.equal {
             let bad: Vec<String> = report
                 .tables

@@ -39,6 +39,7 @@ use crate::pg::catalog::Table;
 use crate::pg::conn::{query_error, ConnSpec, SslMode};
 use crate::pg::store::{self, CutoverRecord, Phase, RunnerLock};
 use crate::pg::{apply, copy, replicate, sequences, verify};
+use crate::progress::Sink;
 
 mod freeze;
 mod policy;
@@ -185,6 +186,7 @@ pub async fn run(
     opts: &Options,
     confirm: Confirm<'_>,
     signals: &Signals,
+    sink: &dyn Sink,
 ) -> Result<Report> {
     let tgt = opts.target.connect().await?;
     if store::load(&tgt).await?.is_none() {
@@ -233,7 +235,7 @@ pub async fn run(
                     "the previous cutover passed the point of no return: continuing from step {}",
                     step.as_str()
                 );
-                return forward(&app, &tgt, rec.clone(), opts).await;
+                return forward(&app, &tgt, rec.clone(), opts, sink).await;
             }
             Some(Resume::Fresh) => {}
             None => {
@@ -334,6 +336,7 @@ pub async fn run(
         maintenance_before: info.maintenance,
         db: &db,
         cancel: &signals.cancel,
+        sink,
     };
     if let Err(e) = ctx.run().await {
         let rec = store::last_cutover(&tgt)
@@ -377,11 +380,15 @@ pub async fn run(
     tracing::info!(
         "point of no return: switching DATABASE_URL (Ctrl-C no longer stops the cutover)"
     );
+    sink.info(
+        "cutover",
+        "point of no return: switching DATABASE_URL (Ctrl-C no longer stops the cutover)",
+    );
     drop(src);
     let rec = store::last_cutover(&tgt)
         .await?
         .ok_or_else(|| Error::other("the cutover record vanished"))?;
-    forward(&app, &tgt, rec, opts).await
+    forward(&app, &tgt, rec, opts, sink).await
 }
 
 /// Source URL: `--source`, else the app's `DATABASE_URL` (TLS required when it says nothing).

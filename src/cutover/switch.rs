@@ -10,6 +10,7 @@ pub(super) async fn forward(
     tgt: &Client,
     rec: CutoverRecord,
     opts: &Options,
+    sink: &dyn Sink,
 ) -> Result<Report> {
     let done: BTreeSet<Step> = rec.steps.iter().filter_map(|s| Step::parse(&s.0)).collect();
     let saved: Vec<Process> = serde_json::from_value(rec.formation.clone())
@@ -26,6 +27,7 @@ pub(super) async fn forward(
     let record = |step: Step, detail: Option<serde_json::Value>| async move {
         let at = store::record_cutover_step(tgt, rec.id, step.as_str(), detail.as_ref()).await?;
         tracing::info!("cutover: {}", step.as_str());
+        sink.info("cutover", format!("step {}", step.as_str()));
         Ok::<f64, Error>(at)
     };
     if !done.contains(&Step::DatabaseDetached) {

@@ -12,7 +12,7 @@ pub(super) async fn archive_phase(
     source: &ConnSpec,
     from: ArchiveFrom,
     signals: &cutover::Signals,
-    say: &Say,
+    say: &dyn Sink,
 ) -> Result<serde_json::Value> {
     const PHASE: &str = "archive";
     if let Some(p) = finished(&store::migrate_phases(tgt).await?, PHASE) {
@@ -36,9 +36,9 @@ pub(super) async fn archive_phase(
     let bucket = crate::aws::spec::bucket_name(&spec.name, &account, &spec.region);
     let aborted = s3archive::abort_unfinished(aws, &bucket, "archive/").await?;
     if aborted > 0 {
-        say.line(
+        say.info(
             PHASE,
-            &format!("aborted {aborted} unfinished upload(s) of an interrupted run"),
+            format!("aborted {aborted} unfinished upload(s) of an interrupted run"),
         );
     }
     let (via, label) = match from {
@@ -58,7 +58,7 @@ pub(super) async fn archive_phase(
     let key = archive::object_key(&o.app, &label, stamp);
     let done = match s3archive::find_complete(aws, &bucket, &key).await? {
         Some(stored) => {
-            say.line(PHASE, &format!("s3://{bucket}/{key} is already complete"));
+            say.info(PHASE, format!("s3://{bucket}/{key} is already complete"));
             json!({"bucket": stored.bucket, "key": stored.key, "bytes": stored.bytes, "sha256": stored.sha256})
         }
         None => {
@@ -72,7 +72,8 @@ pub(super) async fn archive_phase(
                 backup_timeout: o.backup_timeout,
                 stamp: Some(stamp),
             };
-            let a = archive::run(aws, Some(heroku), &aopts, signals.cancel.cancelled()).await?;
+            let a =
+                archive::run(aws, Some(heroku), &aopts, signals.cancel.cancelled(), say).await?;
             json!({"bucket": a.bucket, "key": a.key, "bytes": a.bytes, "sha256": a.sha256, "source": a.source})
         }
     };
@@ -80,9 +81,9 @@ pub(super) async fn archive_phase(
     let done = finished(&store::migrate_phases(tgt).await?, PHASE)
         .map(|p| p.detail)
         .unwrap_or(done);
-    say.line(
+    say.info(
         PHASE,
-        &format!(
+        format!(
             "s3://{}/{} ({} bytes, sha256 {})",
             done["bucket"].as_str().unwrap_or_default(),
             done["key"].as_str().unwrap_or_default(),

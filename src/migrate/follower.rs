@@ -3,7 +3,6 @@
 
 use super::*;
 use crate::pg::status::Status;
-use crate::progress::Progress;
 
 /// A follower running in this process.
 pub(super) struct Follower {
@@ -58,8 +57,8 @@ pub(super) async fn wait_until_caught_up(
     target: &ConnSpec,
     follower: &mut Option<Follower>,
     cancel: &Cancel,
+    say: &dyn Sink,
 ) -> Result<Status> {
-    let mut p = Progress::new(o.progress);
     let started = Instant::now();
     loop {
         if cancel.is_cancelled() {
@@ -91,7 +90,7 @@ pub(super) async fn wait_until_caught_up(
         match st {
             Some(s) => {
                 if ready(&s) {
-                    p.finish(&s);
+                    say.emit(Event::Finished(Box::new(s.clone())));
                     return Ok(s);
                 }
                 if let Some(why) = &s.stopped_reason {
@@ -100,7 +99,7 @@ pub(super) async fn wait_until_caught_up(
                             .with_fix("see `heroku2rds status`; fix the cause and run `heroku2rds migrate` again"));
                     }
                 }
-                p.update(&s);
+                say.emit(Event::Snapshot(Box::new(s)));
             }
             None => {
                 if o.runner == Runner::Ec2 && started.elapsed() > o.worker_start_timeout {
@@ -110,7 +109,7 @@ pub(super) async fn wait_until_caught_up(
                     ))
                     .with_fix("read the worker's console output (aws ec2 get-console-output) or its journal (journalctl -u heroku2rds-worker over SSH), then run migrate again"));
                 }
-                p.waiting(match o.runner {
+                say.waiting(match o.runner {
                     Runner::Ec2 => "waiting for the EC2 worker to start replicating (it installs the PostgreSQL client first)",
                     Runner::Local => "starting replication",
                 });

@@ -28,7 +28,7 @@ use crate::pg::conn::ConnSpec;
 use crate::pg::replicate;
 use crate::pg::status::{self, format_duration, Status};
 use crate::pg::store::{self, PhaseRecord};
-use crate::progress;
+use crate::progress::{Event, Sink};
 
 /// Where replication runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -85,8 +85,6 @@ pub struct Options {
     /// Replication settings of the local runner.
     pub replicate: replicate::Options,
     pub cutover: CutoverSettings,
-    /// How progress is shown.
-    pub progress: progress::Mode,
     /// Poll interval of progress and waits.
     pub poll: Duration,
 }
@@ -131,35 +129,6 @@ pub async fn source_url(heroku: &Heroku, app: &str, addon: Option<&str>) -> Resu
     Ok(crate::heroku::app::with_tls_required(&url))
 }
 
-/// Step lines: `==> ...` for people, `{"event":"step",...}` for `--json`.
-struct Say {
-    json: bool,
-}
-
-impl Say {
-    fn step(&self, phase: &str, message: &str) {
-        if self.json {
-            println!(
-                "{}",
-                json!({"event": "step", "phase": phase, "message": message})
-            );
-        } else {
-            println!("\n==> {message}");
-        }
-    }
-
-    fn line(&self, phase: &str, message: &str) {
-        if self.json {
-            println!(
-                "{}",
-                json!({"event": "info", "phase": phase, "message": message})
-            );
-        } else {
-            println!("    {message}");
-        }
-    }
-}
-
 fn finished(phases: &[PhaseRecord], name: &str) -> Option<PhaseRecord> {
     phases
         .iter()
@@ -202,15 +171,15 @@ async fn target(o: &Options, aws: &Aws, names: &Names, host: &str, port: i32) ->
 
 /// Connects; a new RDS endpoint can take a while to resolve, so connection failures (not
 /// authentication or TLS refusals) are retried for a minute.
-async fn connect_patiently(t: &ConnSpec, say: &Say) -> Result<tokio_postgres::Client> {
+async fn connect_patiently(t: &ConnSpec, say: &dyn Sink) -> Result<tokio_postgres::Client> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match t.connect().await {
             Ok(c) => return Ok(c),
             Err(e) if e.kind() == Kind::Other && Instant::now() < deadline => {
-                say.line(
+                say.info(
                     "target",
-                    &format!("waiting for the database to answer: {e:#}"),
+                    format!("waiting for the database to answer: {e:#}"),
                 );
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
@@ -225,10 +194,8 @@ pub async fn run(
     o: &Options,
     prompts: Prompts<'_>,
     signals: &cutover::Signals,
+    say: &dyn Sink,
 ) -> Result<Summary> {
-    let say = Say {
-        json: o.progress == progress::Mode::Json,
-    };
     let spec = &o.resolved.spec;
     let source_url = o.resolved.source_url.as_deref().ok_or_else(|| {
         Error::usage("no source database URL").with_fix("set HEROKU2RDS_SOURCE_URL")
@@ -237,7 +204,7 @@ pub async fn run(
 
     say.step(
         "plan",
-        &format!(
+        format!(
             "[1/6] plan: what migration {} needs in AWS ({})",
             spec.name, spec.region
         ),
@@ -249,7 +216,7 @@ pub async fn run(
     let mut existing = None;
     if let Some((host, port)) = planned.seen.db.ours().and_then(|d| d.endpoint.clone()) {
         let t = target(o, &aws, &names, &host, port).await?;
-        let c = connect_patiently(&t.spec, &say).await?;
+        let c = connect_patiently(&t.spec, say).await?;
         store::ensure_migrate_phases(&c).await?;
         phases = store::migrate_phases(&c).await?;
         existing = Some(t);
@@ -257,13 +224,11 @@ pub async fn run(
     let cut = finished(&phases, "cutover").is_some();
     let target = match (cut, existing) {
         (true, Some(t)) => {
-            say.line("plan", "the cutover is done: AWS is left as it is");
+            say.info("plan", "the cutover is done: AWS is left as it is");
             t
         }
         _ => {
-            if !say.json {
-                print!("{}", crate::aws::plan::render(&planned.plan));
-            }
+            say.emit(Event::Text(crate::aws::plan::render(&planned.plan)));
             if !planned.plan.converged() && !o.yes {
                 (prompts.plan)()?;
             }
@@ -274,17 +239,17 @@ pub async fn run(
             let t0 = unix_now_f64();
             let done = setup::provision(&o.resolved, planned, o.provision_wait).await?;
             let created = done.steps.iter().filter(|d| d.outcome != "exists").count();
-            say.line(
+            say.info(
                 "provision",
-                &format!(
+                format!(
                     "{created} resource(s) created or changed; archive bucket s3://{}",
                     done.bucket
                 ),
             );
             if let Some(w) = &done.worker {
-                say.line(
+                say.info(
                     "provision",
-                    &format!("worker {w} runs replication under systemd"),
+                    format!("worker {w} runs replication under systemd"),
                 );
             }
             let (host, port) = done
@@ -292,7 +257,7 @@ pub async fn run(
                 .clone()
                 .ok_or_else(|| Error::other(format!("RDS reports no endpoint for {}", names.db)))?;
             let t = target(o, &aws, &names, &host, port).await?;
-            let c = connect_patiently(&t.spec, &say).await?;
+            let c = connect_patiently(&t.spec, say).await?;
             store::ensure_migrate_phases(&c).await?;
             store::start_migrate_phase(&c, "provision", Some(t0), &json!({"created": created}))
                 .await?;
@@ -321,14 +286,14 @@ pub async fn run(
         if o.runner == Runner::Local {
             follower = Some(Follower::start(&source, &target, &o.replicate));
         }
-        let s = wait_until_caught_up(o, &target, &mut follower, &signals.cancel).await?;
+        let s = wait_until_caught_up(o, &target, &mut follower, &signals.cancel, say).await?;
         store::finish_migrate_phase(
             &tgt,
             "replicate",
             &json!({"rows": s.rows, "bytes": s.bytes, "tables": s.tables.len()}),
         )
         .await?;
-        say.line(
+        say.info(
             "replicate",
             "caught up: every table copied, changes applied as they happen",
         );
@@ -358,13 +323,13 @@ pub async fn run(
             jobs: o.cutover.verify_jobs,
             poll: Duration::from_millis(500),
         };
-        let mut ran = cutover::run(heroku, &copts, &mut *prompts.cutover, signals).await;
+        let mut ran = cutover::run(heroku, &copts, &mut *prompts.cutover, signals, say).await;
         if matches!(&ran, Err(e) if cutover::rolled_back_interrupted(e)) {
-            say.line(
+            say.info(
                 "cutover",
                 "an interrupted cutover was rolled back; switching afresh",
             );
-            ran = cutover::run(heroku, &copts, &mut *prompts.cutover, signals).await;
+            ran = cutover::run(heroku, &copts, &mut *prompts.cutover, signals, say).await;
         }
         let report = match ran {
             Ok(r) => r,
@@ -384,9 +349,7 @@ pub async fn run(
             "steps": report.steps,
         });
         store::finish_migrate_phase(&tgt, "cutover", &detail).await?;
-        if !say.json {
-            print!("{}", cutover::render(&report));
-        }
+        say.emit(Event::Text(cutover::render(&report)));
         detail
     };
     if let Some(f) = follower.take() {
@@ -397,7 +360,7 @@ pub async fn run(
     let archived = match o.archive {
         None => None,
         Some(from) => {
-            Some(archive_phase(heroku, o, &aws, &tgt, &source, from, signals, &say).await?)
+            Some(archive_phase(heroku, o, &aws, &tgt, &source, from, signals, say).await?)
         }
     };
 

@@ -186,6 +186,52 @@ impl PostDataItem {
     }
 }
 
+impl PostDataItem {
+    /// The object as people write it, e.g. `constraint t_pkey on public.t`, `index i on
+    /// public.t`, `trigger audit on public.orders`, for messages (the header stays the item's
+    /// record in the state tables).
+    pub fn label(&self) -> String {
+        let field = |key: &str| {
+            self.header
+                .split("; ")
+                .find_map(|f| f.strip_prefix(key))
+                .filter(|v| !v.is_empty() && *v != "-")
+        };
+        let name = field("Name: ").unwrap_or(self.header.as_str());
+        let schema = field("Schema: ");
+        let qualified = |n: &str| match schema {
+            Some(s) => format!("{s}.{n}"),
+            None => n.to_string(),
+        };
+        let kind = match self.object_type.as_str() {
+            "FK CONSTRAINT" => "foreign key".to_string(),
+            "INDEX ATTACH" => "index attachment".to_string(),
+            other => other.to_lowercase(),
+        };
+        match self.object_type.as_str() {
+            // pg_restore names these "<table> <object>".
+            "CONSTRAINT" | "FK CONSTRAINT" | "TRIGGER" | "RULE" | "POLICY" => {
+                match name.split_once(' ') {
+                    Some((table, object)) => format!("{kind} {object} on {}", qualified(table)),
+                    None => format!("{kind} {}", qualified(name)),
+                }
+            }
+            "INDEX" => match item_table(self) {
+                Some((s, t)) => format!("index {name} on {s}.{t}"),
+                None => format!("index {}", qualified(name)),
+            },
+            // "COLUMN t.c", "TABLE t", ...
+            "COMMENT" => match name.split_once(' ') {
+                Some((what, object)) => {
+                    format!("comment on {} {}", what.to_lowercase(), qualified(object))
+                }
+                None => format!("comment on {}", qualified(name)),
+            },
+            _ => format!("{kind} {}", qualified(name)),
+        }
+    }
+}
+
 /// The table an index or a key constraint is built on, as (schema, table), parsed from pg_dump's
 /// statement; None for other items and for anything unexpected.
 pub fn item_table(item: &PostDataItem) -> Option<(String, String)> {
@@ -316,6 +362,83 @@ mod tests {
             .contains("ADD CONSTRAINT t_pkey PRIMARY KEY (id);"));
         assert!(!items[2].sql.contains("dump complete"));
         assert_eq!(items[2].ordinal, 2);
+    }
+
+    #[test]
+    fn labels_name_objects_the_way_users_write_them() {
+        let item = |t: &str, header: &str, sql: &str| PostDataItem {
+            ordinal: 0,
+            object_type: t.into(),
+            header: header.into(),
+            sql: sql.into(),
+        };
+        let cases = [
+            (
+                item(
+                    "CONSTRAINT",
+                    "Name: pgbench_accounts pgbench_accounts_pkey; Type: CONSTRAINT; Schema: public; Owner: -",
+                    "ALTER TABLE ONLY public.pgbench_accounts\n    ADD CONSTRAINT pgbench_accounts_pkey PRIMARY KEY (aid);\n",
+                ),
+                "constraint pgbench_accounts_pkey on public.pgbench_accounts",
+            ),
+            (
+                item(
+                    "INDEX",
+                    "Name: i_a; Type: INDEX; Schema: public; Owner: app",
+                    "CREATE INDEX i_a ON public.t USING btree (a);\n",
+                ),
+                "index i_a on public.t",
+            ),
+            (
+                item(
+                    "FK CONSTRAINT",
+                    "Name: u u_t_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -",
+                    "ALTER TABLE ONLY public.u ADD CONSTRAINT u_t_fkey FOREIGN KEY (t) REFERENCES public.t(id);\n",
+                ),
+                "foreign key u_t_fkey on public.u",
+            ),
+            (
+                item(
+                    "TRIGGER",
+                    "Name: orders audit; Type: TRIGGER; Schema: sales; Owner: -",
+                    "CREATE TRIGGER audit ...;\n",
+                ),
+                "trigger audit on sales.orders",
+            ),
+            (
+                item(
+                    "INDEX ATTACH",
+                    "Name: p_1_pkey; Type: INDEX ATTACH; Schema: public; Owner: -",
+                    "ALTER INDEX public.p_pkey ATTACH PARTITION public.p_1_pkey;\n",
+                ),
+                "index attachment public.p_1_pkey",
+            ),
+            (
+                item(
+                    "COMMENT",
+                    "Name: COLUMN t.c; Type: COMMENT; Schema: public; Owner: -",
+                    "COMMENT ON COLUMN public.t.c IS 'x';\n",
+                ),
+                "comment on column public.t.c",
+            ),
+            (
+                item(
+                    "INDEX",
+                    "Name: odd; Type: INDEX; Schema: -; Owner: -",
+                    "unexpected",
+                ),
+                "index odd",
+            ),
+        ];
+        for (item, want) in cases {
+            assert_eq!(item.label(), want, "{}", item.header);
+        }
+        // Labels come from the headers split_post_data keeps.
+        let (_, items) = split_post_data(
+            "--\n-- Name: t t_pkey; Type: CONSTRAINT; Schema: public; Owner: -\n--\n\n\
+             ALTER TABLE ONLY public.t\n    ADD CONSTRAINT t_pkey PRIMARY KEY (id);\n",
+        );
+        assert_eq!(items[0].label(), "constraint t_pkey on public.t");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use super::conn::{query_error, quote_ident, ConnSpec};
 use super::pool;
 use crate::cancel::Cancel;
 use crate::error::{Kind, Result};
+use crate::progress::{Sink, Unit};
 
 /// Differing keys reported per table.
 pub const MAX_REPORTED: usize = 20;
@@ -367,8 +368,14 @@ async fn compare_unit(
     Ok((all.len(), bad.len(), src_rows, tgt_rows, diffs))
 }
 
-/// Runs the comparison with `jobs` pairs of connections.
-pub async fn run(source: &ConnSpec, target: &ConnSpec, jobs: usize) -> Result<Report> {
+/// Runs the comparison with `jobs` pairs of connections; tells `sink` how many tables are
+/// compared so far.
+pub async fn run(
+    source: &ConnSpec,
+    target: &ConnSpec,
+    jobs: usize,
+    sink: &dyn Sink,
+) -> Result<Report> {
     let src = source.connect().await?;
     let tgt = target.connect().await?;
     let tables = catalog::tables(&src).await?;
@@ -420,23 +427,53 @@ pub async fn run(source: &ConnSpec, target: &ConnSpec, jobs: usize) -> Result<Re
         .iter()
         .flat_map(|p| p.units.iter().map(move |u| (p.clone(), u.clone())))
         .collect();
+    // Progress: a table is compared once its last unit is.
+    let mut units_left: HashMap<String, usize> = HashMap::new();
+    for (p, _) in &units {
+        *units_left.entry(p.table.display_name()).or_default() += 1;
+    }
+    let total = verdicts.len() as u64;
+    let mut compared = total - units_left.len() as u64;
+    sink.advance("verify", Unit::Items("tables"), compared, Some(total));
+    let (unit_done, mut units_done) = tokio::sync::mpsc::unbounded_channel::<String>();
     // Each worker keeps what it found; the findings are merged once all have ended. Taken from
     // the end of the list, as the plans ordered them.
-    let found = pool::run(units.into_iter().rev(), jobs, &Cancel::new(), |queue| {
-        let (source, target) = (source.clone(), target.clone());
+    let never = Cancel::new();
+    let found = pool::run(units.into_iter().rev(), jobs, &never, move |queue| {
+        let (source, target, unit_done) = (source.clone(), target.clone(), unit_done.clone());
         async move {
             let (src, tgt) = tokio::try_join!(source.connect(), target.connect())?;
             let mut found = Vec::new();
             while let Some((plan, pred)) = queue.next() {
-                match compare_unit(&src, &tgt, &plan, &pred).await {
+                let result = compare_unit(&src, &tgt, &plan, &pred).await;
+                let _ = unit_done.send(plan.table.display_name());
+                match result {
                     Err(e) if e.kind() == Kind::Refused => return Err(e),
                     r => found.push((plan.table.display_name(), r.map_err(|e| format!("{e:#}")))),
                 }
             }
             Ok(found)
         }
-    })
-    .await?;
+    });
+    tokio::pin!(found);
+    let mut count = |table: String| {
+        if let Some(left) = units_left.get_mut(&table) {
+            *left -= 1;
+            if *left == 0 {
+                compared += 1;
+                sink.advance("verify", Unit::Items("tables"), compared, Some(total));
+            }
+        }
+    };
+    let found = loop {
+        tokio::select! {
+            r = &mut found => break r?,
+            Some(table) = units_done.recv() => count(table),
+        }
+    };
+    while let Ok(table) = units_done.try_recv() {
+        count(table);
+    }
     for (table, result) in found.into_iter().flatten() {
         let Some(v) = verdicts.get_mut(&table) else {
             continue;

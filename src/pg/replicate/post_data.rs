@@ -59,7 +59,7 @@ pub(super) async fn post_data(
             if round == 3 {
                 return Err(Error::other(format!(
                     "{} still meets duplicate rows after applying the change log three times",
-                    duplicates[0].header
+                    duplicates[0].label()
                 )));
             }
             tracing::info!(
@@ -122,11 +122,11 @@ pub(super) async fn early_indexes(
                 if build_item(&mut client, &item).await? != Built::Done {
                     tracing::debug!(
                         "{} met rows changed during the copy; left for post-data",
-                        item.header
+                        item.label()
                     );
                     return Ok(());
                 }
-                tracing::info!("built {} while copying", item.header);
+                tracing::info!("built {} while copying", item.label());
                 Ok(())
             });
         }
@@ -159,7 +159,7 @@ pub(super) async fn build_item(client: &mut Client, item: &PostDataItem) -> Resu
                 Ok(Built::Duplicate)
             }
             Some(c) if c == SqlState::T_R_DEADLOCK_DETECTED => Ok(Built::Deadlock),
-            _ => Err(query_error(e, &format!("building {}", item.header))),
+            _ => Err(query_error(e, &format!("building {}", item.label()))),
         };
     }
     tx.execute(
@@ -170,7 +170,7 @@ pub(super) async fn build_item(client: &mut Client, item: &PostDataItem) -> Resu
     .map_err(|e| query_error(e, "recording a built schema item"))?;
     tx.commit()
         .await
-        .map_err(|e| query_error(e, &format!("committing {}", item.header)))?;
+        .map_err(|e| query_error(e, &format!("committing {}", item.label())))?;
     Ok(Built::Done)
 }
 
@@ -198,15 +198,15 @@ pub(super) async fn build_items(
                 .map_err(|e| query_error(e, "preparing a post-data session"))?;
             while let Some((item, deadlocks)) = queue.next() {
                 match build_item(&mut client, &item).await? {
-                    Built::Done => tracing::debug!("built {}", item.header),
+                    Built::Done => tracing::debug!("built {}", item.label()),
                     Built::Deadlock if deadlocks < 5 => {
-                        tracing::debug!("deadlock building {}; retrying", item.header);
+                        tracing::debug!("deadlock building {}; retrying", item.label());
                         queue.put_back((item, deadlocks + 1));
                     }
                     Built::Deadlock => {
                         return Err(Error::other(format!(
                             "building {}: deadlocked five times",
-                            item.header
+                            item.label()
                         )))
                     }
                     Built::Duplicate => duplicates.push(item),
