@@ -22,7 +22,7 @@ use crate::heroku::app::App;
 use crate::heroku::backups::{parse_backup_id, Backups, Status, Transfer};
 use crate::heroku::client::Client;
 use crate::pg::conn::ConnSpec;
-use crate::progress::{Sink, Unit};
+use crate::pg::progress::{Sink, Unit};
 
 /// Where the archive comes from.
 #[derive(Debug, Clone)]

@@ -252,6 +252,21 @@ impl From<std::io::Error> for Error {
     }
 }
 
+/// Renders an error with its causes, `a: b: c`.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let cs = c.to_string();
+        if !s.contains(&cs) {
+            s.push_str(": ");
+            s.push_str(&cs);
+        }
+        cur = c.source();
+    }
+    s
+}
+
 /// Adds context to results in one call.
 pub trait ResultExt<T> {
     /// Prefixes the error message with `what`.

@@ -11,5 +11,4 @@ pub mod error;
 pub mod heroku;
 pub mod migrate;
 pub mod pg;
-pub mod progress;
 pub mod retry;

@@ -1,6 +1,6 @@
 //! The entry points of `plan`, `provision` and `teardown`: resolved settings in, the AWS side
 //! observed, planned and applied ([`observe`] -> [`plan::plan`] -> [`provision::apply`], or
-//! [`teardown::run`]). The command line resolves the settings ([`crate::cli::resolve`]).
+//! [`teardown::run`]). The command line resolves the settings (the command line).
 
 use std::path::PathBuf;
 use std::time::Duration;

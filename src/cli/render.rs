@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
+use crate::pg::progress::{Event, Sink, Unit};
 use crate::pg::status::{format_duration, Status};
-use crate::progress::{Event, Sink, Unit};
 
 /// How often plain mode prints a snapshot (or a count) line.
 pub const PLAIN_EVERY: Duration = Duration::from_secs(10);

@@ -11,8 +11,8 @@ use crate::cli::render::{self, Mode};
 use crate::cli::{signals, ReplicateArgs, WorkerArgs};
 use crate::error::{Error, Kind, Result};
 use crate::pg::conn::ConnSpec;
+use crate::pg::progress::{Event, Sink};
 use crate::pg::{replicate, status};
-use crate::progress::{Event, Sink};
 
 /// How often progress is read off the target while replicating.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);

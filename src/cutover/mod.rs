@@ -37,9 +37,9 @@ use crate::heroku::app::{App, Database, Dyno, Process};
 use crate::heroku::client::Client as Heroku;
 use crate::pg::catalog::Table;
 use crate::pg::conn::{query_error, ConnSpec, SslMode};
+use crate::pg::progress::Sink;
 use crate::pg::store::{self, CutoverRecord, Phase, RunnerLock};
 use crate::pg::{apply, copy, replicate, sequences, verify};
-use crate::progress::Sink;
 
 mod freeze;
 mod policy;

@@ -462,7 +462,7 @@ impl Client {
                         tracing::info!(
                             "Heroku API {}: {}; retrying in {:.1}s",
                             req.describe(),
-                            crate::pg::conn::error_chain(&e),
+                            crate::error::error_chain(&e),
                             d.as_secs_f64()
                         );
                         tokio::time::sleep(d).await;

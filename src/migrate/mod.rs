@@ -25,10 +25,10 @@ use crate::error::{Error, Kind, Result};
 use crate::heroku::app::App;
 use crate::heroku::client::Client as Heroku;
 use crate::pg::conn::ConnSpec;
+use crate::pg::progress::{Event, Sink};
 use crate::pg::replicate;
 use crate::pg::status::{self, format_duration, Status};
 use crate::pg::store::{self, PhaseRecord};
-use crate::progress::{Event, Sink};
 
 /// Where replication runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

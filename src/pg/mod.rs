@@ -9,6 +9,7 @@ pub mod conn;
 pub mod copy;
 pub mod pool;
 pub mod preflight;
+pub mod progress;
 pub mod replicate;
 pub mod schema;
 pub mod sequences;

@@ -14,7 +14,7 @@ use super::conn::{query_error, quote_ident, ConnSpec};
 use super::pool;
 use crate::cancel::Cancel;
 use crate::error::{Kind, Result};
-use crate::progress::{Sink, Unit};
+use crate::pg::progress::{Sink, Unit};
 
 /// Differing keys reported per table.
 pub const MAX_REPORTED: usize = 20;

@@ -8,7 +8,7 @@
 use tokio_postgres::error::SqlState;
 
 use super::ConnSpec;
-use crate::error::{Cause, Connection, Error, Kind};
+use crate::error::{error_chain, Cause, Connection, Error, Kind};
 
 impl ConnSpec {
     pub(super) fn connect_error(&self, e: tokio_postgres::Error) -> Error {
@@ -78,21 +78,6 @@ impl ConnSpec {
             .with_fix("check the host and port in the URL and that this machine can reach them (firewall, security group, VPN)")
             .transient()
     }
-}
-
-/// Renders an error with its causes, `a: b: c`.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let cs = c.to_string();
-        if !s.contains(&cs) {
-            s.push_str(": ");
-            s.push_str(&cs);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 /// Maps an error from a query to an [`Error`], saying what the tool was doing. Only the server's

@@ -18,7 +18,8 @@ mod tls;
 mod url;
 pub mod watchdog;
 
-pub use errors::{error_chain, is_connection_error, query_error};
+pub use crate::error::error_chain;
+pub use errors::{is_connection_error, query_error};
 pub use url::{ConnSpec, SslMode, ALLOW_PLAINTEXT_ENV};
 
 /// Settings every session of the tool uses, on both servers, so that the text form of every
