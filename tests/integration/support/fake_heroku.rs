@@ -109,8 +109,16 @@ impl Fake {
         (fake, child)
     }
 
-    /// Calls the admin API.
+    /// Calls the admin API. Faults, the rate limit, the request log and resets are global to a
+    /// server: only a private fake takes them.
     pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        assert!(
+            self.child.is_some()
+                || !["/faults", "/rate-limit", "/requests", "/reset"]
+                    .iter()
+                    .any(|p| path.starts_with(p)),
+            "{method} {path} on the shared fake Heroku would reach every test: use Fake::private"
+        );
         let mut b = self
             .http
             .request(method.clone(), format!("{}/__fake{path}", self.url));
@@ -145,13 +153,8 @@ impl Fake {
         self.get(&format!("/apps/{app}/config-vars")).await
     }
 
-    /// Requests logged for paths containing `needle`. The log is the server's: only a test with
-    /// a private fake may count on it.
+    /// Requests logged for paths containing `needle` (a private fake's: see [`Fake::admin`]).
     pub async fn requests(&self, needle: &str) -> Vec<Value> {
-        assert!(
-            self.child.is_some(),
-            "the request log of the shared fake holds every test's requests: use Fake::private"
-        );
         self.get("/requests")
             .await
             .as_array()
