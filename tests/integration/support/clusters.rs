@@ -91,16 +91,19 @@ pub fn root() -> &'static Root {
                 .map(|d| d.as_nanos())
                 .unwrap_or(0)
         );
-        // When this process ends: stop every cluster (cleanly if kept, they are to be started
-        // again), then remove the scratch root unless something in it is kept.
-        let keep = dir.join(KEPT);
+        // When this process ends: stop every cluster (cleanly if kept: they are to be started
+        // again), then remove the scratch root, or, if something in it is kept, the clusters
+        // that are not (see `Root::keep`).
         after_exit(
             "stops the clusters and removes their files",
             &format!(
-                "if [ -e '{keep}' ]; then mode=fast; else mode=immediate; fi; \
+                "k='{root}/{KEPT}'; \
+                 if [ -e \"$k\" ]; then mode=fast; else mode=immediate; fi; \
                  for d in '{root}'/*/data; do [ -f \"$d/postmaster.pid\" ] && {runas} '{bin}/pg_ctl' -D \"$d\" stop -m $mode >/dev/null 2>&1; done; \
-                 [ -e '{keep}' ] || rm -rf '{root}'",
-                keep = keep.display(),
+                 if [ ! -e \"$k\" ]; then rm -rf '{root}'; \
+                 elif ! grep -qxF 'keep: {root}' \"$k\"; then \
+                   for d in '{root}'/*/data; do c=\"${{d%/data}}\"; grep -qxF \"keep: $c\" \"$k\" || rm -rf \"$c\"; done; \
+                 fi",
                 root = dir.display(),
                 runas = if is_root() { "runuser -u postgres --" } else { "" },
                 bin = pg_bin().display()
@@ -125,19 +128,20 @@ pub fn root() -> &'static Root {
             password,
         };
         if std::env::var_os(KEEP_VAR).is_some_and(|v| !v.is_empty() && v != "0") {
-            root.keep(&format!("everything ({KEEP_VAR} is set)"));
+            root.keep(&format!("everything ({KEEP_VAR} is set)"), &[&root.dir]);
         }
         root
     })
 }
 
-/// The file in the scratch root that lists what is kept (its presence keeps the root).
+/// The file in the scratch root that lists what is kept; while it exists, the root is kept.
 const KEPT: &str = "KEPT";
 
 impl Root {
-    /// Keeps the scratch root, clusters and all, when this process ends (the clusters stopped),
-    /// and says so on stderr, in the output of the test that calls it.
-    pub fn keep(&self, what: &str) {
+    /// Keeps the scratch root when this process ends, with its files (logs, dumps, the fakes'
+    /// logs), the clusters in `dirs` (stopped) and every cluster if `dirs` holds the root itself;
+    /// the other clusters are removed. Says so on stderr, in the output of the calling test.
+    pub fn keep(&self, what: &str, dirs: &[&Path]) {
         use std::io::Write;
         let list = self.dir.join(KEPT);
         let mut f = std::fs::OpenOptions::new()
@@ -145,11 +149,16 @@ impl Root {
             .append(true)
             .open(&list)
             .expect("the list of what is kept");
-        writeln!(f, "{what}").expect("the list of what is kept");
+        let mut text = format!("# {}\n", what.replace('\n', "\n# "));
+        for d in dirs {
+            text.push_str(&format!("keep: {}\n", d.display()));
+        }
+        f.write_all(text.as_bytes())
+            .expect("the list of what is kept");
         eprintln!(
             "[harness] kept for inspection: {what}\n\
-             [harness] {root} is kept when the test process ends, its clusters stopped (listed in \
-             {list}); remove it with: rm -rf {root}",
+             [harness] {root} is kept when the test process ends, with the clusters listed in \
+             {list} (stopped; the others are removed); remove it with: rm -rf {root}",
             root = self.dir.display(),
             list = list.display(),
         );
@@ -540,11 +549,14 @@ impl Pair {
 impl Drop for Pair {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            root().keep(&format!(
-                "the databases of a failed test:\n  {}\n  {}",
-                self.source.how_to_inspect(&self.name),
-                self.target.how_to_inspect(&self.name)
-            ));
+            root().keep(
+                &format!(
+                    "the databases of a failed test:\n  {}\n  {}",
+                    self.source.how_to_inspect(&self.name),
+                    self.target.how_to_inspect(&self.name)
+                ),
+                &[&self.source.dir, &self.target.dir],
+            );
         }
     }
 }

@@ -234,10 +234,13 @@ impl Drop for Fake {
             return;
         };
         if std::thread::panicking() {
-            root().keep(&format!(
-                "the log of a failed test's fake Heroku: {}",
-                self.dir.join("log").display()
-            ));
+            root().keep(
+                &format!(
+                    "the log of a failed test's fake Heroku: {}",
+                    self.dir.join("log").display()
+                ),
+                &[],
+            );
         }
         kill(child.id(), "-TERM");
         let deadline = Instant::now() + Duration::from_secs(5);
