@@ -3,7 +3,7 @@
 //! copies and follows:
 //!
 //! - connections to the source, then to the target, cut at seeded random moments during the copy
-//!   and while following, by an in-process TCP proxy ([`crate::proxy`]);
+//!   and while following, by an in-process TCP proxy ([`crate::support::proxy`]);
 //! - connections reset (RST), and links that stall for longer than the tool's timeouts;
 //! - a slow link;
 //! - the source server and the target server restarted in the middle of the copy;
@@ -31,8 +31,11 @@ use std::time::{Duration, Instant};
 
 use heroku2rds::pg::conn::ConnSpec;
 
-use crate::harness::{fingerprint_tables, h2r_env, root, spawn_h2r_logged, Pair, Run};
-use crate::proxy::{Proxy, Slow};
+use crate::support::binary::{h2r_env, spawn_h2r_logged, Run};
+use crate::support::clusters::{fingerprint_tables, root, Pair};
+use crate::support::host::{after_exit, is_root, kill};
+use crate::support::proxy::{Proxy, Slow};
+use crate::support::rng::{self, Rng};
 
 /// Seconds a busy connection may go without a byte before the tool checks it
 /// (`HEROKU2RDS_STALL_TIMEOUT_S`; its default is a minute), and the connect timeout of the URLs.
@@ -41,44 +44,15 @@ const CONNECT_TIMEOUT_S: u64 = 3;
 
 fn base_seed() -> u64 {
     static SEED: OnceLock<u64> = OnceLock::new();
-    *SEED.get_or_init(|| {
-        let seed = std::env::var("HEROKU2RDS_FAULT_SEED")
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64 % 1_000_000_007)
-                    .unwrap_or(1)
-            });
-        seed
-    })
+    *SEED.get_or_init(|| rng::seed("HEROKU2RDS_FAULT_SEED"))
 }
 
-/// A small deterministic generator: one stream per scenario, from the seed and its name.
-struct Rng(u64);
-
-impl Rng {
-    fn for_scenario(name: &str) -> Rng {
-        let seed = base_seed();
-        // Printed by every scenario: the output of a failing test shows its own seed.
-        eprintln!("[faults {name}] seed {seed} (replay with HEROKU2RDS_FAULT_SEED={seed})");
-        let mut h = seed ^ 0xcbf2_9ce4_8422_2325;
-        for b in name.bytes() {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        Rng(h)
-    }
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n.max(1)
-    }
-    fn ms(&mut self, lo: u64, hi: u64) -> Duration {
-        Duration::from_millis(lo + self.next(hi - lo + 1))
-    }
+/// One random stream per scenario, from the seed and its name.
+fn scenario_rng(name: &str) -> Rng {
+    let seed = base_seed();
+    // Printed by every scenario: the output of a failing test shows its own seed.
+    eprintln!("[faults {name}] seed {seed} (replay with HEROKU2RDS_FAULT_SEED={seed})");
+    Rng::derived(seed, name)
 }
 
 /// Rows of the main table; the other tables are sized from it.
@@ -242,10 +216,7 @@ impl Tool {
         None
     }
     fn term(&self) {
-        std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill -TERM");
+        kill(self.child.id(), "-TERM");
     }
 }
 
@@ -298,8 +269,8 @@ impl Scenario {
         } else {
             None
         };
-        let mut rng = Rng::for_scenario(name);
-        let writer_rng = Rng(rng.next(u64::MAX));
+        let mut rng = scenario_rng(name);
+        let writer_rng = Rng::new(rng.next(u64::MAX));
         let stop = Arc::new(AtomicBool::new(false));
         let ops = Arc::new(AtomicU64::new(0));
         let writer = Some(tokio::spawn(writer(
@@ -1073,17 +1044,10 @@ impl Tmpfs {
             d,
         ]);
         run(&["chown", "postgres:postgres", d]);
-        let script = format!(
-            "while kill -0 {} 2>/dev/null; do sleep 1; done; umount -l '{d}' 2>/dev/null",
-            std::process::id()
+        after_exit(
+            "unmounts the tmpfs",
+            &format!("umount -l '{d}' 2>/dev/null"),
         );
-        #[allow(clippy::zombie_processes)]
-        let _ = std::process::Command::new("setsid")
-            .args(["sh", "-c", &script])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn();
         Tmpfs { dir }
     }
 
@@ -1108,14 +1072,6 @@ impl Drop for Tmpfs {
             .arg(&self.dir)
             .status();
     }
-}
-
-fn is_root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
-use crate::harness::{fingerprint_tables, sequence_values, Pair};
+use crate::support::clusters::{fingerprint_tables, sequence_values, Pair};
+use crate::support::host::kill;
+use crate::support::rng::Rng;
 
 const LIVE_TABLES: &str = r#"
 CREATE TABLE public.w_items (id bigint PRIMARY KEY, qty int NOT NULL, body text);
@@ -19,25 +21,13 @@ INSERT INTO public.w_scratch SELECT i, 'v' || i FROM generate_series(1, 100) i;
 ANALYZE;
 "#;
 
-/// A tiny deterministic generator, so a failing run can be replayed by its seed.
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n.max(1)
-    }
-}
-
 async fn workload(pair: &Pair, stop: Arc<AtomicBool>, ops: Arc<AtomicU64>) -> JoinSet<()> {
     let mut set = JoinSet::new();
     // A: items: inserts, updates (TOASTed too), key changes, deletes, delete-and-reinsert.
     {
         let (c, stop, ops) = (pair.source_owner().await, stop.clone(), ops.clone());
         set.spawn(async move {
-            let mut rng = Lcg(1);
+            let mut rng = Rng::new(1);
             let mut next_id = 2_000_000i64;
             while !stop.load(Ordering::Relaxed) {
                 let id = 1 + rng.next(40_000) as i64;
@@ -200,11 +190,7 @@ async fn live_workload_during_copy_and_follow_ends_equal() {
     );
 
     // SIGTERM stops following cleanly between batches.
-    let pid = child.id().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill -TERM");
+    kill(child.id(), "-TERM");
     let out = child.wait_with_output().expect("wait");
     assert!(
         out.status.success(),
@@ -264,10 +250,7 @@ async fn schema_change_stops_apply_and_clean_removes_everything() {
         "{}",
         refused.stderr
     );
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill -TERM");
+    kill(child.id(), "-TERM");
     assert!(child.wait().expect("wait").success());
 
     let src = pair.source_owner().await;
@@ -329,7 +312,7 @@ async fn schema_change_stops_apply_and_clean_removes_everything() {
 /// A writer that keeps going through server restarts (reconnecting), for fault tests.
 async fn resilient_writer(pair_url: String, stop: Arc<AtomicBool>, ops: Arc<AtomicU64>) {
     let spec = heroku2rds::pg::conn::ConnSpec::parse(&pair_url, "source").expect("url");
-    let mut rng = Lcg(7);
+    let mut rng = Rng::new(7);
     let mut client = None;
     while !stop.load(Ordering::Relaxed) {
         if client.is_none() {
@@ -429,10 +412,7 @@ async fn kill_and_server_restarts_during_follow_lose_nothing() {
     stop.store(true, Ordering::SeqCst);
     writer.await.expect("writer");
     assert!(ops.load(Ordering::SeqCst) > 100, "the writer ran");
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill -TERM");
+    kill(child.id(), "-TERM");
     let out = child.wait_with_output().expect("wait");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -486,7 +466,31 @@ async fn capture_install_never_blocks_writers_longer_than_the_lock_timeout() {
         })
     };
     let child = pair.spawn_h2r(&["replicate", "--until", "copied", "--lock-timeout-ms", "300"]);
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Keep the lock until the tool has met it (however long its schema dump takes on a busy
+    // machine), given way (which it reports) and come back for it, then release it.
+    let watcher = pair.source_owner().await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for want_waiting in [true, false, true] {
+        loop {
+            let waiting: bool = watcher
+                .query_one(
+                    "SELECT count(*) > 0 FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+                     WHERE NOT l.granted AND a.application_name LIKE 'heroku2rds%'",
+                    &[],
+                )
+                .await
+                .expect("locks")
+                .get(0);
+            if waiting == want_waiting {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replicate never waited for the lock (or never came back for it)"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
     holder.batch_execute("COMMIT").await.expect("release");
     let out = child.wait_with_output().expect("replicate");
     let stderr = String::from_utf8_lossy(&out.stderr);

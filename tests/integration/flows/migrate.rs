@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::aws::{aws_env, free_port, inventory, start_moto_with, tool, unique};
-use crate::cutover::{quick, rows, SCHEMA, WRITER};
-use crate::harness::{root, Pair, Run};
-use crate::heroku::{app_name, fake, TOKEN};
-
-const OPERATOR: &str = "203.0.113.7/32";
+use crate::support::binary::{self, h2r_env, Run};
+use crate::support::clusters::{restore_list, root, rows, scratch_dir, Pair};
+use crate::support::fake_heroku::{app_name, fake, quick, TOKEN};
+use crate::support::moto::{aws_env, inventory, tool, unique, Moto, OPERATOR};
+use crate::support::repo_file;
+use crate::support::rng::{self, Rng};
+use crate::support::workloads::{acks, wait_for_acks, SCHEMA, WRITER};
 
 /// A table of `rows` rows of about 150 bytes, to make the copy take a while.
 fn bulk(rows: u32) -> String {
@@ -36,18 +37,6 @@ fn endpoint(name: &str) -> String {
     format!("heroku2rds-{name}.aaaaaaaaaa.us-east-2.rds.amazonaws.com")
 }
 
-/// The writes the dynos logged as acknowledged: (boot, n).
-pub fn acks(p: &std::path::Path) -> Vec<(i64, i64)> {
-    std::fs::read_to_string(p)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let mut it = l.split_whitespace();
-            Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
-        })
-        .collect()
-}
-
 /// Clusters, emulator, app with two writer dynos (already writing), all private to the test.
 async fn stage(tag: &str, extra_sql: &str) -> Stage {
     let pair = Pair::private(tag).await;
@@ -57,7 +46,7 @@ async fn stage(tag: &str, extra_sql: &str) -> Stage {
         .await
         .expect("schema");
     let backing = pair.target.url("postgres", "postgres");
-    let moto = start_moto_with(free_port(), &[("HEROKU2RDS_RDS_BACKING", &backing)]);
+    let moto = Moto::private(&[("HEROKU2RDS_RDS_BACKING", &backing)]);
     let name = unique(tag);
     let app = app_name(tag);
     let ack = root().dir.join(format!("{app}.acks"));
@@ -89,11 +78,7 @@ async fn stage(tag: &str, extra_sql: &str) -> Stage {
         "HEROKU2RDS_CA_BUNDLE".into(),
         root().ca.display().to_string(),
     ));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while acks(&ack).len() < 20 {
-        assert!(Instant::now() < deadline, "the dynos did not write");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_acks(&ack, 20, Duration::from_secs(60), "the dynos did not write").await;
     Stage {
         pair,
         env,
@@ -130,22 +115,13 @@ impl Stage {
     }
 
     fn command(&self, args: &[String]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_heroku2rds"));
-        c.args(args)
-            .env_remove("HEROKU2RDS_SOURCE_URL")
-            .env_remove("HEROKU2RDS_TARGET_URL")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null());
+        let mut c = binary::command(args, &self.env);
+        c.stdin(Stdio::null());
         c
     }
 
     fn run(&self, args: &[String]) -> Run {
-        let out = self.command(args).output().expect("run heroku2rds");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Run::from_output(self.command(args).output().expect("run heroku2rds"))
     }
 
     /// Starts the binary with stdout and stderr going to files (so a kill cannot block a pipe).
@@ -298,13 +274,7 @@ async fn check_migrated(s: &Stage, summary: &Value) {
         hex::encode(sha2::Sha256::digest(&bytes))
     );
     assert_eq!(a["sha256"], got["metadata"]["sha256"]);
-    let listed = Command::new(crate::harness::pg_bin().join("pg_restore"))
-        .arg("--list")
-        .arg(&file)
-        .output()
-        .expect("pg_restore");
-    assert!(listed.status.success(), "{listed:?}");
-    assert!(String::from_utf8_lossy(&listed.stdout).contains("TABLE DATA public writes"));
+    assert!(restore_list(&file).contains("TABLE DATA public writes"));
     assert_eq!(
         tool(&s.env, &["uploads", bucket]),
         json!([]),
@@ -409,7 +379,7 @@ async fn migrate_local_end_to_end_then_teardown() {
         .expect("master password")
         .to_string();
     let secrets = [root().password.as_str(), master.as_str(), TOKEN];
-    let status = crate::harness::h2r_env(
+    let status = h2r_env(
         &["status", "--json"],
         &[(
             "HEROKU2RDS_TARGET_URL",
@@ -524,37 +494,16 @@ async fn migrate_local_end_to_end_then_teardown() {
     }
 }
 
-/// A small deterministic generator for the kill moments (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn migrate_killed_at_ten_random_moments_completes() {
     // Enough data that the copy takes a few seconds, so kills land in every phase.
     let s = stage("kil", &bulk(60_000)).await;
-    let seed: u64 = std::env::var("HEROKU2RDS_KILL_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(7)
-                | 1
-        });
+    let seed = rng::seed("HEROKU2RDS_KILL_SEED");
     eprintln!("kill test: seed {seed} (HEROKU2RDS_KILL_SEED={seed} repeats it)");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let args = s.args("local");
     for i in 0..10 {
-        let delay = Duration::from_millis(300 + rng.next() % 2500);
+        let delay = Duration::from_millis(300 + rng.next(2500));
         let (mut child, out) = s.spawn(&args, &format!("kill{i}"));
         let deadline = Instant::now() + delay;
         let mut exited = None;
@@ -598,27 +547,24 @@ async fn migrate_on_the_worker_while_status_shows_progress() {
     // The emulator's instances do not run: the stand-in does what the worker's user-data and
     // systemd unit do (fetch binary and job by their presigned URLs, check the SHA-256, run
     // `heroku2rds worker --job $CREDENTIALS_DIRECTORY/job`, restart on failure).
-    let state = root().dir.join(format!("{}-standin", s.name));
-    std::fs::create_dir_all(&state).expect("state dir");
+    let state = scratch_dir(&format!("{}-standin", s.name));
     let aws_only: Vec<(String, String)> = s
         .env
         .iter()
         .filter(|(k, _)| k.starts_with("AWS_"))
         .cloned()
         .collect();
-    let mut standin = Command::new(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("localstack/ec2-worker-standin"),
-    )
-    .args(["--migration", &s.name, "--state-dir"])
-    .arg(&state)
-    .env_clear()
-    .env("PATH", std::env::var("PATH").unwrap_or_default())
-    .env("HOME", std::env::var("HOME").unwrap_or_default())
-    .envs(aws_only.iter().map(|(k, v)| (k, v)))
-    .stdin(Stdio::null())
-    .stderr(std::fs::File::create(state.join("standin.err")).expect("log"))
-    .spawn()
-    .expect("start the EC2 worker stand-in");
+    let mut standin = Command::new(repo_file("localstack/ec2-worker-standin"))
+        .args(["--migration", &s.name, "--state-dir"])
+        .arg(&state)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", std::env::var("HOME").unwrap_or_default())
+        .envs(aws_only.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(state.join("standin.err")).expect("log"))
+        .spawn()
+        .expect("start the EC2 worker stand-in");
 
     let (mut migrate, out) = s.spawn(&s.args("ec2"), "ec2");
     // `status` from another process, reading the target only.
@@ -634,7 +580,7 @@ async fn migrate_on_the_worker_while_status_shows_progress() {
             Instant::now() < deadline,
             "migrate --runner ec2 did not finish"
         );
-        let st = crate::harness::h2r_env(
+        let st = h2r_env(
             &["status", "--json"],
             &[("HEROKU2RDS_TARGET_URL", status_url.as_str())],
         );

@@ -4,169 +4,19 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use crate::harness::{h2r_env, Pair, Run};
-
-pub const OPERATOR: &str = "203.0.113.7/32";
-
-/// A moto server of the test process's own, on a free port, stopped by a watchdog when the test
-/// process ends.
-pub struct Moto {
-    pub url: String,
-}
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn start_moto(port: u16) -> Moto {
-    start_moto_with(port, &[])
-}
-
-/// Starts a private emulator on `port` with extra environment (e.g. the RDS backing); stopped
-/// when this process ends.
-pub fn start_moto_with(port: u16, env: &[(&str, &str)]) -> Moto {
-    let out = Command::new(repo().join("localstack/start"))
-        .envs(env.iter().copied())
-        .env("MOTO_PORT", port.to_string())
-        .env("HEROKU2RDS_NO_FAKE_HEROKU", "1")
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run localstack/start");
-    assert!(out.status.success(), "localstack/start failed");
-    let script = format!(
-        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; MOTO_PORT={port} {stop} >/dev/null 2>&1",
-        pid = std::process::id(),
-        stop = repo().join("localstack/stop").display()
-    );
-    #[allow(clippy::zombie_processes)]
-    let _watchdog = Command::new("setsid")
-        .args(["sh", "-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the moto watchdog");
-    Moto {
-        url: format!("http://127.0.0.1:{port}"),
-    }
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// A policy that allows everything (the emulator's administrator under enforcement).
-pub const ADMIN_POLICY: &str =
-    r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#;
-
-/// Creates the IAM user `label` with the inline policy `policy` (the policy file goes into
-/// `dir`), as the user behind `creator`; returns the environment with its keys.
-pub fn iam_user(
-    m: &Moto,
-    creator: &[(String, String)],
-    label: &str,
-    policy: &Value,
-    dir: &Path,
-) -> Vec<(String, String)> {
-    let file = dir.join(format!("{label}.json"));
-    std::fs::write(&file, policy.to_string()).unwrap();
-    let keys = tool(creator, &["user", label, file.to_str().unwrap()]);
-    aws_env(
-        m,
-        keys["id"].as_str().unwrap(),
-        keys["secret"].as_str().unwrap(),
-    )
-}
-
-/// Turns IAM enforcement on for every later request to `m` (global to the server: create the
-/// users needed first, with the emulator's root keys).
-pub fn enforce_iam(m: &Moto) {
-    let status = Command::new("curl")
-        .args([
-            "-sf",
-            "-o",
-            "/dev/null",
-            "-X",
-            "POST",
-            "--data-binary",
-            "0",
-            "-H",
-            "Content-Type: application/octet-stream",
-            &format!("{}/moto-api/reset-auth", m.url),
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success(), "moto refused to turn IAM enforcement on");
-}
-
-/// The shared emulator (IAM enforcement off).
-pub fn moto() -> &'static Moto {
-    static M: OnceLock<Moto> = OnceLock::new();
-    M.get_or_init(|| start_moto(free_port()))
-}
-
-/// Environment that points the binary (and boto3) at `moto` with the given keys, and away from
-/// any AWS configuration of the machine.
-pub fn aws_env(m: &Moto, key: &str, secret: &str) -> Vec<(String, String)> {
-    vec![
-        ("AWS_ENDPOINT_URL".into(), m.url.clone()),
-        ("AWS_ACCESS_KEY_ID".into(), key.into()),
-        ("AWS_SECRET_ACCESS_KEY".into(), secret.into()),
-        ("AWS_REGION".into(), "us-east-2".into()),
-        ("AWS_DEFAULT_REGION".into(), "us-east-2".into()),
-        ("AWS_CONFIG_FILE".into(), "/dev/null".into()),
-        ("AWS_SHARED_CREDENTIALS_FILE".into(), "/dev/null".into()),
-        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
-    ]
-}
-
-fn python() -> PathBuf {
-    let cache = std::env::var("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache"));
-    std::env::var("HEROKU2RDS_MOTO_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| cache.join("heroku2rds/moto-venv"))
-        .join("bin/python")
-}
-
-pub fn tool(env: &[(String, String)], args: &[&str]) -> Value {
-    let mut c = Command::new(python());
-    c.arg(repo().join("tests/integration/aws_tool.py"))
-        .args(args);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let out = c.output().expect("run aws_tool.py");
-    assert!(
-        out.status.success(),
-        "aws_tool.py {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("aws_tool.py prints JSON")
-}
-
-pub fn inventory(env: &[(String, String)], name: &str) -> serde_json::Map<String, Value> {
-    tool(env, &["inventory", name, "us-east-2,us-east-1"])
-        .as_object()
-        .unwrap()
-        .clone()
-}
-
-pub fn unique(prefix: &str) -> String {
-    let mut b = [0u8; 3];
-    getrandom::fill(&mut b).unwrap();
-    format!("{prefix}-{}", hex::encode(b))
-}
+use crate::support::binary::{h2r_env, Run};
+use crate::support::clusters::{root, scratch_dir, Pair};
+use crate::support::moto::{
+    aws_env, enforce_iam, iam_user, inventory, moto, python, tool, unique, Moto, ADMIN_POLICY,
+    OPERATOR,
+};
+use crate::support::repo_file;
 
 fn run(env: &[(String, String)], extra: &[(&str, &str)], args: &[&str]) -> Run {
     let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -193,9 +43,7 @@ fn provision_args<'a>(name: &'a str, key: &'a str) -> Vec<&'a str> {
 fn ssh_key() -> PathBuf {
     static KEY: OnceLock<PathBuf> = OnceLock::new();
     KEY.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("heroku2rds-test-{}-ssh", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = scratch_dir("ssh");
         let key = dir.join("id_ed25519");
         let ok = Command::new("ssh-keygen")
             .args([
@@ -369,7 +217,7 @@ async fn provision_twice_then_teardown_in_steps() {
         "the master password is in the user-data"
     );
     assert!(
-        !user_data.contains(&crate::harness::root().password),
+        !user_data.contains(&root().password),
         "the source password is in the user-data"
     );
 
@@ -667,10 +515,9 @@ fn without(policy: &Value, action: &str) -> Value {
 async fn exactly_the_operator_policy_under_iam_enforcement() {
     let pair = Pair::new("aws_iam").await;
     // Enforcement is global to a moto server: this test gets its own.
-    let m = start_moto(free_port());
+    let m = Moto::private(&[]);
     let root_env = aws_env(&m, "test", "test");
-    let scratch = std::env::temp_dir().join(format!("heroku2rds-iam-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch).unwrap();
+    let scratch = scratch_dir("iam");
     let admin_env = iam_user(
         &m,
         &root_env,
@@ -682,7 +529,7 @@ async fn exactly_the_operator_policy_under_iam_enforcement() {
     enforce_iam(&m);
 
     let policy: Value = serde_json::from_str(
-        &std::fs::read_to_string(repo().join("policies/operator.json")).unwrap(),
+        &std::fs::read_to_string(repo_file("policies/operator.json")).unwrap(),
     )
     .unwrap();
     let user_with = |label: &str, p: &Value| iam_user(&m, &admin_env, label, p, &scratch);
@@ -819,10 +666,7 @@ async fn exactly_the_operator_policy_under_iam_enforcement() {
                             "{action} not named: {}",
                             last.stderr
                         );
-                        assert!(
-                            !last.stderr.contains(&crate::harness::root().password),
-                            "password leaked"
-                        );
+                        assert!(!last.stderr.contains(&root().password), "password leaked");
                     }
                     // Clean up with the full policy (and prove it converges from wherever it stopped).
                     run(

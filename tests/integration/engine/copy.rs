@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{fingerprint, sequence_values, Pair};
+use crate::support::clusters::{fingerprint, sequence_values, Pair};
 
 /// Extra tables big enough to be split into several integer-key and ctid chunks.
 const BIG_TABLES: &str = r#"

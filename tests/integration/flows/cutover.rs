@@ -6,57 +6,13 @@ use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::harness::{Pair, Run};
-use crate::heroku::{app_name, fake, h2r_heroku, shape, TOKEN};
-
-/// The stand-in for the app's web dynos: inserts through psql with $DATABASE_URL, and logs each
-/// acknowledged (committed) write to $ACK_FILE as "boot n".
-pub const WRITER: &str = r#"boot=$(date +%s%N); i=0
-while true; do
-  i=$((i+1))
-  if psql "$DATABASE_URL" -qtAX -v ON_ERROR_STOP=1 -c "INSERT INTO public.writes (boot, n, dyno) VALUES ($boot, $i, '$DYNO'); INSERT INTO public.nokey VALUES ($i, 'w', $boot)" >/dev/null 2>&1; then
-    echo "$boot $i" >> "$ACK_FILE"
-  fi
-  sleep 0.05
-done"#;
-
-pub const SCHEMA: &str = "
-CREATE TABLE public.writes (id bigserial PRIMARY KEY, boot bigint NOT NULL, n int NOT NULL, dyno text NOT NULL);
-CREATE TABLE public.items (id int PRIMARY KEY, v text NOT NULL);
-INSERT INTO public.items SELECT i, md5(i::text) FROM generate_series(1, 2000) i;
-CREATE TABLE public.nokey (a int, b text, boot bigint);
-INSERT INTO public.nokey SELECT i, 'fixture', NULL FROM generate_series(1, 100) i;
-CREATE MATERIALIZED VIEW public.items_summary AS SELECT count(*) AS n, max(id) AS top FROM public.items;
-";
-
-pub fn quick(mut body: Value) -> Value {
-    let o = body.as_object_mut().expect("object");
-    o.insert("dyno_start_seconds".into(), json!(0.3));
-    o.insert("dyno_stop_grace_seconds".into(), json!(0.5));
-    o.insert("release_seconds".into(), json!(0.5));
-    body
-}
-
-fn kill(pid: u32, sig: &str) {
-    Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .expect("kill");
-}
-
-/// Rows of `table` as sorted md5s, restricted by `filter`.
-pub async fn rows(c: &tokio_postgres::Client, table: &str, filter: &str) -> (i64, String) {
-    let r = c
-        .query_one(
-            &format!("SELECT count(*), coalesce(md5(string_agg(h, ',' ORDER BY h)), '') FROM (SELECT md5(x::text) h FROM {table} x WHERE {filter}) s"),
-            &[],
-        )
-        .await
-        .expect("rows");
-    (r.get(0), r.get(1))
-}
+use crate::support::binary::{self, Run};
+use crate::support::clusters::{root, rows, Pair};
+use crate::support::fake_heroku::{app_name, fake, quick, Fake, TOKEN};
+use crate::support::host::kill;
+use crate::support::workloads::{acks, wait_for_acks, SCHEMA, WRITER};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cutover_end_to_end_while_the_app_writes() {
@@ -73,7 +29,7 @@ async fn cutover_end_to_end_while_the_app_writes() {
     let follower = pair.spawn_h2r(&["replicate", "--until", "forever", "--keyless", "recopy"]);
 
     let app = app_name("e2e-app");
-    let ack = crate::harness::root().dir.join(format!("{app}.acks"));
+    let ack = root().dir.join(format!("{app}.acks"));
     f.post(
         "/apps",
         quick(json!({
@@ -86,15 +42,10 @@ async fn cutover_end_to_end_while_the_app_writes() {
         })),
     )
     .await;
-    let before = shape(&app).await;
-    let acks = crate::migrate::acks;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while acks(&ack).len() < 40 {
-        assert!(Instant::now() < deadline, "the dynos did not write");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let before = f.shape(&app).await;
+    wait_for_acks(&ack, 40, Duration::from_secs(60), "the dynos did not write").await;
 
-    let run = h2r_heroku(
+    let run = f.h2r(
         &pair,
         TOKEN,
         &[
@@ -120,7 +71,7 @@ async fn cutover_end_to_end_while_the_app_writes() {
         "{report}"
     );
     assert!(
-        !run.stdout.contains(&crate::harness::root().password),
+        !run.stdout.contains(&root().password),
         "password in the report"
     );
     let steps: Vec<&str> = report["steps"]
@@ -135,7 +86,7 @@ async fn cutover_end_to_end_while_the_app_writes() {
 
     // The app: DATABASE_URL is the target, the Heroku database still attached under another
     // name, formation and maintenance as before.
-    let after = shape(&app).await;
+    let after = f.shape(&app).await;
     assert_eq!(
         after.database_url.as_deref(),
         Some(pair.target_url().as_str())
@@ -167,14 +118,13 @@ async fn cutover_end_to_end_while_the_app_writes() {
 
     // The dynos now write to the target: let them, then stop everything.
     let n_before_stop = acks(&ack).len();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while acks(&ack).len() < n_before_stop + 20 {
-        assert!(
-            Instant::now() < deadline,
-            "the dynos did not write after the switch"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_acks(
+        &ack,
+        n_before_stop + 20,
+        Duration::from_secs(30),
+        "the dynos did not write after the switch",
+    )
+    .await;
     kill(follower.id(), "-TERM");
     let out = follower.wait_with_output().expect("follower");
     assert!(
@@ -273,7 +223,7 @@ async fn cutover_end_to_end_while_the_app_writes() {
     );
 
     // A re-run says it is done.
-    let again = h2r_heroku(&pair, TOKEN, &["cutover", "--app", &app, "--yes"]);
+    let again = f.h2r(&pair, TOKEN, &["cutover", "--app", &app, "--yes"]);
     again.expect_code(0);
     assert!(
         again.stdout.contains("already completed"),
@@ -328,7 +278,8 @@ async fn wait_step(pair: &Pair, step: &str, child: &mut std::process::Child) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failures_before_the_point_of_no_return_roll_back_and_after_it_continue() {
-    let f = fake();
+    // Injects faults (and clears them, which is global to a server): a fake of its own.
+    let f = &Fake::private("cutover-faults");
     let pair = Pair::new("cut_faults").await;
     pair.source_owner()
         .await
@@ -349,7 +300,7 @@ async fn failures_before_the_point_of_no_return_roll_back_and_after_it_continue(
         })),
     )
     .await;
-    let before = shape(&app).await;
+    let before = f.shape(&app).await;
     let base = ["cutover", "--app", &app, "--yes", "--session-grace-s", "2"];
 
     // A 500 at each step's endpoint (as often as the client tries).
@@ -380,10 +331,14 @@ async fn failures_before_the_point_of_no_return_roll_back_and_after_it_continue(
             json!({ "method": method, "path_regex": path, "status": 500, "times": times }),
         )
         .await;
-        let run = h2r_heroku(&pair, TOKEN, &base);
+        let run = f.h2r(&pair, TOKEN, &base);
         rolled_back(&run, 5, &["cutover rolled back", said]);
         f.admin(reqwest::Method::DELETE, "/faults", None).await;
-        assert_eq!(shape(&app).await, before, "after a 500 on {method} {path}");
+        assert_eq!(
+            f.shape(&app).await,
+            before,
+            "after a 500 on {method} {path}"
+        );
         assert_eq!(outcome(&pair).await.as_deref(), Some("rolled-back"));
     }
 
@@ -392,7 +347,7 @@ async fn failures_before_the_point_of_no_return_roll_back_and_after_it_continue(
     tgt.batch_execute("UPDATE public.items SET v = 'planted' WHERE id = 7")
         .await
         .expect("plant");
-    let run = h2r_heroku(&pair, TOKEN, &base);
+    let run = f.h2r(&pair, TOKEN, &base);
     rolled_back(
         &run,
         1,
@@ -402,7 +357,7 @@ async fn failures_before_the_point_of_no_return_roll_back_and_after_it_continue(
             "public.items",
         ],
     );
-    assert_eq!(shape(&app).await, before, "after a verification mismatch");
+    assert_eq!(f.shape(&app).await, before, "after a verification mismatch");
     tgt.batch_execute("UPDATE public.items SET v = md5('7') WHERE id = 7")
         .await
         .expect("unplant");
@@ -417,30 +372,29 @@ async fn failures_before_the_point_of_no_return_roll_back_and_after_it_continue(
         .spawn()
         .expect("an app session");
     let spawn = |grace: &str| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_heroku2rds"));
-        c.args([
-            "cutover",
-            "--app",
-            &app,
-            "--yes",
-            "--session-grace-s",
-            grace,
-        ]);
-        for (k, v) in f.env(TOKEN) {
-            c.env(k, v);
-        }
-        c.env("HEROKU2RDS_TARGET_URL", pair.target_url())
-            .env_remove("HEROKU2RDS_SOURCE_URL")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn cutover")
+        let mut env = f.env(TOKEN);
+        env.push(("HEROKU2RDS_TARGET_URL", pair.target_url()));
+        binary::command(
+            [
+                "cutover",
+                "--app",
+                &app,
+                "--yes",
+                "--session-grace-s",
+                grace,
+            ],
+            &env,
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cutover")
     };
     let mut child = spawn("120");
     wait_step(&pair, "dynos-stopped", &mut child).await;
     // A second cutover of the same migration refuses while this one runs, naming it, and
     // changes nothing.
-    let second = h2r_heroku(&pair, TOKEN, &base);
+    let second = f.h2r(&pair, TOKEN, &base);
     second.expect_code(2);
     assert!(
         second.stderr.contains("already running")
@@ -453,13 +407,13 @@ async fn failures_before_the_point_of_no_return_roll_back_and_after_it_continue(
     child.wait().expect("reap");
     // The server notices the dead process's sessions (and its lock) a moment later.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mid = shape(&app).await;
+    let mid = f.shape(&app).await;
     assert!(mid.maintenance, "killed mid-way: maintenance is on");
     assert!(
         mid.formation.iter().all(|p| p.1 == 0),
         "killed mid-way: scaled down {mid:?}"
     );
-    let run = h2r_heroku(&pair, TOKEN, &base);
+    let run = f.h2r(&pair, TOKEN, &base);
     rolled_back(
         &run,
         5,
@@ -468,7 +422,7 @@ async fn failures_before_the_point_of_no_return_roll_back_and_after_it_continue(
             "run `heroku2rds cutover` again",
         ],
     );
-    assert_eq!(shape(&app).await, before, "after a killed cutover");
+    assert_eq!(f.shape(&app).await, before, "after a killed cutover");
 
     // SIGTERM (as Ctrl-C) during the same wait: it rolls back by itself.
     let mut child = spawn("120");
@@ -481,7 +435,7 @@ async fn failures_before_the_point_of_no_return_roll_back_and_after_it_continue(
         stderr.contains("cutover rolled back") && stderr.contains("interrupted"),
         "{stderr}"
     );
-    assert_eq!(shape(&app).await, before, "after Ctrl-C");
+    assert_eq!(f.shape(&app).await, before, "after Ctrl-C");
     let _ = session.kill();
     let _ = session.wait();
 
@@ -491,7 +445,7 @@ async fn failures_before_the_point_of_no_return_roll_back_and_after_it_continue(
         json!({ "method": "PATCH", "path_regex": format!("^/apps/{app}/config-vars$"), "status": 500, "times": 6 }),
     )
     .await;
-    let run = h2r_heroku(&pair, TOKEN, &base);
+    let run = f.h2r(&pair, TOKEN, &base);
     run.expect_code(5);
     assert!(
         run.stderr.contains("past the point of no return"),
@@ -499,15 +453,15 @@ async fn failures_before_the_point_of_no_return_roll_back_and_after_it_continue(
         run.stderr
     );
     f.admin(reqwest::Method::DELETE, "/faults", None).await;
-    let mid = shape(&app).await;
+    let mid = f.shape(&app).await;
     assert!(
         mid.maintenance && mid.database_url.is_none(),
         "stopped after detaching: {mid:?}"
     );
-    let run = h2r_heroku(&pair, TOKEN, &["cutover", "--app", &app, "--yes", "--json"]);
+    let run = f.h2r(&pair, TOKEN, &["cutover", "--app", &app, "--yes", "--json"]);
     run.expect_code(0);
     assert_eq!(run.json()["outcome"], "completed");
-    let after = shape(&app).await;
+    let after = f.shape(&app).await;
     assert_eq!(
         after.database_url.as_deref(),
         Some(pair.target_url().as_str())

@@ -1,7 +1,9 @@
 //! Bad input: a clear message naming the problem and the fix, the contract's exit code, no
 //! secret in the output, and nothing changed on either server.
 
-use crate::harness::{h2r_env, root, Pair, INTRUDER, SOURCE_OWNER};
+use crate::support::binary::h2r;
+use crate::support::clusters::{root, Pair, INTRUDER, SOURCE_OWNER};
+use crate::support::host::free_port;
 
 async fn assert_untouched(pair: &Pair) {
     let tgt = pair.target_master().await;
@@ -55,11 +57,7 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
     let db = pair.name.clone();
     let src = pair.source_url();
     let tgt = pair.target_url();
-    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let closed_port = free_port();
     let with = |user: &str, pass: &str, port: u16, dbname: &str, extra: &str| {
         format!("postgresql://{user}:{pass}@localhost:{port}/{dbname}?sslmode=verify-full&sslrootcert={ca}{extra}")
     };
@@ -162,7 +160,7 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
     let mut failures = Vec::new();
     for case in &cases {
         let args: Vec<&str> = case.args.iter().map(String::as_str).collect();
-        let run = h2r_env(&args, &[]);
+        let run = h2r(&args);
         let all = format!("{}{}", run.stdout, run.stderr);
         if run.code != case.code {
             failures.push(format!(
@@ -233,7 +231,7 @@ async fn preflight_reports_every_kind_of_finding() {
         .expect("url")
         .to_string()
         + "?sslmode=require";
-    let plain = h2r_env(&["preflight", "--source", &require], &[]);
+    let plain = h2r(&["preflight", "--source", &require]);
     plain.expect_code(3);
     assert!(plain.stdout.contains("BLOCKING"), "{}", plain.stdout);
     // A password on the command line is visible to every user: warned, without repeating it.
@@ -245,7 +243,7 @@ async fn preflight_reports_every_kind_of_finding() {
         "{}",
         plain.stderr
     );
-    assert!(!plain.stderr.contains(&crate::harness::root().password));
+    assert!(!plain.stderr.contains(&root().password));
     let run = pair.h2r(&["preflight", "--json"]);
     assert!(
         !run.stderr.contains("on the command line"),

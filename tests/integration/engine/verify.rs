@@ -1,6 +1,7 @@
 //! `verify` finds each planted difference on the target and names the key.
 
-use crate::harness::Pair;
+use crate::support::binary::h2r_env;
+use crate::support::clusters::{root, scratch_dir, Pair, SOURCE_OWNER, TARGET_MASTER};
 
 /// (column, a value of its type that the planted row did not have).
 const PLANTS: &[(&str, &str)] = &[
@@ -193,13 +194,11 @@ async fn verify_finds_every_planted_difference() {
 /// file holds the passwords (used only when no one else may read it).
 #[tokio::test(flavor = "multi_thread")]
 async fn urls_from_a_service_file_and_a_password_file() {
-    use crate::harness::{root, SOURCE_OWNER, TARGET_MASTER};
     use std::os::unix::fs::PermissionsExt;
     let pair = Pair::new("verify_files").await;
     pair.load_rich_fixture().await;
     pair.h2r(&["replicate", "--until", "copied"]).expect_code(0);
-    let dir = root().dir.join("libpq-files");
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("libpq-files");
     let services = dir.join("pg_service.conf");
     std::fs::write(
         &services,
@@ -241,11 +240,7 @@ async fn urls_from_a_service_file_and_a_password_file() {
             ("PGPASSFILE", pass.display().to_string()),
         ]
     };
-    let run = |pass: &std::path::Path| {
-        let e = env(pass);
-        let refs: Vec<(&str, &str)> = e.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        crate::harness::h2r_env(&["verify"], &refs)
-    };
+    let run = |pass: &std::path::Path| h2r_env(&["verify"], &env(pass));
     let ok = run(&pgpass);
     ok.expect_code(0);
     assert!(ok.stdout.contains("source and target are equal"), "{ok:?}");
@@ -265,7 +260,7 @@ async fn urls_from_a_service_file_and_a_password_file() {
     );
 
     // An unknown service is a usage error naming it.
-    let e = crate::harness::h2r_env(
+    let e = h2r_env(
         &["status"],
         &[
             ("HEROKU2RDS_TARGET_URL", "postgresql://?service=nope"),

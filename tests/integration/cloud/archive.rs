@@ -1,6 +1,7 @@
 //! `heroku2rds archive` against the fake Heroku (real pg_dump backups behind a public URL), the
 //! moto S3 emulator (bucket made by `provision`) and real Postgres clusters. Objects are read back
-//! with boto3 (aws_tool.py), the backup with curl: both independent of heroku2rds's code.
+//! with boto3 (aws_tool.py), the backup with curl: both independent of heroku2rds's code. The
+//! tests that read the fake's request log or inject faults have a fake of their own.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -8,22 +9,23 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
-use crate::aws::{aws_env, moto, tool, unique, OPERATOR};
-use crate::harness::{h2r_env, pg_bin, root, Pair, Run};
-use crate::heroku::{app_name, fake, TOKEN};
+use crate::support::binary::{self, h2r_env, Run};
+use crate::support::clusters::{restore_list, scratch_dir, Pair};
+use crate::support::fake_heroku::{app_name, fake, Fake, TOKEN};
+use crate::support::host::kill;
+use crate::support::moto::{aws_env, moto, tool, unique, OPERATOR};
 
-/// Environment with moto's credentials and the fake Heroku.
-fn env() -> Vec<(String, String)> {
+/// Environment with moto's credentials and the fake Heroku `f`.
+fn env(f: &Fake) -> Vec<(String, String)> {
     let mut e = aws_env(moto(), "test", "test");
-    for (k, v) in fake().env(TOKEN) {
+    for (k, v) in f.env(TOKEN) {
         e.push((k.to_string(), v));
     }
     e
 }
 
 fn h2r(env: &[(String, String)], args: &[&str]) -> Run {
-    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    h2r_env(args, &refs)
+    h2r_env(args, env)
 }
 
 /// Provisions the database side of migration `name` (which creates the archive bucket).
@@ -48,9 +50,7 @@ fn provision(env: &[(String, String)], name: &str) {
 }
 
 fn scratch(label: &str) -> std::path::PathBuf {
-    let d = root().dir.join("archive").join(label);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    scratch_dir(&format!("archive/{label}"))
 }
 
 fn sha256_file(path: &std::path::Path) -> String {
@@ -61,20 +61,6 @@ fn sha256_file(path: &std::path::Path) -> String {
         .next()
         .unwrap()
         .to_string()
-}
-
-fn restore_list(path: &std::path::Path) -> String {
-    let out = Command::new(pg_bin().join("pg_restore"))
-        .arg("--list")
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pg_restore --list: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The object, downloaded by boto3; returns its metadata.
@@ -95,8 +81,9 @@ const TABLES: &str = "
 
 #[tokio::test(flavor = "multi_thread")]
 async fn archive_backup_is_byte_identical() {
-    let env = env();
-    let f = fake();
+    // Reads the request log (and empties it first): a fake of its own.
+    let f = &Fake::private("archive-backup");
+    let env = env(f);
     let pair = Pair::new("arch_backup").await;
     pair.source_owner()
         .await
@@ -210,8 +197,8 @@ async fn archive_backup_is_byte_identical() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn archive_via_pg_dump() {
-    let env = env();
     let f = fake();
+    let env = env(f);
     let pair = Pair::new("arch_pgdump").await;
     pair.source_owner()
         .await
@@ -260,8 +247,9 @@ async fn archive_via_pg_dump() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failures_leave_no_unfinished_upload() {
-    let env = env();
-    let f = fake();
+    // Injects a failing backup: a fake of its own.
+    let f = &Fake::private("archive-failures");
+    let env = env(f);
     let pair = Pair::new("arch_fail").await;
     // More than one 16 MiB part of incompressible data, then a table pg_dump cannot read
     // (row security forced on its owner; pg_dump runs with row_security off): pg_dump fails in
@@ -320,26 +308,22 @@ async fn failures_leave_no_unfinished_upload() {
     assert!(unfinished_uploads(&env, &bucket).is_empty());
 
     // Interrupted (SIGINT) in the middle of the stream: aborted as well.
-    let child = Command::new(env!("CARGO_BIN_EXE_heroku2rds"))
-        .args([
+    let child = binary::command(
+        [
             "archive", "--app", &app, "--name", &name, "--via", "pg_dump",
-        ])
-        .envs(no_token.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+        &no_token,
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while unfinished_uploads(&env, &bucket).is_empty() {
         assert!(std::time::Instant::now() < deadline, "no upload started");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap()
-        .success());
+    assert!(kill(child.id(), "-INT"));
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(5), "{stderr}");
@@ -361,8 +345,8 @@ async fn failures_leave_no_unfinished_upload() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn archive_bad_input() {
-    let env = env();
     let f = fake();
+    let env = env(f);
     let pair = Pair::new("arch_bad").await;
     let app = app_name("arch-bad");
     f.post(

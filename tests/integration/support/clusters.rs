@@ -1,10 +1,13 @@
 //! Throwaway PostgreSQL clusters for the tests: a "Heroku" source whose tables belong to a
 //! non-superuser owner role, and an "RDS" target whose master user is not a superuser either.
 //! Both serve TLS only, with certificates from a CA the harness makes. One pair of clusters per
-//! test process, one pair of databases per test. A watchdog process stops the clusters and removes
-//! their files when the test process ends, however it ends.
-
-#![allow(dead_code)]
+//! test process, one pair of databases per test (clusters of its own for a test that restarts
+//! servers). Everything lives under one scratch root per test process.
+//!
+//! A watchdog process stops the clusters when the test process ends, however it ends, and
+//! removes the scratch root, unless something in it is kept for inspection: the databases of a
+//! test that failed (a [`Pair`] dropped while its test panics), or everything when
+//! `HEROKU2RDS_KEEP_TEST_DB=1` is set. What is kept is said on the failing test's stderr.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -13,20 +16,18 @@ use std::sync::OnceLock;
 use heroku2rds::pg::conn::ConnSpec;
 use tokio_postgres::Client;
 
+use crate::support::binary::{self, Run};
+use crate::support::host::{after_exit, free_port, is_root};
+
+/// Set to keep every cluster and file of the run, failed or not.
+pub const KEEP_VAR: &str = "HEROKU2RDS_KEEP_TEST_DB";
+
 /// The owner role of the source databases (like Heroku's default credential).
 pub const SOURCE_OWNER: &str = "app_owner";
 /// A role that can read the source but owns nothing.
 pub const INTRUDER: &str = "intruder";
 /// The target's master user (like RDS's, not a superuser).
 pub const TARGET_MASTER: &str = "rds_master";
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
 
 /// Runs a PostgreSQL server binary, as the `postgres` user when we are root.
 fn pg_command(bin: &Path) -> Command {
@@ -76,43 +77,99 @@ pub struct Root {
     pub password: String,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 pub fn root() -> &'static Root {
     static ROOT: OnceLock<Root> = OnceLock::new();
     ROOT.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("heroku2rds-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("scratch dir");
-        let password = format!("pw-{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
-        // The watchdog: stops every cluster and removes the scratch root when this process ends.
-        let script = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
-             for d in {root}/*/data; do [ -f \"$d/postmaster.pid\" ] && {runas} {bin}/pg_ctl -D \"$d\" stop -m immediate >/dev/null 2>&1; done; \
-             rm -rf {root}",
-            pid = std::process::id(),
-            root = dir.display(),
-            runas = if is_root() { "runuser -u postgres --" } else { "" },
-            bin = pg_bin().display()
+        let password = format!(
+            "pw-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
         );
-        let mut watchdog = Command::new("setsid");
-        watchdog.args(["sh", "-c", &script]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-        // Deliberately not waited for: it must outlive this process to clean up after it.
-        #[allow(clippy::zombie_processes)]
-        let _watchdog = watchdog.spawn().expect("start the cleanup watchdog");
+        // When this process ends: stop every cluster (cleanly if kept: they are to be started
+        // again), then remove the scratch root, or, if something in it is kept, the clusters
+        // that are not (see `Root::keep`).
+        after_exit(
+            "stops the clusters and removes their files",
+            &format!(
+                "k='{root}/{KEPT}'; \
+                 if [ -e \"$k\" ]; then mode=fast; else mode=immediate; fi; \
+                 for d in '{root}'/*/data; do [ -f \"$d/postmaster.pid\" ] && {runas} '{bin}/pg_ctl' -D \"$d\" stop -m $mode >/dev/null 2>&1; done; \
+                 if [ ! -e \"$k\" ]; then rm -rf '{root}'; \
+                 elif ! grep -qxF 'keep: {root}' \"$k\"; then \
+                   for d in '{root}'/*/data; do c=\"${{d%/data}}\"; grep -qxF \"keep: $c\" \"$k\" || rm -rf \"$c\"; done; \
+                 fi",
+                root = dir.display(),
+                runas = if is_root() { "runuser -u postgres --" } else { "" },
+                bin = pg_bin().display()
+            ),
+        );
 
         let ca = make_ca(&dir.join("ca"), "heroku2rds test CA");
         let wrong_ca = make_ca(&dir.join("wrong-ca"), "some other CA");
         if is_root() {
-            check(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).output(), "chown scratch dir");
+            check(
+                Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(&dir)
+                    .output(),
+                "chown scratch dir",
+            );
         }
-        Root { dir, ca, wrong_ca, password }
+        let root = Root {
+            dir,
+            ca,
+            wrong_ca,
+            password,
+        };
+        if std::env::var_os(KEEP_VAR).is_some_and(|v| !v.is_empty() && v != "0") {
+            root.keep(&format!("everything ({KEEP_VAR} is set)"), &[&root.dir]);
+        }
+        root
     })
+}
+
+/// The file in the scratch root that lists what is kept; while it exists, the root is kept.
+const KEPT: &str = "KEPT";
+
+impl Root {
+    /// Keeps the scratch root when this process ends, with its files (logs, dumps, the fakes'
+    /// logs), the clusters in `dirs` (stopped) and every cluster if `dirs` holds the root itself;
+    /// the other clusters are removed. Says so on stderr, in the output of the calling test.
+    pub fn keep(&self, what: &str, dirs: &[&Path]) {
+        use std::io::Write;
+        let list = self.dir.join(KEPT);
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&list)
+            .expect("the list of what is kept");
+        let mut text = format!("# {}\n", what.replace('\n', "\n# "));
+        for d in dirs {
+            text.push_str(&format!("keep: {}\n", d.display()));
+        }
+        f.write_all(text.as_bytes())
+            .expect("the list of what is kept");
+        eprintln!(
+            "[harness] kept for inspection: {what}\n\
+             [harness] {root} is kept when the test process ends, with the clusters listed in \
+             {list} (stopped; the others are removed); remove it with: rm -rf {root}",
+            root = self.dir.display(),
+            list = list.display(),
+        );
+    }
+}
+
+/// A directory of its own under the scratch root (kept or removed with it).
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let d = root().dir.join(name);
+    std::fs::create_dir_all(&d).expect("scratch dir");
+    d
 }
 
 fn openssl(args: &[&str], dir: &Path) {
@@ -309,6 +366,23 @@ impl Cluster {
             "pg_ctl restart",
         );
     }
+
+    /// How to reach this cluster again once it is kept (the test process gone).
+    fn how_to_inspect(&self, db: &str) -> String {
+        let runas = if is_root() {
+            "runuser -u postgres -- "
+        } else {
+            ""
+        };
+        format!(
+            "database {db} of the {name} cluster in {dir}: start it with `{runas}{bin}/pg_ctl -D {dir}/data -l {dir}/log start`, \
+             then `{runas}psql -h {dir} -p {port} -U postgres {db}`",
+            name = self.name,
+            dir = self.dir.display(),
+            bin = pg_bin().display(),
+            port = self.port,
+        )
+    }
 }
 
 fn append(path: &Path, text: &str) {
@@ -438,9 +512,9 @@ impl Pair {
 
     /// Loads the rich fixture into the source.
     pub async fn load_rich_fixture(&self) {
-        let sql = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/fixtures/rich.sql"),
-        )
+        let sql = std::fs::read_to_string(crate::support::repo_file(
+            "tests/integration/fixtures/rich.sql",
+        ))
         .expect("fixture");
         self.source_owner()
             .await
@@ -451,85 +525,40 @@ impl Pair {
 
     /// Runs the heroku2rds binary with the pair's URLs in the environment.
     pub fn h2r(&self, args: &[&str]) -> Run {
-        h2r_env(
-            args,
-            &[
-                ("HEROKU2RDS_SOURCE_URL", &self.source_url()),
-                ("HEROKU2RDS_TARGET_URL", &self.target_url()),
-            ],
-        )
+        binary::h2r_env(args, &self.url_env())
     }
 
     /// Starts the binary in the background (for kill tests).
     pub fn spawn_h2r(&self, args: &[&str]) -> std::process::Child {
-        Command::new(env!("CARGO_BIN_EXE_heroku2rds"))
-            .args(args)
-            .env("HEROKU2RDS_SOURCE_URL", self.source_url())
-            .env("HEROKU2RDS_TARGET_URL", self.target_url())
+        binary::command(args, &self.url_env())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn heroku2rds")
     }
-}
 
-/// The outcome of one run of the binary.
-#[derive(Debug)]
-pub struct Run {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Run {
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
-    }
-    #[track_caller]
-    pub fn expect_code(&self, code: i32) -> &Self {
-        assert_eq!(
-            self.code, code,
-            "unexpected exit code; stdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
-        self
+    fn url_env(&self) -> [(&'static str, String); 2] {
+        [
+            ("HEROKU2RDS_SOURCE_URL", self.source_url()),
+            ("HEROKU2RDS_TARGET_URL", self.target_url()),
+        ]
     }
 }
 
-/// Runs the binary with extra environment; the URL variables are cleared unless given.
-pub fn h2r_env(args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_heroku2rds"));
-    c.args(args)
-        .env_remove("HEROKU2RDS_SOURCE_URL")
-        .env_remove("HEROKU2RDS_TARGET_URL");
-    for (k, v) in env {
-        c.env(k, v);
+/// A test that fails (panics) while it holds its pair keeps the pair's databases for inspection.
+impl Drop for Pair {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            root().keep(
+                &format!(
+                    "the databases of a failed test:\n  {}\n  {}",
+                    self.source.how_to_inspect(&self.name),
+                    self.target.how_to_inspect(&self.name)
+                ),
+                &[&self.source.dir, &self.target.dir],
+            );
+        }
     }
-    let out = c.output().expect("run heroku2rds");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-/// Starts the binary in the background with `env` (the URL variables are cleared unless given),
-/// its stdout and stderr going to `log` (a pipe nobody reads would block a long run).
-pub fn spawn_h2r_logged(args: &[&str], env: &[(&str, &str)], log: &Path) -> std::process::Child {
-    let out = std::fs::File::create(log).expect("create the log file");
-    let err = out.try_clone().expect("clone the log file");
-    let mut c = Command::new(env!("CARGO_BIN_EXE_heroku2rds"));
-    c.args(args)
-        .env_remove("HEROKU2RDS_SOURCE_URL")
-        .env_remove("HEROKU2RDS_TARGET_URL")
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.spawn().expect("spawn heroku2rds")
 }
 
 /// An independent fingerprint of every ordinary table (and materialized view) of a database:
@@ -570,6 +599,34 @@ async fn fingerprint_kinds(
         out.insert(rel, (row.get(0), row.get(1)));
     }
     out
+}
+
+/// Rows of `table` as a count and an md5 over their sorted md5s, restricted by `filter`.
+pub async fn rows(c: &Client, table: &str, filter: &str) -> (i64, String) {
+    let r = c
+        .query_one(
+            &format!("SELECT count(*), coalesce(md5(string_agg(h, ',' ORDER BY h)), '') FROM (SELECT md5(x::text) h FROM {table} x WHERE {filter}) s"),
+            &[],
+        )
+        .await
+        .expect("rows");
+    (r.get(0), r.get(1))
+}
+
+/// `pg_restore --list` of a custom-format dump (the test fails if it is not one).
+pub fn restore_list(path: &Path) -> String {
+    let out = Command::new(pg_bin().join("pg_restore"))
+        .arg("--list")
+        .arg(path)
+        .output()
+        .expect("pg_restore");
+    assert!(
+        out.status.success(),
+        "pg_restore --list {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Every sequence's (last_value, is_called).

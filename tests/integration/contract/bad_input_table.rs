@@ -21,14 +21,13 @@ use clap::CommandFactory;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-use crate::aws::{
-    aws_env, enforce_iam, free_port, iam_user, inventory, start_moto_with, unique, ADMIN_POLICY,
+use crate::support::binary::{Run, BIN};
+use crate::support::clusters::{root, scratch_dir, Pair, INTRUDER, SOURCE_OWNER, TARGET_MASTER};
+use crate::support::fake_heroku::{app_name, fake, quick, TOKEN};
+use crate::support::host::free_port;
+use crate::support::moto::{
+    aws_env, enforce_iam, iam_user, inventory, unique, Moto, ADMIN_POLICY, OPERATOR,
 };
-use crate::cutover::quick;
-use crate::harness::{root, Pair, Run, INTRUDER, SOURCE_OWNER, TARGET_MASTER};
-use crate::heroku::{app_name, fake, TOKEN};
-
-const OPERATOR: &str = "203.0.113.7/32";
 const WRONG_PASSWORD: &str = "not-the-password-7f3a";
 const BAD_TOKEN: &str = "bt-not-a-heroku-token-0000";
 const EXPIRED_TOKEN: &str = "bt-expired-token-1111";
@@ -366,7 +365,7 @@ fn command_line(c: &Case) -> Vec<String> {
 /// Runs the binary in `dir` with exactly `env` on top of this process's environment minus
 /// anything that could reach a real cloud or database.
 async fn run(dir: &Path, args: &[String], env: &[(String, String)]) -> Run {
-    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_heroku2rds"));
+    let mut c = tokio::process::Command::new(BIN);
     c.args(args)
         .current_dir(dir)
         .stdin(Stdio::null())
@@ -381,14 +380,7 @@ async fn run(dir: &Path, args: &[String], env: &[(String, String)]) -> Run {
     }
     c.envs(env.iter().map(|(k, v)| (k, v)));
     match tokio::time::timeout(CASE_TIMEOUT, c.output()).await {
-        Ok(out) => {
-            let out = out.expect("run heroku2rds");
-            Run {
-                code: out.status.code().unwrap_or(-1),
-                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            }
-        }
+        Ok(out) => Run::from_output(out.expect("run heroku2rds")),
         Err(_) => Run {
             code: -2,
             stdout: String::new(),
@@ -639,14 +631,13 @@ async fn pair(name: &str, source_sql: &str, target_sql: &str) -> Pair {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_table_every_command() {
     let started = Instant::now();
-    let scratch = root().dir.join("bad-input-table");
-    std::fs::create_dir_all(&scratch).unwrap();
+    let scratch = scratch_dir("bad-input-table");
 
     // The AWS emulator, private (IAM enforcement is global to a server): an administrator and
     // a user without any permission, then enforcement on.
     let moto_dir = scratch.clone();
     let moto = tokio::task::spawn_blocking(move || {
-        let m = start_moto_with(free_port(), &[]);
+        let m = Moto::private(&[]);
         let root_env = aws_env(&m, "test", "test");
         let admin = iam_user(
             &m,

@@ -1,228 +1,21 @@
 //! The Heroku client against the fake Heroku (localstack/heroku): headers, paging, 429, error
 //! bodies; and the cutover's bad input: clear messages, exit codes 2 or 4, no change to the app.
-//!
-//! The fake runs once per test process on free ports; a watchdog stops it (and its dynos) when
-//! the test process ends, however it ends.
+//! The tests that inject faults, change the rate limit or read the request log have a fake of
+//! their own.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use heroku2rds::heroku::client::{self, Client, Request, Secret, TokenSource};
+use heroku2rds::heroku::client::Request;
 use serde_json::{json, Value};
 
-use crate::harness::{h2r_env, root, Pair, Run};
-
-/// The fake Heroku of this test process.
-pub struct Fake {
-    pub url: String,
-    http: reqwest::Client,
-}
-
-/// The token the fake accepts out of the box.
-pub const TOKEN: &str = "fake-heroku-token-0000-0000-000000000000";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// Starts the fake (once per process).
-pub fn fake() -> &'static Fake {
-    static FAKE: OnceLock<Fake> = OnceLock::new();
-    FAKE.get_or_init(|| {
-        let heroku_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("localstack/heroku");
-        let (port, public) = (free_port(), free_port());
-        let dir = root().dir.join("fake-heroku");
-        std::fs::create_dir_all(&dir).expect("fake dir");
-        let log = std::fs::File::create(dir.join("log")).expect("fake log");
-        let child = Command::new("setsid")
-            .arg("python3")
-            .arg("-u")
-            .args(["-m", "fake_heroku"])
-            .current_dir(&heroku_dir)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--public-port", &public.to_string()])
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .env("FAKE_HEROKU_TOKEN", TOKEN)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start the fake Heroku (python3)");
-        // The watchdog: stops the fake (which stops its dynos) when this process ends.
-        let watchdog = format!(
-            "while kill -0 {me} 2>/dev/null; do sleep 1; done; kill -TERM {fake} 2>/dev/null; sleep 3; kill -KILL {fake} 2>/dev/null",
-            me = std::process::id(),
-            fake = child.id()
-        );
-        #[allow(clippy::zombie_processes)]
-        let _w = Command::new("setsid")
-            .args(["sh", "-c", &watchdog])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the fake's watchdog");
-        std::mem::forget(child);
-        let url = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let ok = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
-            if ok {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the fake Heroku did not start; see {}",
-                dir.join("log").display()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Fake {
-            url,
-            // Shared by tests that each run their own tokio runtime: a pooled connection belongs
-            // to the runtime that opened it and dies with it, so keep none.
-            http: reqwest::Client::builder()
-                .pool_max_idle_per_host(0)
-                .build()
-                .expect("http client"),
-        }
-    })
-}
-
-impl Fake {
-    /// Calls the admin API.
-    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut b = self
-            .http
-            .request(method.clone(), format!("{}/__fake{path}", self.url));
-        if let Some(body) = body {
-            b = b.json(&body);
-        }
-        let resp = b
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("admin {method} {path}: {e}"));
-        let status = resp.status();
-        let v: Value = resp.json().await.unwrap_or(Value::Null);
-        assert!(status.is_success(), "admin {method} {path}: {status} {v}");
-        v
-    }
-
-    pub async fn post(&self, path: &str, body: Value) -> Value {
-        self.admin(reqwest::Method::POST, path, Some(body)).await
-    }
-
-    pub async fn get(&self, path: &str) -> Value {
-        self.admin(reqwest::Method::GET, path, None).await
-    }
-
-    /// The app's state as the fake holds it.
-    pub async fn state(&self, app: &str) -> Value {
-        self.get(&format!("/apps/{app}/state")).await
-    }
-
-    /// The app's config vars, unredacted.
-    pub async fn config(&self, app: &str) -> Value {
-        self.get(&format!("/apps/{app}/config-vars")).await
-    }
-
-    /// Requests logged for paths containing `needle`.
-    pub async fn requests(&self, needle: &str) -> Vec<Value> {
-        self.get("/requests")
-            .await
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|r| r["path"].as_str().is_some_and(|p| p.contains(needle)))
-            .collect()
-    }
-
-    /// Environment pointing the binary at the fake with `token`.
-    pub fn env(&self, token: &str) -> Vec<(&'static str, String)> {
-        vec![
-            ("HEROKU_API_URL", self.url.clone()),
-            ("HEROKU_DATA_API_URL", self.url.clone()),
-            ("HEROKU_API_KEY", token.to_string()),
-        ]
-    }
-
-    /// A library client for the fake.
-    pub fn client(&self, token: &str) -> Client {
-        let cfg = client::Config::new(
-            Some(&self.url),
-            Some(&self.url),
-            Secret::new(token),
-            TokenSource::Env,
-        )
-        .expect("config");
-        Client::new(cfg).expect("client")
-    }
-}
-
-/// What the tests compare to prove "nothing changed on the app".
-#[derive(Debug, PartialEq)]
-pub struct AppShape {
-    pub maintenance: bool,
-    pub formation: Vec<(String, i64, String)>,
-    pub database_url: Option<String>,
-    pub attachments: Vec<String>,
-}
-
-pub async fn shape(app: &str) -> AppShape {
-    let s = fake().state(app).await;
-    let mut formation: Vec<(String, i64, String)> = s["formation"]
-        .as_array()
-        .expect("formation")
-        .iter()
-        .map(|f| {
-            (
-                f["type"].as_str().unwrap_or_default().to_string(),
-                f["quantity"].as_i64().unwrap_or(-1),
-                f["size"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
-    formation.sort();
-    let mut attachments: Vec<String> = s["attachments"]
-        .as_array()
-        .expect("attachments")
-        .iter()
-        .map(|a| a["name"].as_str().unwrap_or_default().to_string())
-        .collect();
-    attachments.sort();
-    AppShape {
-        maintenance: s["maintenance"].as_bool().expect("maintenance"),
-        formation,
-        database_url: fake().config(app).await["DATABASE_URL"]
-            .as_str()
-            .map(str::to_string),
-        attachments,
-    }
-}
-
-/// Runs the binary against the fake and the pair.
-pub fn h2r_heroku(pair: &Pair, token: &str, args: &[&str]) -> Run {
-    let mut env: Vec<(&str, String)> = fake().env(token);
-    env.push(("HEROKU2RDS_TARGET_URL", pair.target_url()));
-    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    h2r_env(args, &refs)
-}
-
-/// A unique app name for this test process.
-pub fn app_name(base: &str) -> String {
-    format!("{base}-{}", std::process::id() % 100_000)
-}
+use crate::support::binary::{h2r_env, Run};
+use crate::support::clusters::{restore_list, root, Pair};
+use crate::support::fake_heroku::{app_name, fake, Fake, TOKEN};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn client_headers_paging_rate_limit_and_errors() {
-    let f = fake();
+    // Counts requests, empties the rate-limit bucket and injects faults: a fake of its own.
+    let f = &Fake::private("client");
     let prefix = app_name("pg");
     for i in 0..230 {
         f.post("/apps", json!({ "name": format!("{prefix}-{i:03}") }))
@@ -368,7 +161,7 @@ async fn cutover_bad_input_is_refused_clearly_and_changes_nothing() {
         .expect("obj")
         .extend(quick.as_object().expect("obj").clone());
     f.post("/apps", body).await;
-    let before = shape(&app).await;
+    let before = f.shape(&app).await;
     assert_eq!(
         before.database_url.as_deref(),
         Some(pair.source_url().as_str())
@@ -394,7 +187,7 @@ async fn cutover_bad_input_is_refused_clearly_and_changes_nothing() {
 
     // Invalid token (401).
     check(
-        h2r_heroku(&pair, "not-a-valid-token", &base),
+        f.h2r(&pair, "not-a-valid-token", &base),
         4,
         &[
             "Heroku refused the token in HEROKU_API_KEY",
@@ -408,7 +201,7 @@ async fn cutover_bad_input_is_refused_clearly_and_changes_nothing() {
     )
     .await;
     check(
-        h2r_heroku(&pair, "other-apps-token", &base),
+        f.h2r(&pair, "other-apps-token", &base),
         4,
         &["403", "may not do this", "access"],
     );
@@ -419,13 +212,13 @@ async fn cutover_bad_input_is_refused_clearly_and_changes_nothing() {
     )
     .await;
     check(
-        h2r_heroku(&pair, "two-factor-token", &base),
+        f.h2r(&pair, "two-factor-token", &base),
         4,
         &["two-factor", "second-factor prompt"],
     );
     // Unknown app (404).
     check(
-        h2r_heroku(
+        f.h2r(
             &pair,
             TOKEN,
             &["cutover", "--app", "no-such-app-x1", "--yes"],
@@ -437,7 +230,7 @@ async fn cutover_bad_input_is_refused_clearly_and_changes_nothing() {
     let plain = app_name("plain-app");
     f.post("/apps", json!({ "name": plain })).await;
     check(
-        h2r_heroku(&pair, TOKEN, &["cutover", "--app", &plain, "--yes"]),
+        f.h2r(&pair, TOKEN, &["cutover", "--app", &plain, "--yes"]),
         2,
         &[&format!("app {plain} has no Heroku Postgres add-on")],
     );
@@ -451,9 +244,9 @@ async fn cutover_bad_input_is_refused_clearly_and_changes_nothing() {
         ] }),
     )
     .await;
-    let two_before = shape(&two).await;
+    let two_before = f.shape(&two).await;
     check(
-        h2r_heroku(&pair, TOKEN, &["cutover", "--app", &two, "--yes"]),
+        f.h2r(&pair, TOKEN, &["cutover", "--app", &two, "--yes"]),
         2,
         &[
             "2 Heroku Postgres add-ons",
@@ -462,10 +255,10 @@ async fn cutover_bad_input_is_refused_clearly_and_changes_nothing() {
             "--addon",
         ],
     );
-    assert_eq!(shape(&two).await, two_before);
+    assert_eq!(f.shape(&two).await, two_before);
     // No terminal and no --yes: refuse.
     check(
-        h2r_heroku(&pair, TOKEN, &["cutover", "--app", &app]),
+        f.h2r(&pair, TOKEN, &["cutover", "--app", &app]),
         2,
         &["no terminal", "--yes"],
     );
@@ -474,7 +267,7 @@ async fn cutover_bad_input_is_refused_clearly_and_changes_nothing() {
         .target_url()
         .replace("sslmode=verify-full", "sslmode=disable");
     check(
-        h2r_heroku(
+        f.h2r(
             &pair,
             TOKEN,
             &[
@@ -493,21 +286,21 @@ async fn cutover_bad_input_is_refused_clearly_and_changes_nothing() {
     let mut other = h2r_env(
         &["cutover", "--app", &app, "--yes"],
         &[
-            ("HEROKU_API_URL", &f.url),
-            ("HEROKU_DATA_API_URL", &f.url),
+            ("HEROKU_API_URL", f.url.as_str()),
+            ("HEROKU_DATA_API_URL", f.url.as_str()),
             ("HEROKU_API_KEY", TOKEN),
-            ("HEROKU2RDS_TARGET_URL", &pair.target_url()),
-            ("HEROKU2RDS_SOURCE_URL", &pair.target_url()),
+            ("HEROKU2RDS_TARGET_URL", pair.target_url().as_str()),
+            ("HEROKU2RDS_SOURCE_URL", pair.target_url().as_str()),
         ],
     );
     other.stderr = other.stderr.replace(&pair.target_url(), "");
     check(other, 3, &["not ready", "--source is", "DATABASE_URL"]);
     // A dry run changes nothing and lists the steps.
-    let dry = h2r_heroku(&pair, TOKEN, &["cutover", "--app", &app, "--dry-run"]);
+    let dry = f.h2r(&pair, TOKEN, &["cutover", "--app", &app, "--dry-run"]);
     dry.expect_code(0);
     assert!(dry.stdout.contains("POINT OF NO RETURN"), "{}", dry.stdout);
 
-    assert_eq!(shape(&app).await, before, "the app changed");
+    assert_eq!(f.shape(&app).await, before, "the app changed");
     let releases = f.state(&app).await["releases"].clone();
     assert_eq!(
         releases.as_array().map(Vec::len),
@@ -520,7 +313,8 @@ async fn cutover_bad_input_is_refused_clearly_and_changes_nothing() {
 async fn backup_download_never_carries_the_token() {
     use heroku2rds::heroku::app::App;
     use heroku2rds::heroku::backups::Backups;
-    let f = fake();
+    // Reads the request log: a fake of its own.
+    let f = &Fake::private("backup");
     let pair = Pair::new("backup_dl").await;
     pair.source_owner()
         .await
@@ -566,17 +360,7 @@ async fn backup_download_never_carries_the_token() {
     );
     let file = root().dir.join(format!("{app}.dump"));
     std::fs::write(&file, &bytes).expect("write dump");
-    let list = Command::new("pg_restore")
-        .arg("--list")
-        .arg(&file)
-        .output()
-        .expect("pg_restore");
-    assert!(
-        list.status.success(),
-        "{}",
-        String::from_utf8_lossy(&list.stderr)
-    );
-    assert!(String::from_utf8_lossy(&list.stdout).contains("TABLE DATA public b"));
+    assert!(restore_list(&file).contains("TABLE DATA public b"));
 
     let public = f.requests("/__public/backups/").await;
     assert!(!public.is_empty(), "the download was logged");
