@@ -554,7 +554,7 @@ async fn migrate_on_the_worker_while_status_shows_progress() {
         .filter(|(k, _)| k.starts_with("AWS_"))
         .cloned()
         .collect();
-    let mut standin = Command::new(repo_file("localstack/ec2-worker-standin"))
+    let standin = Command::new(repo_file("localstack/ec2-worker-standin"))
         .args(["--migration", &s.name, "--state-dir"])
         .arg(&state)
         .env_clear()
@@ -565,6 +565,8 @@ async fn migrate_on_the_worker_while_status_shows_progress() {
         .stderr(std::fs::File::create(state.join("standin.err")).expect("log"))
         .spawn()
         .expect("start the EC2 worker stand-in");
+    // Stopped however the test ends (a failed assertion must not leave it running).
+    let standin = StopOnDrop(standin);
 
     let (mut migrate, out) = s.spawn(&s.args("ec2"), "ec2");
     // `status` from another process, reading the target only.
@@ -652,8 +654,19 @@ async fn migrate_on_the_worker_while_status_shows_progress() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let _ = Command::new("kill")
-        .args(["-TERM", &standin.id().to_string()])
-        .status();
-    let _ = standin.wait();
+    drop(standin);
+}
+
+/// A child process sent SIGTERM and reaped when dropped, unless it has already ended.
+struct StopOnDrop(std::process::Child);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.0.id().to_string()])
+                .status();
+            let _ = self.0.wait();
+        }
+    }
 }
