@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use heroku2rds::cli::Cli;
 use heroku2rds::commands;
+use heroku2rds::error::error_chain;
 use heroku2rds::error::Error;
-use heroku2rds::pg::conn::error_chain;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

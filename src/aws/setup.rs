@@ -181,34 +181,34 @@ pub async fn reach(a: &ReachSettings) -> Result<Reach> {
 /// This machine's public IPv4 address, as AWS sees it (checkip.amazonaws.com), for the
 /// operator's /32.
 pub async fn detect_public_ip() -> Result<String> {
-    let fail = |why: String| {
-        Error::usage(format!("could not detect your public address ({why})"))
+    let fail = |why: &str| {
+        Error::usage(format!("could not detect your public address: {why}"))
             .with_fix("pass it with --operator-cidr 203.0.113.7/32 (`curl https://checkip.amazonaws.com` shows it)")
     };
-    let client = reqwest::Client::builder()
+    let cause = |e: reqwest::Error| {
+        if e.is_timeout() {
+            fail("checkip.amazonaws.com did not answer within 10 s")
+        } else {
+            fail("asking checkip.amazonaws.com").with_source(e)
+        }
+    };
+    let body = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .user_agent("heroku2rds")
         .build()
-        .map_err(|e| fail(e.to_string()))?;
-    let body = client
+        .map_err(cause)?
         .get("http://checkip.amazonaws.com/")
         .send()
         .await
         .and_then(|r| r.error_for_status())
-        .map_err(|e| {
-            if e.is_timeout() {
-                fail("checkip.amazonaws.com did not answer within 10 s".into())
-            } else {
-                fail(crate::pg::conn::error_chain(&e))
-            }
-        })?
+        .map_err(cause)?
         .text()
         .await
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(cause)?;
     body.trim()
         .parse::<std::net::Ipv4Addr>()
         .map(|ip| ip.to_string())
-        .map_err(|_| fail("unexpected answer from checkip.amazonaws.com".into()))
+        .map_err(|_| fail("unexpected answer from checkip.amazonaws.com"))
 }
 
 /// AWS's global RDS CA bundle, from the cache or downloaded into it.

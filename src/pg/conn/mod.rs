@@ -18,7 +18,6 @@ mod tls;
 mod url;
 pub mod watchdog;
 
-pub use crate::error::error_chain;
 pub use errors::{is_connection_error, query_error};
 pub use url::{ConnSpec, SslMode, ALLOW_PLAINTEXT_ENV};
 
