@@ -71,6 +71,8 @@ pub enum Cause {
     /// A cutover run found an interrupted attempt, rolled it back and switched nothing: running
     /// again starts a fresh cutover.
     CutoverRolledBack,
+    /// The app was switched to the target: following the old database must stop for good.
+    Switched,
 }
 
 /// How a database connection failed when the server gave no SQLSTATE.

@@ -160,7 +160,7 @@ pub struct MigrateArgs {
     pub backup_wait_minutes: u64,
 }
 
-/// The cutover's waits and limits.
+/// The cutover's waits, limits and scope (what it moves besides the app's DATABASE).
 #[derive(Debug, Clone, Args)]
 pub struct CutoverTimingArgs {
     /// Seconds the app's sessions on the source get to end before they are terminated.
@@ -175,9 +175,35 @@ pub struct CutoverTimingArgs {
     /// Longest wait for a running replicate to empty the change log, seconds.
     #[arg(long, default_value_t = 300)]
     pub drain_timeout_s: u64,
-    /// Longest wait for the release that switches DATABASE_URL, seconds.
-    #[arg(long, default_value_t = 900)]
+    /// Longest wait for a release (with its release phase: Heroku allows one hour), seconds.
+    #[arg(long, default_value_t = 3600)]
     pub release_timeout_s: u64,
+    /// Another app attached to the same Heroku database: frozen and switched together (repeatable).
+    #[arg(long = "include-app", value_name = "APP")]
+    pub include_apps: Vec<String>,
+    /// Move Heroku's connection pooler attachment (DATABASE_CONNECTION_POOL_URL) too: its
+    /// variable then points at --pooler-url, or at the target.
+    #[arg(long)]
+    pub move_pooler: bool,
+    /// The URL the pooler's variable gets with --move-pooler (an RDS Proxy or PgBouncer in front
+    /// of the target) [default: the app's new DATABASE_URL].
+    #[arg(long, env = "HEROKU2RDS_POOLER_URL", hide_env_values = true)]
+    pub pooler_url: Option<String>,
+    /// Move colour aliases (HEROKU_POSTGRESQL_<COLOR>_URL) and credential attachments of the
+    /// database too: their variables then point at the target.
+    #[arg(long)]
+    pub move_aliases: bool,
+}
+
+impl CutoverTimingArgs {
+    /// What the cutover may move besides the app's DATABASE.
+    pub fn consent(&self) -> crate::cutover::attachments::Consent {
+        crate::cutover::attachments::Consent {
+            include_apps: self.include_apps.clone(),
+            move_pooler: self.move_pooler,
+            move_aliases: self.move_aliases,
+        }
+    }
 }
 
 /// Where `archive` takes the dump from.

@@ -17,6 +17,9 @@ pub async fn run(a: CutoverArgs) -> Result<u8> {
         .clone()
         .unwrap_or_else(|| a.target.target.clone());
     cutover::check_app_url(&app_url)?;
+    if let Some(u) = &a.timing.pooler_url {
+        cutover::check_app_url(u)?;
+    }
     let source = a
         .source
         .as_deref()
@@ -41,6 +44,8 @@ pub async fn run(a: CutoverArgs) -> Result<u8> {
         release_timeout: secs(a.timing.release_timeout_s),
         jobs: a.jobs.max(1),
         poll: Duration::from_millis(500),
+        consent: a.timing.consent(),
+        pooler_url: a.timing.pooler_url.clone(),
     };
     let yes = a.yes;
     let app = a.app.clone();

@@ -78,6 +78,8 @@ pub async fn run(a: MigrateArgs) -> Result<u8> {
             drain_timeout: secs(a.cutover.drain_timeout_s),
             release_timeout: secs(a.cutover.release_timeout_s),
             verify_jobs: 2,
+            consent: a.cutover.consent(),
+            pooler_url: a.cutover.pooler_url.clone(),
         },
         poll: secs(1),
     };

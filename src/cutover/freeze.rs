@@ -1,22 +1,41 @@
-//! The write freeze, before the point of no return: formation saved, maintenance on, dynos
-//! stopped, sessions ended, the change log drained, sequences synced, the final verification.
-//! Everything here is undone by [`super::rollback`].
+//! The write freeze, before the point of no return: the previous-database attachment and its
+//! release, formations saved, maintenance on, dynos stopped, the write fence raised, sessions
+//! ended, the change log drained, sequences synced, late writers stopped, the final
+//! verification. Everything here is undone by [`super::rollback`].
 
 use super::*;
 
 /// The pre-point-of-no-return part: everything here is undone by [`rollback`].
 pub(super) struct Freeze<'a> {
-    pub(super) app: &'a App<'a>,
+    pub(super) heroku: &'a Heroku,
     pub(super) tgt: &'a Client,
     pub(super) src: &'a Client,
     pub(super) source: &'a ConnSpec,
     pub(super) opts: &'a Options,
     pub(super) id: i32,
-    pub(super) formation: &'a [Process],
-    pub(super) maintenance_before: bool,
+    pub(super) scope: &'a Scope,
     pub(super) db: &'a Database,
     pub(super) cancel: &'a Cancel,
     pub(super) sink: &'a dyn Sink,
+}
+
+/// What a check for late writers found and did.
+#[derive(Debug, Default, Serialize)]
+pub(super) struct Late {
+    /// Process types someone scaled up again (app/type), scaled to 0 again.
+    rescaled: Vec<String>,
+    /// Dynos stopped (app/name).
+    stopped: Vec<String>,
+    /// Formation dynos still running (app/name).
+    running: Vec<String>,
+    /// Sessions terminated on the source.
+    sessions: usize,
+}
+
+impl Late {
+    fn is_empty(&self) -> bool {
+        self.rescaled.is_empty() && self.stopped.is_empty() && self.sessions == 0
+    }
 }
 
 impl Freeze<'_> {
@@ -39,68 +58,90 @@ impl Freeze<'_> {
 
     pub(super) async fn run(&self) -> Result<()> {
         let opts = self.opts;
-        if !self.maintenance_before {
-            self.app.set_maintenance(true).await?;
+        let main = App::new(self.heroku, &opts.app);
+        // Before the freeze: the release this attachment makes runs the app's release command
+        // against the Heroku database, whose changes are still captured.
+        let attachments = main.attachments().await?;
+        let exists = attachments
+            .iter()
+            .any(|a| a.name == PREVIOUS_ATTACHMENT && a.addon.id == self.db.addon.id);
+        if !exists {
+            let before = main.latest_release().await?.map(|r| r.version).unwrap_or(0);
+            main.attach(&self.db.addon.id, PREVIOUS_ATTACHMENT).await?;
+            let made = main.latest_release().await?.map(|r| r.version).unwrap_or(0);
+            if made > before {
+                wait_release(&main, made, opts, self.cancel)
+                    .await
+                    .map_err(|e| e.context(format!("the release that attached {PREVIOUS_ATTACHMENT}")))?;
+            }
+        }
+        self.record(Step::PreviousAttached, None).await?;
+        self.check_cancel()?;
+
+        for f in &self.scope.apps {
+            if !f.maintenance_before {
+                App::new(self.heroku, &f.app).set_maintenance(true).await?;
+            }
         }
         self.record(Step::MaintenanceOn, None).await?;
         self.check_cancel()?;
 
-        let zero: Vec<Process> = self
-            .formation
-            .iter()
-            .filter(|p| p.quantity != 0)
-            .map(|p| Process {
-                quantity: 0,
-                ..p.clone()
-            })
-            .collect();
-        self.app.scale(&zero).await?;
+        for f in &self.scope.apps {
+            let zero: Vec<Process> = f
+                .formation
+                .iter()
+                .filter(|p| p.quantity != 0 && !f.keep_running.contains(&p.process_type))
+                .map(|p| Process {
+                    quantity: 0,
+                    ..p.clone()
+                })
+                .collect();
+            App::new(self.heroku, &f.app).scale(&zero).await?;
+        }
         self.record(Step::ScaledDown, None).await?;
 
         let deadline = Instant::now() + opts.dyno_timeout;
         let mut stopped: BTreeSet<String> = BTreeSet::new();
+        let mut late = Late::default();
         loop {
-            let running: Vec<Dyno> = self
-                .app
-                .dynos()
-                .await?
-                .into_iter()
-                .filter(|d| d.may_run())
-                .collect();
-            if running.is_empty() {
+            self.stop_dynos(&mut stopped, &mut late).await?;
+            if late.running.is_empty() {
                 break;
             }
-            for d in &running {
-                let in_formation = self
-                    .formation
-                    .iter()
-                    .any(|p| p.process_type == d.process_type);
-                if !in_formation && stopped.insert(d.id.clone()) {
-                    tracing::info!("stopping one-off dyno {}", d.name);
-                    self.app.stop_dyno(d).await?;
-                }
-            }
             if Instant::now() > deadline {
-                let names: Vec<&str> = running.iter().map(|d| d.name.as_str()).collect();
                 return Err(Error::other(format!(
                     "dynos still running {}s after scaling to 0: {}",
                     opts.dyno_timeout.as_secs(),
-                    names.join(", ")
+                    late.running.join(", ")
                 )));
             }
             self.check_cancel()?;
             let _ = self.cancel.sleep(opts.poll).await;
         }
-        self.record(Step::DynosStopped, None).await?;
+        self.record(
+            Step::DynosStopped,
+            Some(serde_json::json!({ "rescaled": late.rescaled })),
+        )
+        .await?;
         self.check_cancel()?;
 
-        let terminated = self.end_sessions().await?;
+        let raised = fence::raise(self.src, &Notice::Moving).await?;
         let freeze_at = self
-            .record(
-                Step::SessionsEnded,
-                Some(serde_json::json!({ "terminated": terminated })),
-            )
+            .record(Step::Fenced, Some(serde_json::json!(raised)))
             .await?;
+        self.check_cancel()?;
+
+        let ended = self.end_sessions(Some(self.opts.session_grace)).await?;
+        let unfenced = fence::cover_all_tables(self.src, fence_install()).await?;
+        self.record(
+            Step::SessionsEnded,
+            Some(serde_json::json!({
+                "terminated": ended.terminated,
+                "superuser_sessions": ended.superusers,
+                "unfenced_tables": unfenced,
+            })),
+        )
+        .await?;
         self.check_cancel()?;
 
         let changes = apply::schema_changes(self.src, &captured_tables(self.tgt).await?).await?;
@@ -154,6 +195,7 @@ impl Freeze<'_> {
         .await?;
         self.check_cancel()?;
 
+        let before_verify = self.late_writers().await?;
         let report = verify::run(self.source, &opts.target, opts.jobs.max(1), self.sink).await?;
         if !report.equal {
             let bad: Vec<String> = report
@@ -180,71 +222,149 @@ impl Freeze<'_> {
             )
             .with_fix("run `heroku2rds verify --json` for the differing keys; fix the target, then run cutover again"));
         }
+        let before_switch = self.late_writers().await?;
         self.record(
             Step::Verified,
-            Some(serde_json::json!({ "tables": report.tables.len() })),
+            Some(serde_json::json!({
+                "tables": report.tables.len(),
+                "late_before_verify": before_verify,
+                "late_before_switch": before_switch,
+            })),
         )
         .await?;
-        self.check_cancel()?;
-
-        let attachments = self.app.attachments().await?;
-        let exists = attachments
-            .iter()
-            .any(|a| a.name == PREVIOUS_ATTACHMENT && a.addon.id == self.db.addon.id);
-        if !exists {
-            self.app
-                .attach(&self.db.addon.id, PREVIOUS_ATTACHMENT)
-                .await?;
-        }
-        self.record(Step::PreviousAttached, None).await?;
         self.check_cancel()
     }
 
-    /// Waits for the app's sessions on the source to end, then terminates the rest. Returns how
-    /// many were terminated.
-    async fn end_sessions(&self) -> Result<usize> {
-        const OTHERS: &str = "SELECT pid FROM pg_stat_activity
-              WHERE datname = current_database() AND pid <> pg_backend_pid()
-                AND backend_type = 'client backend' AND application_name NOT LIKE 'heroku2rds%'";
-        let deadline = Instant::now() + self.opts.session_grace;
+    /// One pass over every app: scales back to 0 the process types someone scaled up again
+    /// (an autoscaler), stops one-off dynos (Scheduler jobs, `heroku run`, release commands)
+    /// once each, and lists the formation dynos still running in `late.running`.
+    async fn stop_dynos(&self, stopped: &mut BTreeSet<String>, late: &mut Late) -> Result<()> {
+        late.running.clear();
+        for f in &self.scope.apps {
+            let app = App::new(self.heroku, &f.app);
+            let live = app.formation().await?;
+            let again: Vec<Process> = live
+                .iter()
+                .filter(|p| p.quantity != 0 && !f.keep_running.contains(&p.process_type))
+                .map(|p| Process {
+                    quantity: 0,
+                    ..p.clone()
+                })
+                .collect();
+            if !again.is_empty() {
+                for p in &again {
+                    tracing::warn!(
+                        "app {}: process type {} was scaled up again during the cutover (an autoscaler?): scaling it to 0 again",
+                        f.app,
+                        p.process_type
+                    );
+                    late.rescaled.push(format!("{}/{}", f.app, p.process_type));
+                }
+                app.scale(&again).await?;
+            }
+            for d in app.dynos().await? {
+                if !d.may_run() || f.keep_running.contains(&d.process_type) {
+                    continue;
+                }
+                let in_formation = live.iter().any(|p| p.process_type == d.process_type);
+                if in_formation {
+                    late.running.push(format!("{}/{}", f.app, d.name));
+                } else if stopped.insert(format!("{}/{}", f.app, d.id)) {
+                    // One-off dynos (Scheduler jobs, `heroku run`) are not waited for: a
+                    // scheduler may start one every minute. What they wrote before the fence
+                    // is captured; after it, their writes fail.
+                    tracing::info!("app {}: stopping one-off dyno {}", f.app, d.name);
+                    app.stop_dyno(&d).await?;
+                    late.stopped.push(format!("{}/{}", f.app, d.name));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-checks for writers that appeared after the freeze began (Scheduler jobs, `heroku run`,
+    /// autoscalers, clients that reconnected): stops their dynos and ends their sessions at
+    /// once. The fence already makes their writes fail; this keeps them from waiting on it.
+    async fn late_writers(&self) -> Result<Late> {
+        let mut stopped = BTreeSet::new();
+        let mut late = Late::default();
+        self.stop_dynos(&mut stopped, &mut late).await?;
+        late.sessions = self.end_sessions(None).await?.terminated;
+        if !late.is_empty() {
+            tracing::warn!(
+                "writers appeared during the freeze (stopped; the write fence refused their writes): {}",
+                serde_json::to_string(&late).unwrap_or_default()
+            );
+        }
+        Ok(late)
+    }
+
+    /// Waits up to `grace` for the other sessions on the source to end (None: no wait), then
+    /// terminates the rest. Superusers' sessions cannot be terminated by the database owner:
+    /// they are counted and reported, and the fence still stops their writes to fenced tables.
+    async fn end_sessions(&self, grace: Option<Duration>) -> Result<Ended> {
+        const OTHERS: &str = "SELECT a.pid, coalesce(r.rolsuper, false) FROM pg_stat_activity a
+                LEFT JOIN pg_roles r ON r.oid = a.usesysid
+              WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+                AND a.backend_type = 'client backend' AND a.application_name NOT LIKE 'heroku2rds%'";
+        let deadline = Instant::now() + grace.unwrap_or_default();
         loop {
-            let pids: Vec<i32> = self
+            let rows = self
                 .src
                 .query(OTHERS, &[])
                 .await
-                .map_err(|e| query_error(e, "listing sessions on the source"))?
+                .map_err(|e| query_error(e, "listing sessions on the source"))?;
+            let superusers = rows.iter().filter(|r| r.get::<_, bool>(1)).count();
+            let pids: Vec<i32> = rows
                 .iter()
+                .filter(|r| !r.get::<_, bool>(1))
                 .map(|r| r.get(0))
                 .collect();
+            if superusers > 0 {
+                tracing::warn!("{superusers} superuser session(s) on the source (Heroku's own?): they cannot be terminated by the database owner; the write fence still refuses their writes to the tables");
+            }
             if pids.is_empty() {
-                return Ok(0);
+                return Ok(Ended {
+                    terminated: 0,
+                    superusers,
+                });
             }
             if Instant::now() >= deadline {
-                tracing::warn!(
-                    "{} session(s) still on the source after {}s: terminating them",
-                    pids.len(),
-                    self.opts.session_grace.as_secs()
-                );
+                if grace.is_some() {
+                    tracing::warn!(
+                        "{} session(s) still on the source after {}s: terminating them",
+                        pids.len(),
+                        self.opts.session_grace.as_secs()
+                    );
+                }
                 let mut n = 0;
                 for pid in &pids {
-                    let ok: bool = self
+                    match self
                         .src
                         .query_one("SELECT pg_terminate_backend($1)", &[pid])
                         .await
-                        .map_err(|e| query_error(e, "terminating a session on the source"))?
-                        .get(0);
-                    n += usize::from(ok);
+                    {
+                        Ok(r) => n += usize::from(r.get::<_, bool>(0)),
+                        Err(e) => tracing::warn!("could not terminate session {pid} on the source: {e}"),
+                    }
                 }
-                // Terminated sessions take a moment to go.
+                // Terminated sessions take a moment to go; clients that reconnect at once are
+                // refused by the fence, so their new sessions need not be waited for.
                 for _ in 0..50 {
                     let left = self
                         .src
-                        .query(OTHERS, &[])
+                        .query(
+                            "SELECT 1 FROM pg_stat_activity WHERE pid = ANY($1)",
+                            &[&pids],
+                        )
                         .await
                         .map_err(|e| query_error(e, "listing sessions on the source"))?
                         .len();
                     if left == 0 {
-                        return Ok(n);
+                        return Ok(Ended {
+                            terminated: n,
+                            superusers,
+                        });
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -295,9 +415,9 @@ impl Freeze<'_> {
             if let Some(s) = stopped.filter(|s| s != "interrupted") {
                 return Err(Error::other(format!("the follower stopped applying: {s}")));
             }
-            // An empty log seen after the freeze means every change was applied and committed
+            // An empty log seen after the fence means every change was applied and committed
             // on the target (log rows are deleted only after their apply commits); the
-            // follower's own record after the freeze confirms it.
+            // follower's own record after the fence confirms it.
             if backlog == 0 && caught_up && updated > freeze_at {
                 return Ok(0);
             }
@@ -314,5 +434,56 @@ impl Freeze<'_> {
                 .sleep(self.opts.poll.min(Duration::from_millis(500)))
                 .await;
         }
+    }
+}
+
+/// Sessions ended on the source.
+struct Ended {
+    terminated: usize,
+    superusers: usize,
+}
+
+/// How the fence goes onto tables created since the capture: the sessions have ended, so the
+/// locks are free; a short timeout still keeps a superuser's lock from stalling the freeze.
+fn fence_install() -> InstallOptions {
+    InstallOptions {
+        lock_timeout: Duration::from_millis(500),
+        max_wait: Duration::from_secs(30),
+    }
+}
+
+/// Waits for release `version` of `app` to succeed; its failure (the release phase) or the
+/// timeout is an error.
+pub(super) async fn wait_release(
+    app: &App<'_>,
+    version: i64,
+    opts: &Options,
+    cancel: &Cancel,
+) -> Result<()> {
+    let deadline = Instant::now() + opts.release_timeout;
+    let mut pace = crate::heroku::client::Pace::releases(opts.poll);
+    loop {
+        let r = app.release(version).await?;
+        match r.status.as_str() {
+            "succeeded" => return Ok(()),
+            "failed" => {
+                return Err(Error::other(format!(
+                    "release v{version} of app {} ({}) failed: its release phase (the `release` process) did not succeed",
+                    app.name(),
+                    r.description
+                ))
+                .with_fix("read the release's output (`heroku releases:output v{version} -a APP`), fix the release command, then run `heroku2rds cutover` again"));
+            }
+            _ => {}
+        }
+        if Instant::now() > deadline {
+            return Err(Error::other(format!(
+                "release v{version} of app {} did not finish within {}s",
+                app.name(),
+                opts.release_timeout.as_secs()
+            ))
+            .with_fix("raise --release-timeout-s (Heroku allows a release phase up to an hour), then run `heroku2rds cutover` again"));
+        }
+        let _ = cancel.sleep(pace.next_delay()).await;
     }
 }

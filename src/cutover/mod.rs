@@ -33,19 +33,23 @@ use tokio_postgres::Client;
 
 use crate::cancel::Cancel;
 use crate::error::{Cause, Error, Kind, Result};
-use crate::heroku::app::{App, Database, Dyno, Process};
+use crate::heroku::app::{App, Attachment, Database, Dyno, Process};
 use crate::heroku::client::Client as Heroku;
+use crate::pg::capture::InstallOptions;
 use crate::pg::catalog::Table;
 use crate::pg::conn::{query_error, ConnSpec, SslMode};
+use crate::pg::fence::{self, Notice};
 use crate::pg::progress::Sink;
 use crate::pg::store::{self, CutoverRecord, Phase, RunnerLock};
 use crate::pg::{apply, copy, replicate, sequences, verify};
 
+pub mod attachments;
 mod freeze;
 mod policy;
 mod rollback;
 mod switch;
 
+use attachments::{Consent, Move};
 use freeze::Freeze;
 pub use policy::*;
 use rollback::rollback;
@@ -83,6 +87,71 @@ pub struct Options {
     pub jobs: usize,
     /// Poll interval of the waits.
     pub poll: Duration,
+    /// What may be moved besides the app's `DATABASE` (other apps, the pooler, aliases).
+    pub consent: Consent,
+    /// The URL the pooler's variable gets (a secret; None: `app_url`).
+    pub pooler_url: Option<String>,
+}
+
+/// One app the cutover freezes and switches, as it was before.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Frozen {
+    /// The app.
+    pub app: String,
+    /// Its formation before the cutover.
+    pub formation: Vec<Process>,
+    /// Whether maintenance was on.
+    pub maintenance_before: bool,
+    /// Process types left running behind maintenance (`web` in a Private Space, where scaling
+    /// it to 0 shows errors instead of the maintenance page); the fence stops their writes.
+    #[serde(default)]
+    pub keep_running: Vec<String>,
+}
+
+/// What an attempt recorded at its start: every app it freezes and every attachment it moves.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Scope {
+    /// The apps, the migrated app first.
+    pub apps: Vec<Frozen>,
+    /// The attachments moved at the switch.
+    pub moves: Vec<Move>,
+}
+
+impl Scope {
+    /// The scope of a recorded attempt (records of older versions: the one app, its `DATABASE`).
+    pub fn of(rec: &CutoverRecord) -> Result<Scope> {
+        let checked = rec
+            .steps
+            .iter()
+            .find(|s| s.0 == Step::Checked.as_str())
+            .and_then(|s| s.1.clone());
+        if let Some(scope) = checked
+            .as_ref()
+            .and_then(|d| d.get("scope"))
+            .and_then(|v| serde_json::from_value::<Scope>(v.clone()).ok())
+        {
+            return Ok(scope);
+        }
+        let formation: Vec<Process> = serde_json::from_value(rec.formation.clone())
+            .map_err(|e| Error::other("the saved formation is unreadable").with_source(e))?;
+        Ok(Scope {
+            apps: vec![Frozen {
+                app: rec.app.clone(),
+                formation,
+                maintenance_before: rec.maintenance_before,
+                keep_running: Vec::new(),
+            }],
+            moves: Vec::new(),
+        })
+    }
+
+    /// The URL variable `m` gets at the switch.
+    fn url_for<'a>(opts: &'a Options, m: &Move) -> &'a str {
+        match (m.kind, &opts.pooler_url) {
+            (attachments::Kind::Pooler, Some(u)) => u,
+            _ => &opts.app_url,
+        }
+    }
 }
 
 /// One recorded step, for the report.
@@ -221,7 +290,7 @@ pub async fn run(
                     "the previous cutover stopped before the point of no return: rolling it back"
                 );
                 let why = "the previous run stopped before the point of no return (crash or kill)";
-                rollback(&app, &tgt, rec, opts, why).await?;
+                rollback(heroku, &tgt, rec, opts, why, None).await?;
                 return Err(rolled_back_error(&opts.app));
             }
             Some(Resume::Continue(step)) => {
@@ -235,7 +304,7 @@ pub async fn run(
                     "the previous cutover passed the point of no return: continuing from step {}",
                     step.as_str()
                 );
-                return forward(&app, &tgt, rec.clone(), opts, sink).await;
+                return forward(heroku, &tgt, rec.clone(), opts, sink).await;
             }
             Some(Resume::Fresh) => {}
             None => {
@@ -270,7 +339,48 @@ pub async fn run(
             a.addon.name
         )
     });
-    let blockers = readiness(&facts, opts.max_lag);
+    // Every attachment of the add-on, on every app: each one left on Heroku is a writer.
+    let everywhere = heroku.addon_attachments(&db.addon.id).await?;
+    let (moves, mut blockers) = attachments::decide(&opts.app, &everywhere, &opts.consent);
+    blockers.extend(readiness(&facts, opts.max_lag));
+    let mut scope = Scope {
+        apps: Vec::new(),
+        moves,
+    };
+    let mut notes = Vec::new();
+    for name in attachments::apps_of(&opts.app, &scope.moves) {
+        let other = App::new(heroku, &name);
+        let (info, formation) = if name == opts.app {
+            (info.clone(), formation.clone())
+        } else {
+            (other.info().await?, other.formation().await?)
+        };
+        let keep_running = if info.in_private_space() {
+            notes.push(format!("app {name} runs in a Private Space: its web dynos keep running behind maintenance (scaled to 0 they would show errors instead of the maintenance page); the write fence stops their writes and they restart on the new release"));
+            vec!["web".to_string()]
+        } else {
+            Vec::new()
+        };
+        if formation.iter().any(|p| p.process_type == "release") {
+            notes.push(format!("app {name} has a release phase: its release command runs on each release the cutover makes; the one after the switch runs against the target"));
+        }
+        for (addon, service, what) in crate::heroku::app::dyno_starters(&other.addons().await?) {
+            notes.push(format!("app {name}: add-on {addon} ({service}) {what}: during the cutover what it starts is stopped again, and its writes fail at the write fence"));
+        }
+        scope.apps.push(Frozen {
+            app: name,
+            formation,
+            maintenance_before: info.maintenance,
+            keep_running,
+        });
+    }
+    let followers = heroku.followers_of(&db.addon.id, &app.addons().await?).await?;
+    for f in &followers {
+        notes.push(format!("follower {f} follows the Heroku database: after the switch it goes stale (point readers at the migration's RDS read replica or the primary instead)"));
+    }
+    for n in &notes {
+        tracing::warn!("{n}");
+    }
     if !blockers.is_empty() {
         let list: Vec<String> = blockers
             .iter()
@@ -286,7 +396,12 @@ pub async fn run(
         )
         .with_fix("fix the items above and re-run; nothing was changed"));
     }
-    let plan = plan_lines(opts, &info.name, &db, &formation, info.maintenance, &source);
+    let needed = opts.release_timeout + opts.dyno_timeout * 2 + Duration::from_secs(600);
+    crate::heroku::client::token_lasts(heroku.token_expires_in().await?, needed)?;
+    let mut plan = plan_lines(opts, &info.name, &db, &formation, info.maintenance, &source);
+    plan.extend(attachments::plan_lines(&opts.app, &everywhere, &scope.moves));
+    plan.extend(notes);
+    plan.extend(Step::ALL.iter().map(|s| s.describe().to_string()));
     if opts.dry_run {
         return Ok(Report {
             app: opts.app.clone(),
@@ -308,6 +423,8 @@ pub async fn run(
 
     let saved = serde_json::to_value(&formation)
         .map_err(|e| Error::other("saving the formation").with_source(e))?;
+    let scope_json = serde_json::to_value(&scope)
+        .map_err(|e| Error::other("saving the cutover's scope").with_source(e))?;
     let id = store::start_cutover(
         &tgt,
         &opts.app,
@@ -322,18 +439,17 @@ pub async fn run(
         &tgt,
         id,
         Step::Checked.as_str(),
-        Some(&serde_json::json!({ "formation": saved, "maintenance_before": info.maintenance })),
+        Some(&serde_json::json!({ "formation": saved, "maintenance_before": info.maintenance, "scope": scope_json })),
     )
     .await?;
     let ctx = Freeze {
-        app: &app,
+        heroku,
         tgt: &tgt,
         src: &src,
         source: &source,
         opts,
         id,
-        formation: &formation,
-        maintenance_before: info.maintenance,
+        scope: &scope,
         db: &db,
         cancel: &signals.cancel,
         sink,
@@ -344,7 +460,7 @@ pub async fn run(
             .ok_or_else(|| Error::other("the cutover record vanished"))?;
         let why = format!("{e:#}");
         tracing::warn!("cutover failed before the point of no return: {why}; rolling back");
-        return Err(match rollback(&app, &tgt, &rec, opts, &why).await {
+        return Err(match rollback(heroku, &tgt, &rec, opts, &why, Some(&src)).await {
             Ok(()) => {
                 let fix = e
                     .fix()
@@ -365,16 +481,16 @@ pub async fn run(
         });
     }
     // POINT OF NO RETURN. From here on the switch runs to completion: Ctrl-C no longer stops
-    // it, and a re-run after a crash continues it.
+    // it, and a re-run after a crash continues it. Recorded together with the switch on the
+    // follow row: every follower stops for good at its next batch.
     signals
         .past_point_of_no_return
         .store(true, Ordering::SeqCst);
     let release_before = app.latest_release().await?.map(|r| r.version).unwrap_or(0);
-    store::record_cutover_step(
+    store::record_switch(
         &tgt,
         id,
-        Step::PointOfNoReturn.as_str(),
-        Some(&serde_json::json!({ "release_before": release_before })),
+        &serde_json::json!({ "release_before": release_before }),
     )
     .await?;
     tracing::info!(
@@ -384,11 +500,15 @@ pub async fn run(
         "cutover",
         "point of no return: switching DATABASE_URL (Ctrl-C no longer stops the cutover)",
     );
+    // The fence stays up and now says where the database went.
+    if let Err(e) = fence::raise(&src, &Notice::Moved(opts.target.to_string())).await {
+        tracing::warn!("could not update the write fence's message: {e:#}");
+    }
     drop(src);
     let rec = store::last_cutover(&tgt)
         .await?
         .ok_or_else(|| Error::other("the cutover record vanished"))?;
-    forward(&app, &tgt, rec, opts, sink).await
+    forward(heroku, &tgt, rec, opts, sink).await
 }
 
 /// Source URL: `--source`, else the app's `DATABASE_URL` (TLS required when it says nothing).
@@ -502,7 +622,6 @@ fn plan_lines(
         if procs.is_empty() { "(none)".into() } else { procs.join(" ") },
         if maintenance { "on" } else { "off" }
     )];
-    lines.extend(Step::ALL.iter().map(|s| s.describe().to_string()));
     lines
 }
 fn report(opts: &Options, rec: &CutoverRecord, outcome: &str) -> Report {

@@ -9,12 +9,18 @@ use super::*;
 pub enum Step {
     /// Preconditions held; formation and maintenance saved.
     Checked,
+    /// The Heroku database is also attached as [`PREVIOUS_ATTACHMENT`], and the release that
+    /// made (with its release phase) is done: before the freeze, so that a release command
+    /// writing to the Heroku database is still captured.
+    PreviousAttached,
     /// Maintenance mode on.
     MaintenanceOn,
     /// Every process type scaled to 0, one-off dynos stopped.
     ScaledDown,
-    /// No dyno runs: the write freeze begins.
+    /// No dyno of the formation runs; one-off dynos were told to stop: the write freeze begins.
     DynosStopped,
+    /// The write fence is up on the source: no other session can change a table.
+    Fenced,
     /// No session of the app left on the source.
     SessionsEnded,
     /// The change log is empty and applied.
@@ -27,8 +33,6 @@ pub enum Step {
     MatviewsRefreshed,
     /// The final verification found no difference.
     Verified,
-    /// The Heroku database is also attached as [`PREVIOUS_ATTACHMENT`].
-    PreviousAttached,
     /// Recorded before the first irreversible change.
     PointOfNoReturn,
     /// The `DATABASE` attachment removed.
@@ -50,18 +54,19 @@ pub enum Step {
 
 impl Step {
     /// Every step in order.
-    pub const ALL: [Step; 19] = [
+    pub const ALL: [Step; 20] = [
         Step::Checked,
+        Step::PreviousAttached,
         Step::MaintenanceOn,
         Step::ScaledDown,
         Step::DynosStopped,
+        Step::Fenced,
         Step::SessionsEnded,
         Step::Drained,
         Step::KeylessRecopied,
         Step::SequencesSynced,
         Step::MatviewsRefreshed,
         Step::Verified,
-        Step::PreviousAttached,
         Step::PointOfNoReturn,
         Step::DatabaseDetached,
         Step::DatabaseUrlSet,
@@ -79,6 +84,7 @@ impl Step {
             Step::MaintenanceOn => "maintenance-on",
             Step::ScaledDown => "scaled-down",
             Step::DynosStopped => "dynos-stopped",
+            Step::Fenced => "fenced",
             Step::SessionsEnded => "sessions-ended",
             Step::Drained => "drained",
             Step::KeylessRecopied => "keyless-recopied",
@@ -108,21 +114,22 @@ impl Step {
             Step::Checked => "check readiness; save the formation and the maintenance setting",
             Step::MaintenanceOn => "turn maintenance mode on (the router answers 503)",
             Step::ScaledDown => "scale every process type to 0 and stop one-off dynos",
-            Step::DynosStopped => "wait until no dyno runs (writes are frozen from here)",
-            Step::SessionsEnded => "wait for the app's sessions on the Heroku database to end; terminate stragglers after the grace period",
+            Step::DynosStopped => "wait until no dyno of the formation runs (one-off dynos are stopped, not waited for)",
+            Step::Fenced => "raise the write fence on the Heroku database: every other session's write fails from here, whoever it is (one-off and Scheduler dynos, the pooler, other apps, external clients)",
+            Step::SessionsEnded => "wait for the app's sessions on the Heroku database to end; terminate stragglers after the grace period (superusers' sessions cannot be and are reported)",
             Step::Drained => "apply the change log until it is empty",
             Step::KeylessRecopied => "copy tables without a key again (--keyless recopy)",
             Step::SequencesSynced => "set every sequence exactly; validate foreign keys",
             Step::MatviewsRefreshed => "refresh materialized views on the target",
-            Step::Verified => "final verification: any difference rolls back",
-            Step::PreviousAttached => "attach the Heroku database also as HEROKU2RDS_PREVIOUS_DATABASE (its URL stays available)",
-            Step::PointOfNoReturn => "POINT OF NO RETURN: from here the switch only goes forward",
-            Step::DatabaseDetached => "detach DATABASE from the Heroku database",
-            Step::DatabaseUrlSet => "set DATABASE_URL to the target",
-            Step::ReleaseSucceeded => "wait for the new release to succeed (dynos started before would still get the old DATABASE_URL)",
-            Step::FormationRestored => "restore the saved formation",
+            Step::Verified => "stop dynos and sessions that appeared since; final verification: any difference rolls back",
+            Step::PreviousAttached => "attach the Heroku database also as HEROKU2RDS_PREVIOUS_DATABASE (its URL stays available) and wait for that release (its release phase still runs against the Heroku database, whose changes are captured)",
+            Step::PointOfNoReturn => "POINT OF NO RETURN: stop dynos and sessions that appeared since; record the switch on the target (every follower stops for good); the fence now says where the database went",
+            Step::DatabaseDetached => "detach DATABASE (and every attachment moved with it) from the Heroku database",
+            Step::DatabaseUrlSet => "set DATABASE_URL (and every moved variable) to the target",
+            Step::ReleaseSucceeded => "wait for the release of that change to succeed on every app (dynos started before would still get the old DATABASE_URL); a failed one is retried by a re-run",
+            Step::FormationRestored => "restore the saved formation of every app",
             Step::DynosUp => "wait for every dyno to be up on the new release",
-            Step::MaintenanceOff => "turn maintenance mode off (if it was off before)",
+            Step::MaintenanceOff => "turn maintenance mode off (where it was off before)",
             Step::Completed => "done: report the downtime",
         }
     }

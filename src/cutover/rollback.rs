@@ -1,18 +1,21 @@
-//! The rollback: undoes everything before the point of no return, converging from the app's
-//! live state, so it can be repeated after a crash.
+//! The rollback: undoes everything before the point of no return, converging from the apps'
+//! live state, so it can be repeated after a crash. The write fence comes down first, so that
+//! the dynos started again can write.
 
 use super::*;
 
-/// Undoes everything before the point of no return, converging from the app's live state.
+/// Undoes everything before the point of no return, converging from the apps' live state.
+/// `src`: a session on the source when at hand (else one is opened from the app's
+/// `DATABASE_URL`, which before the point of no return is still the Heroku database).
 pub(super) async fn rollback(
-    app: &App<'_>,
+    heroku: &Heroku,
     tgt: &Client,
     rec: &CutoverRecord,
     opts: &Options,
     why: &str,
+    src: Option<&Client>,
 ) -> Result<()> {
-    let saved: Vec<Process> = serde_json::from_value(rec.formation.clone())
-        .map_err(|e| Error::other("the saved formation is unreadable").with_source(e))?;
+    let scope = Scope::of(rec)?;
     let _ = store::record_cutover_step(
         tgt,
         rec.id,
@@ -20,57 +23,83 @@ pub(super) async fn rollback(
         Some(&serde_json::json!({ "reason": why })),
     )
     .await;
-    let info = app.info().await?;
-    let live = app.formation().await?;
-    let previous = if rec.previous_existed {
-        None
-    } else {
-        app.attachments()
-            .await?
-            .into_iter()
-            .find(|a| a.name == PREVIOUS_ATTACHMENT && a.addon.id == rec.addon_id)
-            .map(|a| a.id)
-    };
-    let actions = rollback_plan(
-        &saved,
-        rec.maintenance_before,
-        &live,
-        info.maintenance,
-        previous.as_deref(),
-    );
-    for a in &actions {
-        match a {
-            RollbackAction::DetachPrevious(id) => {
-                tracing::info!("rollback: removing the {PREVIOUS_ATTACHMENT} attachment");
-                app.detach(id).await?;
+    let fenced = rec.steps.iter().any(|s| s.0 == Step::Fenced.as_str());
+    if fenced {
+        let ended = match src {
+            Some(c) => fence::lower(c).await?,
+            None => {
+                let vars = App::new(heroku, &rec.app).config_vars().await?;
+                let url = vars.get("DATABASE_URL").cloned().flatten();
+                let (source, _) = resolve_source(opts, url.as_deref())?;
+                fence::lower(&source.connect().await?).await?
             }
-            RollbackAction::Scale(p) => {
-                tracing::info!("rollback: restoring the formation");
-                app.scale(p).await?;
+        };
+        tracing::info!(
+            "rollback: write fence lowered ({ended} session(s) opened under it ended, to reconnect writable)"
+        );
+    }
+    for (i, f) in scope.apps.iter().enumerate() {
+        let app = App::new(heroku, &f.app);
+        let info = app.info().await?;
+        let live = app.formation().await?;
+        let previous = if i > 0 || rec.previous_existed {
+            None
+        } else {
+            app.attachments()
+                .await?
+                .into_iter()
+                .find(|a| a.name == PREVIOUS_ATTACHMENT && a.addon.id == rec.addon_id)
+                .map(|a| a.id)
+        };
+        let actions = rollback_plan(
+            &f.formation,
+            f.maintenance_before,
+            &live,
+            info.maintenance,
+            previous.as_deref(),
+        );
+        for a in &actions {
+            match a {
+                RollbackAction::DetachPrevious(id) => {
+                    tracing::info!("rollback: removing the {PREVIOUS_ATTACHMENT} attachment");
+                    app.detach(id).await?;
+                }
+                RollbackAction::Scale(p) => {
+                    tracing::info!("rollback: restoring the formation of app {}", f.app);
+                    app.scale(p).await?;
+                }
+                RollbackAction::MaintenanceOff => {}
             }
-            RollbackAction::MaintenanceOff => {}
         }
     }
     // Let the dynos come back before the router sends traffic to them again.
     let deadline = Instant::now() + opts.dyno_timeout;
-    loop {
-        if formation_up(&saved, &app.dynos().await?, 0) {
-            break;
+    let mut pace = crate::heroku::client::Pace::dynos(opts.poll);
+    for f in &scope.apps {
+        let app = App::new(heroku, &f.app);
+        loop {
+            if formation_up(&f.formation, &app.dynos().await?, 0) {
+                break;
+            }
+            if Instant::now() > deadline {
+                tracing::warn!(
+                    "rollback: the dynos of app {} are not all up yet after {}s; continuing",
+                    f.app,
+                    opts.dyno_timeout.as_secs()
+                );
+                break;
+            }
+            tokio::time::sleep(pace.next_delay()).await;
         }
-        if Instant::now() > deadline {
-            tracing::warn!(
-                "rollback: the dynos are not all up yet after {}s; continuing",
-                opts.dyno_timeout.as_secs()
-            );
-            break;
-        }
-        tokio::time::sleep(opts.poll).await;
     }
-    if actions.contains(&RollbackAction::MaintenanceOff) {
-        tracing::info!("rollback: maintenance off");
-        app.set_maintenance(false).await?;
+    for f in &scope.apps {
+        let app = App::new(heroku, &f.app);
+        if !f.maintenance_before && app.info().await?.maintenance {
+            tracing::info!("rollback: maintenance off for app {}", f.app);
+            app.set_maintenance(false).await?;
+        }
     }
     store::finish_cutover(tgt, rec.id, "rolled-back", Some(why)).await?;
-    tracing::info!("rollback complete: the app is as it was before the cutover");
+    tracing::info!("rollback complete: the apps are as they were before the cutover");
     Ok(())
 }

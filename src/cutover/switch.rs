@@ -1,28 +1,30 @@
-//! The switch, after the point of no return: the database attached under its new name,
-//! `DATABASE_URL` moved, the release watched, the formation restored. It only goes forward.
+//! The switch, after the point of no return: every moved attachment detached, its variable set
+//! to the target, the release of that change watched on every app, the formations restored. It
+//! only goes forward; every step converges from the apps' live state, so a re-run after a crash
+//! or a failed release continues it.
 
 use super::*;
 
-/// The part after the point of no return: every step converges from the app's live state, so it
-/// can be repeated after a crash.
+/// The note (a record beside the steps) holding the release each app's switch made.
+const RELEASES_NOTE: &str = "switch-releases";
+/// A variable changed only to make a fresh release when the previous one failed.
+const ATTEMPT_VAR: &str = "HEROKU2RDS_SWITCH_ATTEMPT";
+
+/// The part after the point of no return.
 pub(super) async fn forward(
-    app: &App<'_>,
+    heroku: &Heroku,
     tgt: &Client,
     rec: CutoverRecord,
     opts: &Options,
     sink: &dyn Sink,
 ) -> Result<Report> {
     let done: BTreeSet<Step> = rec.steps.iter().filter_map(|s| Step::parse(&s.0)).collect();
-    let saved: Vec<Process> = serde_json::from_value(rec.formation.clone())
-        .map_err(|e| Error::other("the saved formation is unreadable").with_source(e))?;
-    let release_before = rec
-        .steps
-        .iter()
-        .find(|s| s.0 == Step::PointOfNoReturn.as_str())
-        .and_then(|s| s.1.as_ref()?.get("release_before")?.as_i64())
-        .unwrap_or(0);
+    let scope = Scope::of(&rec)?;
     let finish = |e: Error| {
-        e.with_fix("the database switch is past the point of no return: fix the cause and run `heroku2rds cutover` again, it continues from where it stopped")
+        let fix = e.fix().map(str::to_string).unwrap_or_else(|| {
+            "fix the cause and run `heroku2rds cutover` again".to_string()
+        });
+        e.with_fix(format!("the database switch is past the point of no return: {fix}; a re-run continues from where it stopped (do not scale the app up by hand before that)"))
     };
     let record = |step: Step, detail: Option<serde_json::Value>| async move {
         let at = store::record_cutover_step(tgt, rec.id, step.as_str(), detail.as_ref()).await?;
@@ -30,86 +32,162 @@ pub(super) async fn forward(
         sink.info("cutover", format!("step {}", step.as_str()));
         Ok::<f64, Error>(at)
     };
-    if !done.contains(&Step::DatabaseDetached) {
-        let atts = app.attachments().await.map_err(finish)?;
-        if let Some(a) = atts
+    // The moves of each app (records of older versions: the app's DATABASE).
+    let moves_of = |app: &str| -> Vec<Move> {
+        scope
+            .moves
             .iter()
-            .find(|a| a.name == "DATABASE" && a.addon.id == rec.addon_id)
-        {
-            app.detach(&a.id).await.map_err(finish)?;
+            .filter(|m| m.app == app)
+            .cloned()
+            .collect()
+    };
+    if !done.contains(&Step::DatabaseDetached) {
+        for f in &scope.apps {
+            let app = App::new(heroku, &f.app);
+            let live = app.attachments().await.map_err(finish)?;
+            let wanted = moves_of(&f.app);
+            for a in &live {
+                let moved = if scope.moves.is_empty() {
+                    a.name == "DATABASE" && a.addon.id == rec.addon_id
+                } else {
+                    wanted.iter().any(|m| m.attachment_id == a.id)
+                };
+                if moved {
+                    app.detach(&a.id).await.map_err(finish)?;
+                }
+            }
         }
         record(Step::DatabaseDetached, None).await?;
     }
+    let mut releases: BTreeMap<String, i64> = store::cutover_note(tgt, rec.id, RELEASES_NOTE)
+        .await?
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
     if !done.contains(&Step::DatabaseUrlSet) {
-        let vars = app.config_vars().await.map_err(finish)?;
-        if vars.get("DATABASE_URL").cloned().flatten().as_deref() != Some(opts.app_url.as_str()) {
-            let mut set = BTreeMap::new();
-            set.insert("DATABASE_URL".to_string(), Some(opts.app_url.clone()));
-            app.set_config_vars(&set).await.map_err(finish)?;
+        for f in &scope.apps {
+            let app = App::new(heroku, &f.app);
+            let mut want: BTreeMap<String, Option<String>> = BTreeMap::new();
+            let moves = moves_of(&f.app);
+            if moves.is_empty() {
+                want.insert("DATABASE_URL".into(), Some(opts.app_url.clone()));
+            }
+            for m in &moves {
+                want.insert(m.var(), Some(Scope::url_for(opts, m).to_string()));
+            }
+            let live = app.config_vars().await.map_err(finish)?;
+            want.retain(|k, v| live.get(k) != Some(v));
+            if want.is_empty() {
+                continue;
+            }
+            let before = app.latest_release().await.map_err(finish)?.map(|r| r.version);
+            app.set_config_vars(&want).await.map_err(finish)?;
+            if let Some(r) = app.latest_release().await.map_err(finish)? {
+                if Some(r.version) != before {
+                    releases.insert(f.app.clone(), r.version);
+                    store::set_cutover_note(tgt, rec.id, RELEASES_NOTE, &serde_json::json!(releases)).await?;
+                }
+            }
         }
         record(Step::DatabaseUrlSet, None).await?;
     }
-    let mut version = rec
-        .steps
-        .iter()
-        .find(|s| s.0 == Step::ReleaseSucceeded.as_str())
-        .and_then(|s| s.1.as_ref()?.get("version")?.as_i64());
     if !done.contains(&Step::ReleaseSucceeded) {
-        let deadline = Instant::now() + opts.release_timeout;
-        let v = loop {
-            let latest = app.latest_release().await.map_err(finish)?;
-            match latest {
-                Some(r) if r.version > release_before && r.status == "succeeded" => {
-                    break r.version
+        let release_before = rec
+            .steps
+            .iter()
+            .find(|s| s.0 == Step::PointOfNoReturn.as_str())
+            .and_then(|s| s.1.as_ref()?.get("release_before")?.as_i64())
+            .unwrap_or(0);
+        let idle = Cancel::default();
+        for f in &scope.apps {
+            let app = App::new(heroku, &f.app);
+            let version = match releases.get(&f.app) {
+                Some(v) => *v,
+                // Older records: the newest release after the point of no return.
+                None => match app.latest_release().await.map_err(finish)? {
+                    Some(r) if r.version > release_before => r.version,
+                    _ => continue,
+                },
+            };
+            let version = if app.release(version).await.map_err(finish)?.status == "failed" {
+                // A re-run after a failed release: the same values again make no release, so
+                // one more variable changes.
+                let attempt = rec.id.to_string() + "." + &(version.to_string());
+                let mut set = BTreeMap::new();
+                set.insert(ATTEMPT_VAR.to_string(), Some(attempt));
+                for m in moves_of(&f.app) {
+                    set.insert(m.var(), Some(Scope::url_for(opts, &m).to_string()));
                 }
-                Some(r) if r.version > release_before && r.status == "failed" => {
-                    return Err(finish(Error::other(format!(
-                        "release v{} ({}) failed: the app's release phase did not accept the new DATABASE_URL",
-                        r.version, r.description
-                    ))));
+                if scope.moves.is_empty() {
+                    set.insert("DATABASE_URL".into(), Some(opts.app_url.clone()));
                 }
-                _ => {}
-            }
-            if Instant::now() > deadline {
-                return Err(finish(Error::other(format!(
-                    "the release of the switch did not succeed within {}s",
-                    opts.release_timeout.as_secs()
-                ))));
-            }
-            tokio::time::sleep(opts.poll).await;
-        };
+                tracing::warn!(
+                    "release v{version} of app {} failed: making a fresh release of the switch",
+                    f.app
+                );
+                app.set_config_vars(&set).await.map_err(finish)?;
+                let v = app
+                    .latest_release()
+                    .await
+                    .map_err(finish)?
+                    .map(|r| r.version)
+                    .unwrap_or(version);
+                releases.insert(f.app.clone(), v);
+                store::set_cutover_note(tgt, rec.id, RELEASES_NOTE, &serde_json::json!(releases)).await?;
+                v
+            } else {
+                version
+            };
+            freeze::wait_release(&app, version, opts, &idle)
+                .await
+                .map_err(finish)?;
+        }
+        let main = releases.get(&rec.app).copied().unwrap_or(release_before + 1);
         record(
             Step::ReleaseSucceeded,
-            Some(serde_json::json!({ "version": v })),
+            Some(serde_json::json!({ "version": main, "releases": releases })),
         )
         .await?;
-        version = Some(v);
     }
-    let version = version.unwrap_or(release_before + 1);
     if !done.contains(&Step::FormationRestored) {
-        app.scale(&saved).await.map_err(finish)?;
+        for f in &scope.apps {
+            App::new(heroku, &f.app)
+                .scale(&f.formation)
+                .await
+                .map_err(finish)?;
+        }
         record(Step::FormationRestored, None).await?;
     }
     if !done.contains(&Step::DynosUp) {
         let deadline = Instant::now() + opts.dyno_timeout;
-        loop {
-            let dynos = app.dynos().await.map_err(finish)?;
-            if formation_up(&saved, &dynos, version) {
-                break;
+        let mut pace = crate::heroku::client::Pace::dynos(opts.poll);
+        for f in &scope.apps {
+            let app = App::new(heroku, &f.app);
+            let version = releases.get(&f.app).copied().unwrap_or(0);
+            loop {
+                let dynos = app.dynos().await.map_err(finish)?;
+                if formation_up(&f.formation, &dynos, version) {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(finish(Error::other(format!(
+                        "the dynos of app {} were not all up on release v{version} within {}s",
+                        f.app,
+                        opts.dyno_timeout.as_secs()
+                    ))));
+                }
+                tokio::time::sleep(pace.next_delay()).await;
             }
-            if Instant::now() > deadline {
-                return Err(finish(Error::other(format!(
-                    "the dynos were not all up on release v{version} within {}s",
-                    opts.dyno_timeout.as_secs()
-                ))));
-            }
-            tokio::time::sleep(opts.poll).await;
         }
         record(Step::DynosUp, None).await?;
     }
     if !done.contains(&Step::MaintenanceOff) {
-        if !rec.maintenance_before {
-            app.set_maintenance(false).await.map_err(finish)?;
+        for f in &scope.apps {
+            if !f.maintenance_before {
+                App::new(heroku, &f.app)
+                    .set_maintenance(false)
+                    .await
+                    .map_err(finish)?;
+            }
         }
         record(Step::MaintenanceOff, None).await?;
     }

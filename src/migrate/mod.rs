@@ -21,7 +21,7 @@ use crate::aws::spec::Names;
 use crate::aws::Aws;
 use crate::cancel::Cancel;
 use crate::cutover;
-use crate::error::{Error, Kind, Result};
+use crate::error::{Cause, Error, Kind, Result};
 use crate::heroku::app::App;
 use crate::heroku::client::Client as Heroku;
 use crate::pg::conn::ConnSpec;
@@ -58,6 +58,10 @@ pub struct CutoverSettings {
     pub drain_timeout: Duration,
     pub release_timeout: Duration,
     pub verify_jobs: usize,
+    /// What may be moved besides the app's DATABASE.
+    pub consent: cutover::attachments::Consent,
+    /// The pooler variable's URL (a secret).
+    pub pooler_url: Option<String>,
 }
 
 /// Everything `migrate` needs, validated.
@@ -322,6 +326,8 @@ pub async fn run(
             release_timeout: o.cutover.release_timeout,
             jobs: o.cutover.verify_jobs,
             poll: Duration::from_millis(500),
+            consent: o.cutover.consent.clone(),
+            pooler_url: o.cutover.pooler_url.clone(),
         };
         let mut ran = cutover::run(heroku, &copts, &mut *prompts.cutover, signals, say).await;
         if matches!(&ran, Err(e) if cutover::rolled_back_interrupted(e)) {
@@ -352,8 +358,13 @@ pub async fn run(
         say.emit(Event::Text(cutover::render(&report)));
         detail
     };
+    // The follower stopped by itself at the switch (it never applies the old database after
+    // it); stopping it here only collects that.
     if let Some(f) = follower.take() {
-        f.stop().await?;
+        match f.stop().await {
+            Err(e) if *e.cause() == Cause::Switched => {}
+            other => other?,
+        }
     }
 
     // The archive of the Heroku database as it was at the switch.

@@ -61,7 +61,7 @@ pub(super) fn summary(
     if o.runner == Runner::Ec2 {
         if let Some(w) = &spec.worker {
             kept.push(format!(
-                "EC2 worker ({}, still following the old database): instance hours, disk; remove it with teardown",
+                "EC2 worker ({}, stopped following at the switch): instance hours, disk; remove it with teardown",
                 w.instance_type
             ));
         }

@@ -12,6 +12,7 @@ use tokio_postgres::Client;
 
 use super::catalog::Table;
 use super::conn::{query_error, quote_ident, quote_literal};
+use super::store;
 use crate::error::{Error, Result};
 
 /// What one batch did.
@@ -226,20 +227,33 @@ pub async fn apply_batch(
             .map_err(|e| query_error(e, &format!("applying changes to {name}")))?;
         result.keys += w.keys.len() as u64;
     }
-    tx.execute(
-        "UPDATE heroku2rds.follow SET applied_changes = applied_changes + $1, applied_rows = applied_rows + $2,
-                last_apply_at = now()",
-        &[&(result.changes as i64), &(result.rows as i64)],
-    )
-    .await
-    .map_err(|e| query_error(e, "recording apply progress"))?;
+    // The follow row is also what the cutover's switch updates: a batch that commits first
+    // makes the switch wait for it; once the switch committed, this updates nothing and the
+    // batch is rolled back (see `store::record_switch`).
+    let recorded = tx
+        .execute(
+            "UPDATE heroku2rds.follow SET applied_changes = applied_changes + $1, applied_rows = applied_rows + $2,
+                    last_apply_at = now()
+              WHERE switched_at IS NULL",
+            &[&(result.changes as i64), &(result.rows as i64)],
+        )
+        .await
+        .map_err(|e| query_error(e, "recording apply progress"))?;
+    if recorded == 0 {
+        drop(tx);
+        return Err(store::switched_error(store::switched_at(tgt).await?));
+    }
     tx.commit()
         .await
         .map_err(|e| query_error(e, "committing an apply batch"))?;
-    // Only now may the log rows go: a crash before this line re-applies them, harmlessly.
-    src.execute("DELETE FROM heroku2rds.changes WHERE id = ANY($1)", &[&ids])
-        .await
-        .map_err(|e| query_error(e, "deleting applied changes from the change log"))?;
+    // Only now may the log rows go: a crash before this line re-applies them, harmlessly. READ
+    // WRITE: during a cutover new sessions on the source start read-only (the write fence).
+    let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+    src.batch_execute(&format!(
+        "BEGIN READ WRITE; DELETE FROM heroku2rds.changes WHERE id = ANY('{{{list}}}'::bigint[]); COMMIT"
+    ))
+    .await
+    .map_err(|e| query_error(e, "deleting applied changes from the change log"))?;
     Ok(result)
 }
 

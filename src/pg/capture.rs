@@ -10,6 +10,7 @@ use tokio_postgres::Client;
 
 use super::catalog::{Table, TOOL_SCHEMA};
 use super::conn::{query_error, quote_ident};
+use super::fence;
 use crate::error::{Error, Result};
 use crate::retry::Backoff;
 
@@ -117,7 +118,8 @@ $f$"#,
 
 /// Creates the change log (idempotent).
 pub async fn install_log(src: &Client) -> Result<()> {
-    src.batch_execute(CHANGE_LOG_DDL).await.map_err(|e| {
+    fence::writable(src).await?;
+    src.batch_execute(&format!("{CHANGE_LOG_DDL}{}", fence::FENCE_DDL)).await.map_err(|e| {
         query_error(e, "creating the heroku2rds schema and change log on the source")
             .with_fix("connect to the source as the database owner (it must be allowed to CREATE in the database)")
     })
@@ -138,14 +140,14 @@ async fn installed(src: &Client, t: &Table) -> Result<bool> {
 
 /// Who holds locks the table's trigger installation waits for (pids, application names, and
 /// how long their transactions have been open; never query texts, which can hold row data).
-async fn blockers(src: &Client, t: &Table) -> String {
+async fn blockers(src: &Client, table: &str) -> String {
     let rows = src
         .query(
             "SELECT a.pid, coalesce(a.application_name, ''), a.state,
                     coalesce(extract(epoch FROM now() - a.xact_start)::bigint, 0)
                FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-              WHERE l.relation = $1 AND l.granted AND a.pid <> pg_backend_pid()",
-            &[&t.oid],
+              WHERE l.relation = $1::text::regclass AND l.granted AND a.pid <> pg_backend_pid()",
+            &[&table],
         )
         .await;
     match rows {
@@ -166,39 +168,74 @@ async fn blockers(src: &Client, t: &Table) -> String {
     }
 }
 
-/// Installs capture on one table, retrying on lock timeouts with backoff.
+/// True when the fence trigger exists on the table.
+async fn fenced(src: &Client, t: &Table) -> Result<bool> {
+    let n: i64 = src
+        .query_one(
+            "SELECT count(*) FROM pg_trigger WHERE tgrelid = $1 AND tgname = $2",
+            &[&t.oid, &fence::FENCE_TRIGGER],
+        )
+        .await
+        .map_err(|e| query_error(e, "checking the write fence trigger"))?
+        .get(0);
+    Ok(n == 1)
+}
+
+/// Installs capture and the (idle) write fence on one table, retrying on lock timeouts with
+/// backoff. A table without a key gets only the fence.
 pub async fn install_table(src: &Client, t: &Table, opts: InstallOptions) -> Result<()> {
-    if installed(src, t).await? {
-        return Ok(());
-    }
     let q = t.qualified();
-    let sql = format!(
-        "BEGIN;
-         SET LOCAL lock_timeout = '{ms}ms';
-         {function};
-         DROP TRIGGER IF EXISTS {ROW_TRIGGER} ON {q};
-         DROP TRIGGER IF EXISTS {TRUNCATE_TRIGGER} ON {q};
-         CREATE TRIGGER {ROW_TRIGGER} AFTER INSERT OR UPDATE OR DELETE ON {q}
-             FOR EACH ROW EXECUTE FUNCTION heroku2rds.\"capture_{oid}\"();
-         CREATE TRIGGER {TRUNCATE_TRIGGER} AFTER TRUNCATE ON {q}
-             FOR EACH STATEMENT EXECUTE FUNCTION heroku2rds.capture_truncate();
-         COMMIT;",
-        ms = opts.lock_timeout.as_millis(),
-        function = capture_function(t),
-        oid = t.oid,
-    );
+    let sql = if t.has_key() {
+        if installed(src, t).await? && fenced(src, t).await? {
+            return Ok(());
+        }
+        format!(
+            "BEGIN READ WRITE;
+             SET LOCAL lock_timeout = '{ms}ms';
+             {function};
+             DROP TRIGGER IF EXISTS {ROW_TRIGGER} ON {q};
+             DROP TRIGGER IF EXISTS {TRUNCATE_TRIGGER} ON {q};
+             CREATE TRIGGER {ROW_TRIGGER} AFTER INSERT OR UPDATE OR DELETE ON {q}
+                 FOR EACH ROW EXECUTE FUNCTION heroku2rds.\"capture_{oid}\"();
+             CREATE TRIGGER {TRUNCATE_TRIGGER} AFTER TRUNCATE ON {q}
+                 FOR EACH STATEMENT EXECUTE FUNCTION heroku2rds.capture_truncate();
+             {fence}
+             COMMIT;",
+            ms = opts.lock_timeout.as_millis(),
+            function = capture_function(t),
+            oid = t.oid,
+            fence = fence::trigger_sql(&q),
+        )
+    } else {
+        if fenced(src, t).await? {
+            return Ok(());
+        }
+        format!(
+            "BEGIN READ WRITE; SET LOCAL lock_timeout = '{}ms'; {} COMMIT;",
+            opts.lock_timeout.as_millis(),
+            fence::trigger_sql(&q)
+        )
+    };
+    execute_with_lock_retries(src, &q, &sql, opts).await
+}
+
+/// Runs `sql` (a transaction that locks `table`, quoted and qualified, under a short `lock_timeout`), retrying with
+/// backoff while the lock is not available, for up to `opts.max_wait`; says who holds the lock.
+pub async fn execute_with_lock_retries(
+    src: &Client,
+    table: &str,
+    sql: &str,
+    opts: InstallOptions,
+) -> Result<()> {
     let started = Instant::now();
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(15));
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        match src.batch_execute(&sql).await {
+        match src.batch_execute(sql).await {
             Ok(()) => {
                 if attempt > 1 {
-                    tracing::info!(
-                        "capture installed on {} after {attempt} attempts",
-                        t.display_name()
-                    );
+                    tracing::info!("triggers installed on {table} after {attempt} attempts");
                 }
                 return Ok(());
             }
@@ -208,23 +245,18 @@ pub async fn install_table(src: &Client, t: &Table, opts: InstallOptions) -> Res
                     *c == SqlState::LOCK_NOT_AVAILABLE || *c == SqlState::T_R_DEADLOCK_DETECTED
                 });
                 if !retryable {
-                    return Err(query_error(
-                        e,
-                        &format!("installing change capture on {}", t.display_name()),
-                    ));
+                    return Err(query_error(e, &format!("installing triggers on {table}")));
                 }
-                let who = blockers(src, t).await;
+                let who = blockers(src, table).await;
                 if started.elapsed() + backoff.peek() > opts.max_wait {
                     return Err(Error::other(format!(
-                        "could not lock {} to install change capture within {}s: held by {who}",
-                        t.display_name(),
+                        "could not lock {table} to install triggers within {}s: held by {who}",
                         opts.max_wait.as_secs()
                     ))
                     .with_fix("end that long transaction (or wait for the vacuum to finish), then re-run; the application was never blocked for longer than the lock timeout"));
                 }
                 tracing::warn!(
-                    "{} is locked by {who}; gave way after {} ms (attempt {attempt}), retrying in {:.1}s",
-                    t.display_name(),
+                    "{table} is locked by {who}; gave way after {} ms (attempt {attempt}), retrying in {:.1}s",
                     opts.lock_timeout.as_millis(),
                     backoff.peek().as_secs_f64()
                 );
@@ -237,13 +269,13 @@ pub async fn install_table(src: &Client, t: &Table, opts: InstallOptions) -> Res
 /// Installs the change log and capture on every keyed table.
 pub async fn install(src: &Client, tables: &[Table], opts: InstallOptions) -> Result<()> {
     install_log(src).await?;
-    let keyed: Vec<&Table> = tables.iter().filter(|t| t.has_key()).collect();
+    let keyed = tables.iter().filter(|t| t.has_key()).count();
     tracing::info!(
-        "installing change capture on {} table(s) (lock timeout {} ms)",
-        keyed.len(),
+        "installing change capture on {keyed} table(s) and the idle write fence on {} (lock timeout {} ms)",
+        tables.len(),
         opts.lock_timeout.as_millis()
     );
-    for t in keyed {
+    for t in tables {
         install_table(src, t, opts).await?;
     }
     Ok(())
@@ -256,8 +288,8 @@ pub async fn remove(src: &Client, lock_timeout: Duration) -> Result<usize> {
         .query(
             "SELECT format('%I.%I', n.nspname, c.relname), t.tgname FROM pg_trigger t
                JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-              WHERE t.tgname IN ($1, $2)",
-            &[&ROW_TRIGGER, &TRUNCATE_TRIGGER],
+              WHERE t.tgname IN ($1, $2, $3)",
+            &[&ROW_TRIGGER, &TRUNCATE_TRIGGER, &fence::FENCE_TRIGGER],
         )
         .await
         .map_err(|e| query_error(e, "listing capture triggers"))?;

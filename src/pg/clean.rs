@@ -1,10 +1,11 @@
-//! `clean`: removes every object of the tool from the source (capture triggers, functions, the
-//! change log, the `heroku2rds` schema) and, when given, the migration state from the target.
+//! `clean`: removes every object of the tool from the source (capture and fence triggers,
+//! functions, the change log, the `heroku2rds` schema, the write fence's read-only default)
+//! and, when given, the migration state from the target.
 
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::pg::capture;
+use crate::pg::{capture, fence};
 use crate::pg::conn::{query_error, ConnSpec};
 use crate::pg::store::{self, RunnerLock};
 
@@ -50,6 +51,8 @@ pub async fn run(source: &ConnSpec, target: Option<&ConnSpec>, force: bool) -> R
         .await
         .map_err(|e| query_error(e, "looking for the heroku2rds schema"))?
         .get(0);
+    // The write fence first: the database's read-only default restored, the function harmless.
+    fence::lower(&src).await?;
     let removed = capture::remove(&src, Duration::from_secs(1)).await?;
     let mut report = if removed == 0 && !had_schema {
         "source: nothing to remove (no capture trigger, no heroku2rds schema)".to_string()

@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod clean;
 pub mod conn;
 pub mod copy;
+pub mod fence;
 pub mod pool;
 pub mod preflight;
 pub mod progress;

@@ -78,8 +78,11 @@ pub async fn dump(source: &ConnSpec) -> Result<SchemaScripts> {
         let kept: Vec<&str> = toc
             .lines()
             .filter(|l| !l.contains(" COMMENT - EXTENSION "))
-            // The capture triggers this tool installs on the source are not the application's.
-            .filter(|l| !(l.contains(" TRIGGER ") && l.contains(" heroku2rds_capture_")))
+            // The capture and fence triggers this tool installs on the source are not the application's.
+            .filter(|l| {
+                !(l.contains(" TRIGGER ")
+                    && (l.contains(" heroku2rds_capture_") || l.contains(" heroku2rds_fence")))
+            })
             .collect();
         std::fs::write(&list, kept.join("\n"))?;
         let mut sections = Vec::new();

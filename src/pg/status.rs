@@ -167,6 +167,16 @@ pub fn render(s: &Status) -> String {
         "runner:   {}",
         s.runner.as_deref().unwrap_or("none running")
     );
+    let follow = match (s.stopped_reason.as_deref(), s.backlog) {
+        (Some("switched"), _) => "stopped for good at the switch: the app uses the target, nothing from the old database is applied any more".to_string(),
+        (Some(why), _) => format!("stopped: {why}"),
+        (None, Some(b)) => format!(
+            "{b} change(s) waiting{}",
+            if s.caught_up { ", caught up" } else { "" }
+        ),
+        (None, None) => "not started".to_string(),
+    };
+    let _ = writeln!(o, "follow:   {follow}");
     let pct = if s.chunks_total > 0 {
         100.0 * s.chunks_done as f64 / s.chunks_total as f64
     } else {

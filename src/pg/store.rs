@@ -4,7 +4,7 @@
 
 use tokio_postgres::{Client, GenericClient};
 
-use crate::error::{Error, Result};
+use crate::error::{Cause, Error, Kind, Result};
 use crate::pg::conn::query_error;
 
 /// Each replicated table's mode (`copy`, `recopy`, `exclude`) by its state id.
@@ -44,6 +44,89 @@ pub async fn follow_report(client: &Client) -> Result<Option<FollowReport>> {
             caught_up: r.get(1),
             stopped_reason: r.get(2),
         }))
+}
+
+/// Brings the records of a migration started by an older version up to date (idempotent).
+pub async fn upgrade(client: &Client) -> Result<()> {
+    let missing: bool = client
+        .query_one(
+            "SELECT to_regclass('heroku2rds.follow') IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_attribute
+                     WHERE attrelid = to_regclass('heroku2rds.follow') AND attname = 'switched_at')",
+            &[],
+        )
+        .await
+        .map_err(|e| query_error(e, "reading the migration records"))?
+        .get(0);
+    if missing {
+        client
+            .batch_execute("ALTER TABLE heroku2rds.follow ADD COLUMN IF NOT EXISTS switched_at timestamptz")
+            .await
+            .map_err(|e| query_error(e, "upgrading the migration records"))?;
+    }
+    Ok(())
+}
+
+/// When the app was switched to the target (seconds since the epoch), if it was: from then on
+/// nothing may be applied from the old database.
+pub async fn switched_at(client: &Client) -> Result<Option<f64>> {
+    let has_column: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_attribute
+                             WHERE attrelid = to_regclass('heroku2rds.follow') AND attname = 'switched_at')",
+            &[],
+        )
+        .await
+        .map_err(|e| query_error(e, "reading the switch record"))?
+        .get(0);
+    if !has_column {
+        return Ok(None);
+    }
+    Ok(client
+        .query_opt(
+            "SELECT extract(epoch FROM switched_at)::float8 FROM heroku2rds.follow WHERE switched_at IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(|e| query_error(e, "reading the switch record"))?
+        .map(|r| r.get(0)))
+}
+
+/// The error every follower stops with once the app was switched to the target.
+pub fn switched_error(at: Option<f64>) -> Error {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default();
+    let when = at
+        .map(|s| format!(" {:.0}s ago", (now - s).max(0.0)))
+        .unwrap_or_default();
+    Error::new(
+        Kind::Blocked,
+        format!(
+            "the app was switched to the target{when}: following the Heroku database stopped for good (applying it now would overwrite the app's new writes)"
+        ),
+    )
+    .with_cause(Cause::Switched)
+    .with_fix("nothing to do: the migration is complete; `heroku2rds clean --source ...` removes the capture and the write fence from the Heroku database")
+}
+
+/// Records the point of no return of cutover `id` and, in the same statement, the switch on
+/// the follow row: an apply batch in flight either commits before (the switch waits for its row
+/// lock) or updates nothing after it and rolls back. Returns the step's time.
+pub async fn record_switch(client: &Client, id: i32, detail: &serde_json::Value) -> Result<f64> {
+    let row = client
+        .query_one(
+            "WITH sw AS (UPDATE heroku2rds.follow SET switched_at = coalesce(switched_at, clock_timestamp()) RETURNING 1),
+                  ins AS (INSERT INTO heroku2rds.cutover_steps (cutover_id, step, detail) VALUES ($1, $2, $3)
+                          ON CONFLICT DO NOTHING RETURNING at)
+             SELECT extract(epoch FROM coalesce((SELECT at FROM ins),
+                    (SELECT at FROM heroku2rds.cutover_steps WHERE cutover_id = $1 AND step = $2)))::float8,
+                    (SELECT count(*) FROM sw)",
+            &[&id, &"point-of-no-return", detail],
+        )
+        .await
+        .map_err(|e| query_error(e, "recording the switch"))?;
+    Ok(row.get(0))
 }
 
 /// True once the cutover's record tables exist on the target.
@@ -107,7 +190,8 @@ CREATE TABLE IF NOT EXISTS heroku2rds.follow (
     oldest_change_s float8,
     caught_up       boolean NOT NULL DEFAULT false,
     stopped_reason  text,
-    updated_at      timestamptz
+    updated_at      timestamptz,
+    switched_at     timestamptz
 );
 INSERT INTO heroku2rds.follow (id) VALUES (1) ON CONFLICT DO NOTHING;
 CREATE TABLE IF NOT EXISTS heroku2rds.events (
@@ -248,6 +332,7 @@ CREATE TABLE IF NOT EXISTS heroku2rds.cutovers (
     started_at         timestamptz NOT NULL DEFAULT clock_timestamp(),
     finished_at        timestamptz
 );
+ALTER TABLE heroku2rds.follow ADD COLUMN IF NOT EXISTS switched_at timestamptz;
 CREATE TABLE IF NOT EXISTS heroku2rds.cutover_steps (
     cutover_id int NOT NULL REFERENCES heroku2rds.cutovers(id),
     step       text NOT NULL,
@@ -462,6 +547,40 @@ pub async fn record_cutover_step(
         .await
         .map_err(|e| query_error(e, &format!("recording cutover step {step}")))?;
     Ok(row.get(0))
+}
+
+/// Sets a note of attempt `id` (a record beside its steps that later runs may replace).
+pub async fn set_cutover_note(
+    client: &Client,
+    id: i32,
+    name: &str,
+    detail: &serde_json::Value,
+) -> Result<()> {
+    client
+        .execute(
+            "INSERT INTO heroku2rds.cutover_steps (cutover_id, step, detail) VALUES ($1, $2, $3)
+             ON CONFLICT (cutover_id, step) DO UPDATE SET detail = excluded.detail, at = clock_timestamp()",
+            &[&id, &name, detail],
+        )
+        .await
+        .map_err(|e| query_error(e, &format!("recording the cutover's {name}")))?;
+    Ok(())
+}
+
+/// A note of attempt `id`.
+pub async fn cutover_note(
+    client: &Client,
+    id: i32,
+    name: &str,
+) -> Result<Option<serde_json::Value>> {
+    Ok(client
+        .query_opt(
+            "SELECT detail FROM heroku2rds.cutover_steps WHERE cutover_id = $1 AND step = $2",
+            &[&id, &name],
+        )
+        .await
+        .map_err(|e| query_error(e, &format!("reading the cutover's {name}")))?
+        .and_then(|r| r.get(0)))
 }
 
 /// Ends an attempt.

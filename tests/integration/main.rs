@@ -23,6 +23,7 @@ mod cloud {
 mod flows {
     mod cutover;
     mod migrate;
+    mod writers;
 }
 
 /// The command-line contract on bad input: clear errors, exit codes, nothing changed.

@@ -28,7 +28,7 @@ use super::preflight::{self, KeylessMode};
 use super::schema::{self, PostDataItem};
 use super::sequences;
 use crate::cancel::Cancel;
-use crate::error::{Error, Kind, Result};
+use crate::error::{Cause, Error, Kind, Result};
 use crate::retry::Backoff;
 
 mod post_data;
@@ -212,6 +212,11 @@ async fn run_once(
     let tgt = target.connect().await?;
     let _lock = RunnerLock::acquire(target.connect().await?, "replicate").await?;
     *mark = Some(progress_mark(&tgt).await?);
+    store::upgrade(&tgt).await?;
+    // After the switch the target is the app's database: nothing may come from the old one.
+    if let Some(at) = store::switched_at(&tgt).await? {
+        return Err(store::switched_error(Some(at)));
+    }
     let existing = store::load(&tgt).await?;
     let jobs = pick_jobs(&src, opts.jobs).await?;
     let migration = match existing {
@@ -416,7 +421,12 @@ async fn follow_session(
             return Err(Error::new(Kind::Blocked, format!("{reason}; applying stopped so that nothing diverges"))
                 .with_fix("apply the same DDL to the target, then start the migration of that table over (this version cannot yet re-copy a single table)"));
         }
-        let r = apply::apply_batch(&src, &mut tgt, &tables, opts.batch).await?;
+        let r = match apply::apply_batch(&src, &mut tgt, &tables, opts.batch).await {
+            Err(e) if *e.cause() == Cause::Switched => {
+                return Err(stop_switched(&tgt, e).await);
+            }
+            other => other?,
+        };
         totals.changes += r.changes;
         totals.keys += r.keys;
         totals.rows += r.rows;
@@ -424,7 +434,12 @@ async fn follow_session(
         window.1 += r.changes;
         let caught_up = r.changes == 0;
         if caught_up || last_stats.elapsed() > Duration::from_secs(2) {
-            record_follow(&src, &tgt, caught_up, None).await?;
+            if let Err(e) = record_follow(&src, &tgt, caught_up, None).await {
+                if *e.cause() == Cause::Switched {
+                    return Err(stop_switched(&tgt, e).await);
+                }
+                return Err(e);
+            }
             let secs = window.0.elapsed().as_secs_f64().max(0.001);
             if window.1 > 0 {
                 tracing::info!(
@@ -455,7 +470,21 @@ async fn follow_session(
     }
 }
 
-/// Writes backlog, lag and whether the target is caught up, for `status`.
+/// Records why following stopped after the switch (for `status` and `migrate`) and returns the
+/// error it stops with.
+async fn stop_switched(tgt: &Client, e: Error) -> Error {
+    tracing::warn!("{}", e.message());
+    let _ = tgt
+        .execute(
+            "UPDATE heroku2rds.follow SET stopped_reason = 'switched', caught_up = false, updated_at = now()",
+            &[],
+        )
+        .await;
+    e
+}
+
+/// Writes backlog, lag and whether the target is caught up, for `status`. Fails with the
+/// switch error once the app was switched to the target.
 async fn record_follow(
     src: &Client,
     tgt: &Client,
@@ -470,13 +499,18 @@ async fn record_follow(
         .await
         .map_err(|e| query_error(e, "measuring the backlog"))?;
     let (backlog, oldest): (i64, Option<f64>) = (row.get(0), row.get(1));
-    tgt.execute(
-        "UPDATE heroku2rds.follow SET backlog = $1, oldest_change_s = $2, caught_up = $3, stopped_reason = $4,
-                updated_at = now()",
-        &[&backlog, &oldest, &caught_up, &stopped],
-    )
-    .await
-    .map_err(|e| query_error(e, "recording follow progress"))?;
+    let n = tgt
+        .execute(
+            "UPDATE heroku2rds.follow SET backlog = $1, oldest_change_s = $2, caught_up = $3, stopped_reason = $4,
+                    updated_at = now()
+              WHERE switched_at IS NULL",
+            &[&backlog, &oldest, &caught_up, &stopped],
+        )
+        .await
+        .map_err(|e| query_error(e, "recording follow progress"))?;
+    if n == 0 {
+        return Err(store::switched_error(store::switched_at(tgt).await?));
+    }
     Ok(())
 }
 

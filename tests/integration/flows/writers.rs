@@ -1,0 +1,323 @@
+//! The cutover against writers beyond the app's dynos, as on the real Heroku: a second process
+//! type writing through the connection pooler's variable, a second app attached to the same
+//! database, a Scheduler job, an autoscaler that scales a worker back up, a release command that
+//! writes, and a client outside Heroku that reconnects for every write. Without consent the
+//! cutover refuses before changing anything, naming each attachment; with it, it completes and no
+//! acknowledged write is lost (checked independently: every logged write is on the target). After
+//! the switch the old database refuses writes and the follower has stopped for good, so nothing
+//! written on RDS is ever replaced from the old database. A release command that fails after the
+//! switch is recovered by a re-run.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::clusters::{root, Pair};
+use crate::support::fake_heroku::{app_name, fake, quick, AppShape, TOKEN};
+use crate::support::workloads::{acks, wait_for_acks, SCHEMA, WRITER};
+
+/// [`WRITER`] through another variable.
+fn writer_via(var: &str) -> String {
+    WRITER.replace("$DATABASE_URL", &format!("${var}"))
+}
+
+/// One acknowledged insert (a Scheduler job or a release command), logged like [`WRITER`]'s.
+const ONE_WRITE: &str = r#"boot=$(date +%s%N)
+psql "$DATABASE_URL" -qtAX -v ON_ERROR_STOP=1 -c "INSERT INTO public.writes (boot, n, dyno) VALUES ($boot, 1, '$DYNO')" >/dev/null 2>&1 && echo "$boot 1" >> "$ACK_FILE"
+exit 0"#;
+
+/// A client outside Heroku: a new connection for every write, every 50 ms, until stopped.
+/// Returns the (boot, n) it saw acknowledged.
+fn external_writer(url: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<(i64, i64)>> {
+    tokio::spawn(async move {
+        let boot: i64 = 7_000_000_000 + i64::from(std::process::id());
+        let mut acked = Vec::new();
+        let mut n = 0i64;
+        while !stop.load(Ordering::SeqCst) {
+            n += 1;
+            if let Ok((c, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+                let h = tokio::spawn(conn);
+                let sql = format!(
+                    "INSERT INTO public.writes (boot, n, dyno) VALUES ({boot}, {n}, 'external')"
+                );
+                if c.batch_execute(&sql).await.is_ok() {
+                    acked.push((boot, n));
+                }
+                drop(c);
+                let _ = h.await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        acked
+    })
+}
+
+async fn on_target(pair: &Pair) -> BTreeSet<(i64, i64)> {
+    pair.target_master()
+        .await
+        .query("SELECT boot, n FROM public.writes", &[])
+        .await
+        .expect("target writes")
+        .iter()
+        .map(|r| (r.get(0), i64::from(r.get::<_, i32>(1))))
+        .collect()
+}
+
+fn assert_all_on(target: &BTreeSet<(i64, i64)>, acked: &[(i64, i64)], who: &str) {
+    let missing: Vec<&(i64, i64)> = acked.iter().filter(|a| !target.contains(a)).collect();
+    assert!(
+        missing.is_empty(),
+        "{who}: {} of {} acknowledged writes missing on the target: {:?}",
+        missing.len(),
+        acked.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
+
+async fn scale_all_to_zero(app: &str) {
+    let f = fake();
+    let client = f.client(TOKEN);
+    let a = heroku2rds::heroku::app::App::new(&client, app);
+    let zero: Vec<heroku2rds::heroku::app::Process> = a
+        .formation()
+        .await
+        .expect("formation")
+        .into_iter()
+        .map(|p| heroku2rds::heroku::app::Process {
+            quantity: 0,
+            ..p
+        })
+        .collect();
+    a.scale(&zero).await.expect("scale down");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cutover_fences_every_writer_and_moves_every_attachment() {
+    let f = fake();
+    let pair = Pair::new("cut_writers").await;
+    pair.source_owner()
+        .await
+        .batch_execute(SCHEMA)
+        .await
+        .expect("schema");
+    pair.h2r(&["replicate", "--until", "copied", "--keyless", "recopy"])
+        .expect_code(0);
+    let mut follower = pair.spawn_h2r(&["replicate", "--until", "forever", "--keyless", "recopy"]);
+
+    let app = app_name("writers");
+    let other = app_name("writers-admin");
+    let ack = root().dir.join(format!("{app}.acks"));
+    let other_ack = root().dir.join(format!("{other}.acks"));
+    f.post(
+        "/apps",
+        quick(json!({
+            "name": app, "database_url": pair.source_url(), "pooler": true,
+            "config_vars": { "ACK_FILE": ack.display().to_string() },
+            "formation": [
+                { "type": "web", "quantity": 1, "size": "Standard-1X", "command": WRITER },
+                { "type": "pooled", "quantity": 1, "size": "Standard-1X", "command": writer_via("DATABASE_CONNECTION_POOL_URL") },
+                { "type": "worker", "quantity": 0, "size": "Standard-1X", "command": WRITER },
+                { "type": "release", "quantity": 0, "size": "Standard-1X", "command": ONE_WRITE }
+            ],
+        })),
+    )
+    .await;
+    let addon = f.state(&app).await["addons"][0]["id"]
+        .as_str()
+        .expect("addon id")
+        .to_string();
+    f.post(
+        "/apps",
+        quick(json!({
+            "name": other,
+            "attach_addon": { "addon": addon, "as": "DATABASE" },
+            "config_vars": { "ACK_FILE": other_ack.display().to_string() },
+            "formation": [
+                { "type": "worker", "quantity": 1, "size": "Standard-1X", "command": WRITER }
+            ],
+        })),
+    )
+    .await;
+    f.post(
+        &format!("/apps/{app}/scheduler"),
+        json!({ "command": ONE_WRITE, "every_seconds": 1.0 }),
+    )
+    .await;
+    f.post(
+        &format!("/apps/{app}/autoscaler"),
+        json!({ "type": "worker", "quantity": 1, "every_seconds": 1.0, "service": "hirefire-resource" }),
+    )
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let external = external_writer(pair.source_url(), stop.clone());
+    wait_for_acks(&ack, 30, Duration::from_secs(60), "the app's dynos did not write").await;
+    wait_for_acks(&other_ack, 10, Duration::from_secs(60), "the other app did not write").await;
+
+    // Without consent: refused before anything changes, each attachment named with its fix.
+    let shape = |s: AppShape| (s.maintenance, s.database_url, s.attachments);
+    let (before, before_other) = (shape(f.shape(&app).await), shape(f.shape(&other).await));
+    let base = [
+        "cutover",
+        "--app",
+        &app,
+        "--yes",
+        "--session-grace-s",
+        "2",
+        "--max-lag-s",
+        "60",
+    ];
+    let refused = f.h2r(&pair, TOKEN, &base);
+    refused.expect_code(3);
+    for needle in [
+        "DATABASE_CONNECTION_POOL_URL",
+        "--move-pooler",
+        &format!("app {other} reaches the Heroku database as DATABASE_URL"),
+        &format!("--include-app {other}"),
+        "nothing was changed",
+    ] {
+        assert!(refused.stderr.contains(needle), "`{needle}` in:\n{}", refused.stderr);
+    }
+    assert_eq!(shape(f.shape(&app).await), before);
+    assert_eq!(shape(f.shape(&other).await), before_other);
+
+    // With consent: both apps frozen and switched together.
+    let mut args = base.to_vec();
+    args.extend(["--include-app", &other, "--move-pooler", "--json"]);
+    let run = f.h2r(&pair, TOKEN, &args);
+    run.expect_code(0);
+    let report = run.json();
+    assert_eq!(report["outcome"], "completed", "{report}");
+    eprintln!(
+        "measured: downtime {:?}s, write freeze {:?}s",
+        report["downtime_s"], report["write_freeze_s"]
+    );
+    for (a, var) in [
+        (&app, "DATABASE_URL"),
+        (&app, "DATABASE_CONNECTION_POOL_URL"),
+        (&other, "DATABASE_URL"),
+    ] {
+        assert_eq!(
+            f.config(a).await[var].as_str(),
+            Some(pair.target_url().as_str()),
+            "{a} {var}"
+        );
+    }
+
+    // The follower stopped by itself at the switch, for good, saying why.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = follower.try_wait().expect("follower") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the follower kept running after the switch");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status.code(), Some(3), "the follower's exit status");
+    let out = follower.wait_with_output().expect("follower output");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("switched"), "{said}");
+    let again = pair.h2r(&["replicate", "--until", "forever"]);
+    again.expect_code(3);
+    assert!(again.stderr.contains("switched"), "{}", again.stderr);
+
+    // The old database refuses writes, saying where the database went; RDS accepts them and
+    // nothing from the old database replaces them.
+    let old = pair.source_owner().await;
+    let tgt = pair.target_master().await;
+    tgt.batch_execute("INSERT INTO public.items VALUES (900001, 'written on RDS')")
+        .await
+        .expect("write on RDS");
+    let e = old
+        .batch_execute("INSERT INTO public.items VALUES (900001, 'written on Heroku')")
+        .await
+        .expect_err("the old database must refuse writes after the switch");
+    assert!(e.to_string().contains("has moved"), "{e}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let v: String = tgt
+        .query_one("SELECT v FROM public.items WHERE id = 900001", &[])
+        .await
+        .expect("row")
+        .get(0);
+    assert_eq!(v, "written on RDS");
+
+    // Stop every writer, then check every acknowledged write of each is on the target.
+    stop.store(true, Ordering::SeqCst);
+    let external_acks = external.await.expect("external writer");
+    f.admin(reqwest::Method::DELETE, &format!("/apps/{app}/scheduler"), None)
+        .await;
+    f.admin(reqwest::Method::DELETE, &format!("/apps/{app}/autoscaler"), None)
+        .await;
+    scale_all_to_zero(&app).await;
+    scale_all_to_zero(&other).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let target = on_target(&pair).await;
+    assert_all_on(&target, &acks(&ack), "the app (web, pooled, worker, scheduler, release)");
+    assert_all_on(&target, &acks(&other_ack), "the other app");
+    assert_all_on(&target, &external_acks, "the external client");
+    assert!(!external_acks.is_empty(), "the external client never wrote");
+    let jobs = f.state(&app).await["dyno_log"].to_string();
+    assert!(jobs.contains("scheduler"), "no Scheduler job ran");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_release_after_the_switch_is_recovered_by_a_rerun() {
+    let f = fake();
+    let pair = Pair::new("cut_release").await;
+    pair.source_owner()
+        .await
+        .batch_execute(SCHEMA)
+        .await
+        .expect("schema");
+    pair.h2r(&["replicate", "--until", "caught-up", "--keyless", "recopy"])
+        .expect_code(0);
+    let app = app_name("release-fails");
+    let ack = root().dir.join(format!("{app}.acks"));
+    let flag = root().dir.join(format!("{app}.fail"));
+    std::fs::write(&flag, "").expect("flag");
+    // The release command fails while the flag exists, once DATABASE_URL is the target.
+    let target_port = url::Url::parse(&pair.target_url())
+        .expect("url")
+        .port()
+        .expect("port");
+    let release = format!(
+        "case \"$DATABASE_URL\" in *:{target_port}/*) test ! -e {} ;; *) {ONE_WRITE} ;; esac",
+        flag.display()
+    );
+    f.post(
+        "/apps",
+        quick(json!({
+            "name": app, "database_url": pair.source_url(),
+            "config_vars": { "ACK_FILE": ack.display().to_string() },
+            "formation": [
+                { "type": "web", "quantity": 1, "size": "Standard-1X", "command": WRITER },
+                { "type": "release", "quantity": 0, "size": "Standard-1X", "command": release }
+            ],
+        })),
+    )
+    .await;
+    wait_for_acks(&ack, 20, Duration::from_secs(60), "the dynos did not write").await;
+    let base = ["cutover", "--app", &app, "--yes", "--session-grace-s", "2"];
+    let first = f.h2r(&pair, TOKEN, &base);
+    first.expect_code(5);
+    assert!(
+        first.stderr.contains("release phase") && first.stderr.contains("past the point of no return"),
+        "{}",
+        first.stderr
+    );
+    std::fs::remove_file(&flag).expect("flag");
+    let again = f.h2r(&pair, TOKEN, &base);
+    again.expect_code(0);
+    assert!(again.stdout.contains("cutover complete"), "{}", again.stdout);
+    assert_eq!(
+        f.config(&app).await["DATABASE_URL"].as_str(),
+        Some(pair.target_url().as_str())
+    );
+    let shape = f.shape(&app).await;
+    assert!(!shape.maintenance);
+    scale_all_to_zero(&app).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_all_on(&on_target(&pair).await, &acks(&ack), "the app");
+}
