@@ -154,7 +154,7 @@ class Addon:
 
     def __init__(self, app, plan, database_url=None, name=None):
         self.id, self.app, self.plan = new_id(), app, plan        # app = billing app
-        prefix = self.service[len("heroku-"):] if self.service.startswith("heroku-") else self.service
+        prefix = self.service.replace("heroku-", "", 1)    # postgresql-..., scheduler-...
         self.name = name or f"{prefix}-{random.choice(ADJECTIVES)}-{random.randint(10000, 99999)}"
         self.database_url = database_url
         self.credentials = {}
@@ -345,7 +345,8 @@ class App:
                 "owner": {"email": self.owner.email, "id": self.owner.id},
                 "organization": None, "team": None, "region": region,
                 "released_at": iso(self.released_at), "repo_size": None, "slug_size": None,
-                "space": dict(self.space) if self.space else None, "stack": stack, "updated_at": iso(self.updated_at),
+                "space": dict(self.space) if self.space else None, "stack": stack,
+                "updated_at": iso(self.updated_at),
                 "web_url": f"https://{self.web_host()}.herokuapp.com/"}
 
     def web_host(self):

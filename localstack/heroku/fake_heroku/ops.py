@@ -54,7 +54,7 @@ def attach(app, addon, name, user, namespace=None, release=True, immediate=False
 
 
 def detach(att, user, release=True):
-    """Removes the attachment and its NAME_URL; a release "Detach NAME (@ref:..)" when a var went."""
+    """Removes the attachment and its NAME_URL (then a release "Detach NAME (@ref:..)")."""
     app = att.app
     del STATE.attachments[att.id]
     if att.config_var and att.config_var in app.config:

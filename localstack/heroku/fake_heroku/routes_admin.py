@@ -36,12 +36,15 @@ def admin_addon(ident):
     return ad
 
 
-def setup_postgres_extras(a, addon, b):
-    """credentials, pooler and follows of an admin-created Postgres add-on (body b)."""
+def check_postgres_extras(b):
     creds = b.get("credentials") or {}
     if not isinstance(creds, dict) or not all(isinstance(v, str) for v in creds.values()):
         raise invalid('credentials must be {"name": "postgres://..."}')
-    addon.credentials.update(creds)
+
+
+def setup_postgres_extras(a, addon, b):
+    """credentials and pooler of an admin-created Postgres add-on (body b, checked before)."""
+    addon.credentials.update(b.get("credentials") or {})
     if b.get("pooler"):
         if isinstance(b["pooler"], str):
             addon.pooler_url = b["pooler"]
@@ -71,6 +74,13 @@ def admin_create_app(c):
         if not isinstance(spec, dict) or not spec.get("addon"):
             raise invalid('attach_addon must be {"addon": "<name or id>", "as": "DATABASE"}')
         to_attach = admin_addon(spec["addon"])
+    dbs = list(b.get("databases") or [])
+    if b.get("database_url"):
+        dbs.insert(0, {"url": b["database_url"], "plan": b.get("addon_plan"),
+                       "attachment_name": b.get("attachment_name"),
+                       "credentials": b.get("credentials"), "pooler": b.get("pooler")})
+    for db in dbs:
+        check_postgres_extras(db)
     STATE.apps[a.id] = a
     a.maintenance = bool(b.get("maintenance", False))
     if b.get("space"):
@@ -84,11 +94,6 @@ def admin_create_app(c):
     for k, v in (b.get("config_vars") or {}).items():
         a.config[k] = str(v)
     create_release(a, "Initial release", owner, immediate=True)
-    dbs = list(b.get("databases") or [])
-    if b.get("database_url"):
-        dbs.insert(0, {"url": b["database_url"], "plan": b.get("addon_plan"),
-                       "attachment_name": b.get("attachment_name"),
-                       "credentials": b.get("credentials"), "pooler": b.get("pooler")})
     for db in dbs:
         addon, _ = add_postgres(a, db.get("plan") or "heroku-postgresql:standard-0", db["url"],
                                 owner, attachment_name=db.get("attachment_name"), immediate=True)
@@ -115,6 +120,7 @@ def admin_add_addon(c, app):
     url = b.get("database_url") or (leader.database_url if leader else None)
     if not url:
         raise invalid("database_url is required (or follows)")
+    check_postgres_extras(b)
     addon, att = add_postgres(a, b.get("plan") or "heroku-postgresql:standard-0", url, a.owner,
                               attachment_name=b.get("attachment_name"),
                               immediate=bool(b.get("immediate", True)), color=leader is not None)
