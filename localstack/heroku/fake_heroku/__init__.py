@@ -20,23 +20,26 @@ The package, by layer (each module imports only those above it):
   util            constants and small helpers, HerokuError
   pg              Postgres helpers (network map, libpq environment, pg:info facts)
   model           the model classes and State; STATE, the one instance
-  ops             app operations shared by the Platform API and the admin API
-  supervisor      dyno processes, releases and backups over time; SUPERVISOR (set by main)
+  ops             app operations shared by the APIs and the supervisor (releases and their
+                  release phase, attachments, add-ons, one-off and formation dynos)
+  addon_jobs      what the scheduler and autoscaler add-ons do over time
+  supervisor      dyno processes, releases, add-on jobs and backups over time; SUPERVISOR
+                  (set by main)
   paging          Range / Next-Range / Content-Range
   routing         Response, the route table (ROUTES, @route), Ctx, the Authorization header
   public_urls     the public backup URLs (an S3 stand-in)
   handler         the HTTP request handler and injected faults
   routes_*        the routes: apps, dynos (and formation), releases (and config vars), addons
-                  (and attachments), catalogue (Platform API); data (Postgres data API);
-                  admin (/__fake/...)
+                  (and attachments), catalogue, oauth (Platform API); data (Postgres data
+                  API); admin (/__fake/...)
   server          main
 """
 
 # Importing the routes modules registers their routes in ROUTES, in this order (the order in
 # which requests are matched against them).
 from . import routes_apps, routes_dynos, routes_releases, routes_addons
-from . import routes_catalogue, routes_data, routes_admin
+from . import routes_catalogue, routes_oauth, routes_data, routes_admin
 from .routing import ROUTES
 
 __all__ = ["ROUTES", "routes_apps", "routes_dynos", "routes_releases", "routes_addons",
-           "routes_catalogue", "routes_data", "routes_admin"]
+           "routes_catalogue", "routes_oauth", "routes_data", "routes_admin"]

@@ -101,6 +101,9 @@ class Handler(BaseHTTPRequestHandler):
                 raise HerokuError(406, "not_acceptable",
                                   "Please specify a version along with Heroku's API MIME type. "
                                   "For example, `Accept: application/vnd.heroku+json; version=3`.")
+            if auth_state == "expired" and token.expired_status == 403:
+                raise HerokuError(403, "forbidden", "You do not have access to this resource: "
+                                  "your authorization has expired.")
             if auth_state != "valid":
                 raise HerokuError(401, "unauthorized", "Invalid credentials provided.")
             with STATE.lock:

@@ -1,6 +1,6 @@
-"""The model: accounts, tokens, apps and what they hold (formation, releases, dynos, add-ons,
-attachments, backup transfers), and State, whose one instance STATE holds everything (guarded by
-STATE.lock)."""
+"""The model: accounts, tokens (OAuth authorizations), apps and what they hold (formation,
+releases, dynos, add-ons, attachments, backup transfers, the scheduler and autoscaler add-ons'
+jobs), and State, whose one instance STATE holds everything (guarded by STATE.lock)."""
 
 import os
 import random
@@ -9,7 +9,7 @@ import time
 from urllib.parse import unquote
 
 from .util import (ADJECTIVES, DEFAULT_EMAIL, DEFAULT_RATE_LIMIT, DEFAULT_REFILL_PER_SECOND,
-                   DEFAULT_TOKEN, PLAN_CENTS, iso, new_id, redact, stable_id)
+                   DEFAULT_TOKEN, PLAN_CENTS, SERVICE_NAMES, iso, new_id, redact, stable_id)
 
 
 class Account:
@@ -28,15 +28,46 @@ class Account:
 
 
 class Token:
+    """An API token, shown by GET /oauth/authorizations as one OAuth authorization of its account.
+
+    expires_at: None = never; after it (or with expired=True) requests answer expired_status
+    (401 unauthorized or 403 forbidden)."""
+
     def __init__(self, value, account, two_factor_required=False, expired=False, apps=None,
-                 two_factor_code=None):
+                 two_factor_code=None, expires_at=None, expired_status=401, description=None):
         self.value, self.account = value, account
         self.two_factor_required, self.expired = two_factor_required, expired
         self.apps = list(apps) if apps is not None else ["*"]
         self.two_factor_code = two_factor_code
+        self.expires_at, self.expired_status = expires_at, expired_status
+        self.description = description
+        self.id, self.token_id = new_id(), new_id()     # authorization id, access token id
+        self.created_at = time.time()
 
     def may_access(self, app):
         return "*" in self.apps or app.name in self.apps or app.id in self.apps
+
+    def is_expired(self, now=None):
+        return self.expired or (self.expires_at is not None
+                                and (now or time.time()) >= self.expires_at)
+
+    def expires_in(self):
+        """Seconds left (an integer, 0 once expired), None for a token that never expires."""
+        if self.expired:
+            return 0
+        if self.expires_at is None:
+            return None
+        return max(0, int(self.expires_at - time.time()))
+
+    def authorization_json(self):
+        """The schema's oauth-authorization (what `heroku auth:token` reads)."""
+        t = iso(self.created_at)
+        return {"access_token": {"expires_in": self.expires_in(), "id": self.token_id,
+                                 "token": self.value},
+                "client": None, "created_at": t, "grant": None, "id": self.id,
+                "refresh_token": None, "scope": ["global"], "updated_at": t,
+                "user": {"id": self.account.id, "email": self.account.email,
+                         "full_name": self.account.email.split("@")[0]}}
 
 
 class Formation:
@@ -58,7 +89,13 @@ class Release:
         self.config = dict(config)                  # snapshot the release's dynos run with
         self.created_at = self.updated_at = time.time()
         self.addon_plan_names = sorted({a.plan for a in app.attached_addons()})
-        self.fail = False
+        self.fail = False                           # injected fault
+        self.due = self.created_at                  # not decided before (release_seconds)
+        # release phase: the one-off dyno running the formation's release command for this
+        # release, its deadline, and its outcome (exit status, or stopped/timed out)
+        self.phase_dyno = None
+        self.phase_deadline = None
+        self.phase_result = None                    # None (running) | "ok" | "failed"
 
     def json(self):
         return {"addon_plan_names": self.addon_plan_names, "app": self.app.ref(),
@@ -74,7 +111,11 @@ class Dyno:
     """One dyno: a real `bash -c command` process in its own process group.
 
     phase: spawn (process to be started) -> starting -> up; stopping (SIGTERM sent, SIGKILL at
-    kill_at; then removed or respawned per after_stop); crashed (respawn at restart_at)."""
+    kill_at; then removed or respawned per after_stop); crashed (respawn at restart_at);
+    complete (a one-off dyno whose process ended: listed until complete_until, then removed).
+    A one-off dyno runs with the config of its own release (`release`); `stopped` records that
+    it was stopped (API stop, restart, time_to_live, release phase timeout) rather than ending
+    by itself; `phase_of` is the release whose release phase it runs."""
 
     def __init__(self, app, name, type_, size, command, oneoff=False, env=None, ttl=None):
         self.id, self.app, self.name, self.type = new_id(), app, name, type_
@@ -85,6 +126,7 @@ class Dyno:
         self.proc, self.port, self.release = None, None, None
         self.started_at = self.kill_at = self.restart_at = None
         self.exit_status = None
+        self.stopped, self.complete_until, self.phase_of = False, None, None
         self.created_at = self.updated_at = time.time()
 
     @property
@@ -93,7 +135,7 @@ class Dyno:
             return "starting"
         if self.phase == "stopping":
             return "starting" if self.after_stop == "restart" else "down"
-        return self.phase  # up, crashed
+        return self.phase  # up, crashed, complete
 
     def json(self):
         rel = self.release or self.app.current_release()
@@ -105,10 +147,19 @@ class Dyno:
 
 
 class Addon:
-    def __init__(self, app, plan, database_url, name=None):
+    """An add-on. heroku-postgresql ones have a database_url, optional named credentials
+    (name -> URL, for credential:NAME attachments), an optional pooler URL (the
+    connection-pooling:default attachment; the database URL itself when None) and may follow a
+    leader add-on. Other services (scheduler, autoscalers) have no config vars."""
+
+    def __init__(self, app, plan, database_url=None, name=None):
         self.id, self.app, self.plan = new_id(), app, plan        # app = billing app
-        self.name = name or f"postgresql-{random.choice(ADJECTIVES)}-{random.randint(10000, 99999)}"
+        prefix = self.service.replace("heroku-", "", 1)    # postgresql-..., scheduler-...
+        self.name = name or f"{prefix}-{random.choice(ADJECTIVES)}-{random.randint(10000, 99999)}"
         self.database_url = database_url
+        self.credentials = {}
+        self.pooler_url = None
+        self.leader = None
         self.state = "provisioned"
         self.created_at = self.updated_at = time.time()
 
@@ -116,12 +167,33 @@ class Addon:
     def service(self):
         return self.plan.split(":", 1)[0]
 
+    @property
+    def is_postgres(self):
+        return self.service == "heroku-postgresql"
+
     def attachments(self):
         return [a for a in STATE.attachments.values() if a.addon is self]
 
+    def followers(self):
+        return [a for a in STATE.addons.values() if a.leader is self]
+
+    def url_for(self, namespace):
+        """The URL an attachment with that namespace carries (None: the add-on has no vars)."""
+        if not self.is_postgres:
+            return None
+        ns = namespace or ""
+        if ns.startswith("credential:"):
+            return self.credentials.get(ns.split(":", 1)[1], self.database_url)
+        if ns.startswith("connection-pooling:"):
+            cred = ns.split(":", 1)[1]
+            if cred != "default" and cred in self.credentials:
+                return self.credentials[cred]
+            return self.pooler_url or self.database_url
+        return self.database_url
+
     def json(self, expand=()):
         plan_short = self.plan.split(":", 1)[1] if ":" in self.plan else self.plan
-        cents = PLAN_CENTS.get(plan_short, 5000)
+        cents = PLAN_CENTS.get(plan_short, 5000) if self.is_postgres else 0
         plan = {"id": stable_id("plan", self.plan), "name": self.plan}
         service = {"id": stable_id("service", self.service), "name": self.service}
         if "plan" in expand:
@@ -129,13 +201,17 @@ class Addon:
                          "human_name": plan_short.replace("-", " ").title(),
                          "description": f"{self.service.title()} {plan_short}"})
         if "addon_service" in expand:
-            service.update({"human_name": "Heroku Postgres", "state": "ga"})
-        own_vars = [a.name + "_URL" for a in self.attachments() if a.app is self.app]
+            service.update({"human_name": SERVICE_NAMES.get(self.service, self.service.title()),
+                            "state": "ga"})
+        own_vars = [a.config_var for a in self.attachments()
+                    if a.app is self.app and a.config_var]
+        if self.is_postgres and not own_vars:
+            own_vars = ["DATABASE_URL"]
         return {"actions": [], "addon_service": service,
                 "billing_entity": {"id": self.app.id, "name": self.app.name, "type": "app"},
                 "app": self.app.ref(),
                 "billed_price": {"cents": cents, "contract": False, "unit": "month"},
-                "config_vars": own_vars or ["DATABASE_URL"], "created_at": iso(self.created_at),
+                "config_vars": own_vars, "created_at": iso(self.created_at),
                 "id": self.id, "name": self.name, "plan": plan,
                 "provider_id": "resource" + str(abs(hash(self.id)) % 10 ** 8),
                 "state": self.state, "updated_at": iso(self.updated_at),
@@ -143,6 +219,8 @@ class Addon:
 
 
 class Attachment:
+    """NAME sets NAME_URL on its app (Postgres add-ons; other services set nothing)."""
+
     def __init__(self, app, addon, name, namespace=None):
         self.id, self.app, self.addon, self.name = new_id(), app, addon, name
         self.namespace = namespace
@@ -150,7 +228,11 @@ class Attachment:
 
     @property
     def config_var(self):
-        return self.name + "_URL"
+        return self.name + "_URL" if self.addon.is_postgres else None
+
+    @property
+    def url(self):
+        return self.addon.url_for(self.namespace)
 
     def json(self, include=()):
         addon = {"id": self.addon.id, "name": self.addon.name, "app": self.addon.app.ref()}
@@ -163,7 +245,7 @@ class Attachment:
         if "addon:plan" in include:
             addon["plan"] = {"id": stable_id("plan", self.addon.plan), "name": self.addon.plan}
         if "config_vars" in include:
-            j["config_vars"] = [self.config_var]
+            j["config_vars"] = [self.config_var] if self.config_var else []
         return j
 
 
@@ -228,6 +310,9 @@ class Transfer:
 
 
 class App:
+    """An app. settings: the timing knobs (seconds). scheduler / autoscaler: the jobs of those
+    add-ons (dicts, see addon_jobs), None when the app has none. space: a Private Space."""
+
     def __init__(self, name, owner, region="us", stack="heroku-24", settings=None):
         self.id, self.name, self.owner = new_id(), name, owner
         self.region, self.stack = region, stack
@@ -240,8 +325,12 @@ class App:
         self.transfers = []
         self.settings = {"dyno_start_seconds": 1.0, "dyno_stop_grace_seconds": 3.0,
                          "release_seconds": 0.5, "backup_seconds": 2.0,
-                         "crash_restart_seconds": 2.0}
+                         "crash_restart_seconds": 2.0, "release_phase_timeout_seconds": 3600.0,
+                         "complete_linger_seconds": 1.0}
         self.settings.update(settings or {})
+        self.scheduler = None
+        self.autoscaler = None
+        self.space = None             # {"id", "name", "shield"}
 
     def ref(self):
         return {"id": self.id, "name": self.name}
@@ -256,7 +345,8 @@ class App:
                 "owner": {"email": self.owner.email, "id": self.owner.id},
                 "organization": None, "team": None, "region": region,
                 "released_at": iso(self.released_at), "repo_size": None, "slug_size": None,
-                "space": None, "stack": stack, "updated_at": iso(self.updated_at),
+                "space": dict(self.space) if self.space else None, "stack": stack,
+                "updated_at": iso(self.updated_at),
                 "web_url": f"https://{self.web_host()}.herokuapp.com/"}
 
     def web_host(self):
@@ -275,7 +365,7 @@ class App:
         return seen
 
     def attachment_vars(self):
-        return {a.config_var: a for a in self.attachments()}
+        return {a.config_var: a for a in self.attachments() if a.config_var}
 
     def current_release(self):
         for r in reversed(self.releases):

@@ -27,6 +27,13 @@ def map_url(value, netmap):
     return urlunsplit((u.scheme, netloc, u.path, u.query, u.fragment))
 
 
+def url_without_credentials(url):
+    """scheme://host:port/dbname, as the data API shows leaders and followers."""
+    u = urlsplit(url)
+    port = u.port or DEFAULT_PORTS.get(u.scheme, 5432)
+    return f"{u.scheme}://{u.hostname}:{port}{u.path}"
+
+
 def pg_env(url, netmap):
     """libpq environment for a postgres:// URL; the password goes in PGPASSWORD, never argv."""
     u = urlsplit(map_url(url, netmap))

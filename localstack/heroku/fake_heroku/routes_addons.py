@@ -1,10 +1,11 @@
-"""Platform API routes: add-ons (heroku-postgresql only) and add-on attachments."""
+"""Platform API routes: add-ons (created: heroku-postgresql only), their config, and add-on
+attachments (plain, credential:NAME and connection-pooling:default namespaces, other apps)."""
 
 import re
 from urllib.parse import unquote
 
 from .model import STATE
-from .ops import add_postgres, attach, create_release, detach, next_color_name
+from .ops import add_postgres, attach, detach, next_color_name, remove_addon
 from .routes_apps import APP
 from .routing import Response, route
 from .util import HerokuError, invalid
@@ -98,13 +99,33 @@ def addon_delete(c, app, addon):
     ad = STATE.find_addon(addon, a)
     if ad is None or ad.app is not a:
         raise HerokuError(404, "not_found", "Couldn't find that add on.", resource="add_on")
-    for att in ad.attachments():
-        del STATE.attachments[att.id]
-        att.app.config.pop(att.config_var, None)
-        create_release(att.app, f"Detach {att.name} (@ref:{ad.name})", c.account)
-    del STATE.addons[ad.id]
-    ad.state = "deprovisioned"
+    remove_addon(ad, c.account)
     return Response(200, ad.json())
+
+
+# --- add-on config (what `heroku addons:attach --credential NAME` checks first) --------------
+
+def addon_config_items(ad, namespace=None):
+    url = ad.url_for(namespace)
+    return [{"name": "URL", "value": url}] if url else []
+
+
+@route("GET", "/addons/(?P<addon>[^/]+)/config")
+def addon_config(c, addon):
+    ad = STATE.find_addon(addon)
+    if ad is None or ad not in visible_addons(c):
+        raise HerokuError(404, "not_found", "Couldn't find that add on.", resource="add_on")
+    return Response(200, addon_config_items(ad))
+
+
+@route("GET", "/addons/(?P<addon>[^/]+)/config/(?P<ns>[^/]+)")
+def addon_config_namespace(c, addon, ns):
+    """Not in the schema; the CLI asks /config/credential:NAME and needs a non-empty list. The
+    fake knows every credential name (registered ones have their own URL)."""
+    ad = STATE.find_addon(addon)
+    if ad is None or ad not in visible_addons(c):
+        raise HerokuError(404, "not_found", "Couldn't find that add on.", resource="add_on")
+    return Response(200, addon_config_items(ad, unquote(ns)))
 
 
 @route("POST", "/actions/addons/resolve")
@@ -191,16 +212,26 @@ def attachment_create(c):
     if ad is None:
         raise HerokuError(404, "not_found", "Couldn't find that add on.", resource="add_on")
     c.check_access(ad.app)
+    ns = b.get("namespace")
+    if ns is not None and not (isinstance(ns, str) and ad.is_postgres and re.match(
+            r"^(credential|connection-pooling):[a-z0-9_-]+$", ns)):
+        raise invalid(f"Invalid namespace: {ns!r} (credential:NAME or connection-pooling:default "
+                      f"on a heroku-postgresql add-on).")
     name = b.get("name")
     if name is None:
-        name = next_color_name(a) if ad.service == "heroku-postgresql" else ad.service.upper()
+        if ns and ns.startswith("connection-pooling:"):
+            name = "DATABASE_CONNECTION_POOL"
+        elif ad.is_postgres:
+            name = next_color_name(a)
+        else:
+            name = ad.service.upper().replace("-", "_")
     if not isinstance(name, str) or not re.match(r"^[A-Za-z][A-Za-z0-9_]*$", name):
         raise invalid("Attachment name must start with a letter and contain only letters, "
                       "digits and underscores.")
     name = name.upper()
-    ns = b.get("namespace")
-    existing = next((x for x in a.attachments() if x.name == name and x.namespace == ns), None)
-    if existing and existing.addon is ad:
+    # names are unique per app whatever the namespace (NAME_URL is one config var)
+    existing = next((x for x in a.attachments() if x.name == name), None)
+    if existing and existing.addon is ad and existing.namespace == ns:
         return Response(200, existing.json(c.include()))    # already so: nothing to change
     if existing:
         if b.get("confirm") != a.name:
@@ -214,8 +245,7 @@ def attachment_create(c):
             raise invalid(f"{name} on {a.name} is the last billing attachment to "
                           f"{existing.addon.name}; either remove the add-on entirely or add a "
                           f"new attachment to it before replacing its config vars.")
-        del STATE.attachments[existing.id]
-        a.config.pop(existing.config_var, None)
+        detach(existing, c.account)             # "Detach NAME" release, then "Attach NAME"
     elif name + "_URL" in a.config and name + "_URL" not in a.attachment_vars():
         # A plain config var of that name exists (e.g. DATABASE_URL set by hand): refuse rather
         # than silently overwrite it (real Heroku's behaviour here is not documented).

@@ -7,12 +7,14 @@ import time
 from urllib.parse import unquote
 
 from . import supervisor
+from .addon_jobs import start_autoscaler, start_scheduler
 from .model import STATE, App, Formation, Token
-from .ops import add_postgres, create_release, reconcile_formation
+from .ops import add_postgres, attach, create_release, next_color_name, reconcile_formation
+from .ops import remove_addon
 from .routes_dynos import parse_quantity, parse_size
 from .routing import Response, route
 from .supervisor import kill_everything_of
-from .util import DEFAULT_EMAIL, HerokuError, invalid, redact
+from .util import DEFAULT_EMAIL, HerokuError, invalid, redact, stable_id
 
 
 def admin_app(name):
@@ -23,7 +25,31 @@ def admin_app(name):
 
 
 SETTING_KEYS = ("dyno_start_seconds", "dyno_stop_grace_seconds", "release_seconds",
-                "backup_seconds", "crash_restart_seconds")
+                "backup_seconds", "crash_restart_seconds", "release_phase_timeout_seconds",
+                "complete_linger_seconds")
+
+
+def admin_addon(ident):
+    ad = STATE.find_addon(str(ident))
+    if ad is None:
+        raise HerokuError(404, "not_found", f"no add-on {ident}")
+    return ad
+
+
+def check_postgres_extras(b):
+    creds = b.get("credentials") or {}
+    if not isinstance(creds, dict) or not all(isinstance(v, str) for v in creds.values()):
+        raise invalid('credentials must be {"name": "postgres://..."}')
+
+
+def setup_postgres_extras(a, addon, b):
+    """credentials and pooler of an admin-created Postgres add-on (body b, checked before)."""
+    addon.credentials.update(b.get("credentials") or {})
+    if b.get("pooler"):
+        if isinstance(b["pooler"], str):
+            addon.pooler_url = b["pooler"]
+        attach(a, addon, "DATABASE_CONNECTION_POOL", a.owner,
+               namespace="connection-pooling:default", immediate=True)
 
 
 @route("GET", "/__fake/health", "admin")
@@ -42,8 +68,25 @@ def admin_create_app(c):
     owner = STATE.account(b.get("owner") or DEFAULT_EMAIL)
     settings = {k: float(b[k]) for k in SETTING_KEYS if k in b}
     a = App(name, owner, b.get("region", "us"), b.get("stack", "heroku-24"), settings)
+    to_attach = None
+    if b.get("attach_addon"):
+        spec = b["attach_addon"]
+        if not isinstance(spec, dict) or not spec.get("addon"):
+            raise invalid('attach_addon must be {"addon": "<name or id>", "as": "DATABASE"}')
+        to_attach = admin_addon(spec["addon"])
+    dbs = list(b.get("databases") or [])
+    if b.get("database_url"):
+        dbs.insert(0, {"url": b["database_url"], "plan": b.get("addon_plan"),
+                       "attachment_name": b.get("attachment_name"),
+                       "credentials": b.get("credentials"), "pooler": b.get("pooler")})
+    for db in dbs:
+        check_postgres_extras(db)
     STATE.apps[a.id] = a
     a.maintenance = bool(b.get("maintenance", False))
+    if b.get("space"):
+        sp = b["space"] if isinstance(b["space"], dict) else {"name": str(b["space"])}
+        a.space = {"id": stable_id("space", sp["name"]), "name": sp["name"],
+                   "shield": bool(sp.get("shield", False))}
     for f in b.get("formation") or []:
         ftype = f["type"]
         a.formation[ftype] = Formation(a, ftype, 0, parse_size(f.get("size", "Standard-1X")),
@@ -51,17 +94,20 @@ def admin_create_app(c):
     for k, v in (b.get("config_vars") or {}).items():
         a.config[k] = str(v)
     create_release(a, "Initial release", owner, immediate=True)
-    dbs = list(b.get("databases") or [])
-    if b.get("database_url"):
-        dbs.insert(0, {"url": b["database_url"], "plan": b.get("addon_plan"),
-                       "attachment_name": b.get("attachment_name")})
     for db in dbs:
-        add_postgres(a, db.get("plan") or "heroku-postgresql:standard-0", db["url"], owner,
-                     attachment_name=db.get("attachment_name"), immediate=True)
+        addon, _ = add_postgres(a, db.get("plan") or "heroku-postgresql:standard-0", db["url"],
+                                owner, attachment_name=db.get("attachment_name"), immediate=True)
+        setup_postgres_extras(a, addon, db)
+    if to_attach is not None:
+        as_ = (b["attach_addon"].get("as") or
+               ("DATABASE" if "DATABASE_URL" not in a.config else next_color_name(a))).upper()
+        attach(a, to_attach, as_, owner, namespace=b["attach_addon"].get("namespace"),
+               immediate=True)
     if b.get("config_vars"):
         create_release(a, f"Set {', '.join(b['config_vars'])} config vars", owner, immediate=True)
     for f in b.get("formation") or []:
-        a.formation[f["type"]].quantity = parse_quantity(f.get("quantity", 0), 0)
+        q = parse_quantity(f.get("quantity", 0), 0)
+        a.formation[f["type"]].quantity = 0 if f["type"] == "release" else q
         reconcile_formation(a, f["type"])
     return Response(201, a.json())
 
@@ -70,13 +116,61 @@ def admin_create_app(c):
 def admin_add_addon(c, app):
     a = admin_app(app)
     b = c.json_body()
-    if not b.get("database_url"):
-        raise invalid("database_url is required")
-    addon, att = add_postgres(a, b.get("plan") or "heroku-postgresql:standard-0",
-                              b["database_url"], a.owner,
+    leader = admin_addon(b["follows"]) if b.get("follows") else None
+    url = b.get("database_url") or (leader.database_url if leader else None)
+    if not url:
+        raise invalid("database_url is required (or follows)")
+    check_postgres_extras(b)
+    addon, att = add_postgres(a, b.get("plan") or "heroku-postgresql:standard-0", url, a.owner,
                               attachment_name=b.get("attachment_name"),
-                              immediate=bool(b.get("immediate", True)))
+                              immediate=bool(b.get("immediate", True)), color=leader is not None)
+    addon.leader = leader
+    setup_postgres_extras(a, addon, b)
     return Response(201, {"addon": addon.json(), "attachment": att.json()})
+
+
+@route("POST", "/__fake/apps/(?P<app>[^/]+)/scheduler", "admin")
+def admin_scheduler(c, app):
+    a = admin_app(app)
+    b = c.json_body()
+    if not isinstance(b.get("command"), str) or not b["command"]:
+        raise invalid("command is required")
+    every = float(b.get("every_seconds", 60))
+    if every <= 0:
+        raise invalid("every_seconds must be positive")
+    addon = start_scheduler(a, b["command"], every, parse_size(b.get("size", "Standard-1X")),
+                            b.get("plan") or "scheduler:standard")
+    return Response(201, {"addon": addon.json()})
+
+
+@route("DELETE", "/__fake/apps/(?P<app>[^/]+)/scheduler", "admin")
+def admin_scheduler_delete(c, app):
+    a = admin_app(app)
+    if a.scheduler:
+        remove_addon(a.scheduler["addon"], a.owner)
+    return Response(200, {})
+
+
+@route("POST", "/__fake/apps/(?P<app>[^/]+)/autoscaler", "admin")
+def admin_autoscaler(c, app):
+    a = admin_app(app)
+    b = c.json_body()
+    if b.get("type") not in a.formation:
+        raise invalid(f"type must be a process type of {a.name}")
+    every = float(b.get("every_seconds", 60))
+    if every <= 0:
+        raise invalid("every_seconds must be positive")
+    addon = start_autoscaler(a, b["type"], parse_quantity(b.get("quantity", 1), 0), every,
+                             b.get("service") or "hirefire-resource")
+    return Response(201, {"addon": addon.json()})
+
+
+@route("DELETE", "/__fake/apps/(?P<app>[^/]+)/autoscaler", "admin")
+def admin_autoscaler_delete(c, app):
+    a = admin_app(app)
+    if a.autoscaler:
+        remove_addon(a.autoscaler["addon"], a.owner)
+    return Response(200, {})
 
 
 @route("POST", "/__fake/apps/(?P<app>[^/]+)/settings", "admin")
@@ -106,8 +200,14 @@ def dump_app(a):
                   for d in a.dynos.values()],
         "config_vars": {k: redact(v) for k, v in a.config.items()},
         "config_var_names": list(a.config),
-        "addons": [dict(ad.json(), database_url=redact(ad.database_url))
+        "addons": [dict(ad.json(), database_url=redact(ad.database_url) if ad.database_url
+                        else None, follows=ad.leader.name if ad.leader else None,
+                        credentials=sorted(ad.credentials))
                    for ad in a.attached_addons()],
+        "scheduler": ({k: v for k, v in a.scheduler.items() if k != "addon"}
+                      if a.scheduler else None),
+        "autoscaler": ({k: v for k, v in a.autoscaler.items() if k != "addon"}
+                       if a.autoscaler else None),
         "attachments": [x.json() for x in a.attachments()],
         "releases": [r.json() for r in a.releases],
         "transfers": [t.json() for t in a.transfers],
@@ -181,10 +281,15 @@ def admin_tokens(c):
     if not isinstance(b.get("token"), str) or not b["token"]:
         raise invalid("token is required")
     acc = STATE.account(b.get("email") or DEFAULT_EMAIL)
-    STATE.tokens[b["token"]] = Token(b["token"], acc, bool(b.get("two_factor_required")),
-                                     bool(b.get("expired")), b.get("apps", ["*"]),
-                                     b.get("two_factor_code"))
-    return Response(201, {"email": acc.email, "account_id": acc.id})
+    status = int(b.get("expired_status", 401))
+    if status not in (401, 403):
+        raise invalid("expired_status must be 401 or 403")
+    expires_at = time.time() + float(b["expires_in"]) if b.get("expires_in") is not None else None
+    tok = Token(b["token"], acc, bool(b.get("two_factor_required")), bool(b.get("expired")),
+                b.get("apps", ["*"]), b.get("two_factor_code"), expires_at, status)
+    STATE.tokens[b["token"]] = tok
+    return Response(201, {"email": acc.email, "account_id": acc.id, "authorization_id": tok.id,
+                          "expires_in": tok.expires_in()})
 
 
 @route("DELETE", "/__fake/tokens/(?P<tok>[^/]+)", "admin")

@@ -1,7 +1,9 @@
-"""Data API (Heroku Postgres): /client/v11/... (pg:info, backups and their public URLs)."""
+"""Data API (Heroku Postgres): /client/v11/... (pg:info with the follower relation, connection
+pooling, backups and their public URLs)."""
 
 import hashlib
 import os
+import re
 import secrets
 import signal
 import threading
@@ -10,7 +12,8 @@ from urllib.parse import unquote, urlsplit
 
 from . import supervisor
 from .model import STATE, Transfer
-from .pg import human_bytes, pg_query_info
+from .ops import attach
+from .pg import human_bytes, pg_query_info, url_without_credentials
 from .routing import Response, route
 from .supervisor import run_backup
 from .util import PUBLIC_URL_TTL, HerokuError, invalid, iso, stable_id
@@ -18,7 +21,7 @@ from .util import PUBLIC_URL_TTL, HerokuError, invalid, iso, stable_id
 
 def data_addon(c, ident):
     ad = STATE.find_addon(ident)
-    if ad is None:
+    if ad is None or not ad.is_postgres:
         raise HerokuError(404, "not_found", "Couldn't find that database.")
     if not (c.token.may_access(ad.app) or any(c.token.may_access(x.app) for x in ad.attachments())):
         raise HerokuError(403, "forbidden", f"You do not have access to the app {ad.app.name}.")
@@ -41,16 +44,29 @@ def database_info(ad):
         {"name": "PG Version", "values": [version]},
         {"name": "Connections", "values": [conns]},
         {"name": "Connection Pooling", "values": ["Available"]},
-        {"name": "Credentials", "values": [1]},
+        {"name": "Credentials", "values": [1 + len(ad.credentials)]},
         {"name": "Fork/Follow", "values": ["Available"]},
         {"name": "Rollback", "values": ["earliest from " + iso(ad.created_at)]},
         {"name": "Created", "values": [time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ad.created_at))]},
         {"name": "Region", "values": ["us-east-1"]},
         {"name": "Data Encryption", "values": ["In Use"]},
         {"name": "Continuous Protection", "values": ["On" if not plan_short.startswith("essential") else "Off"]},
-        {"name": "Maintenance", "values": ["not required"]},
-        {"name": "Maintenance window", "values": ["Wednesdays 02:00 to 06:00 UTC"]},
     ]
+    # The follower relation, as the real data API gives it: URLs without credentials that
+    # the CLI resolves to attachment names (resolve_db_name); `following` is the leader's URL,
+    # `leader` names the leader add-on.
+    following = leader = None
+    if ad.leader is not None:
+        following = url_without_credentials(ad.leader.database_url)
+        leader = {"addon_id": ad.leader.id, "name": ad.leader.name}
+        info.append({"name": "Following", "resolve_db_name": True, "values": [following]})
+        info.append({"name": "Behind By", "values": ["0 commits"]})
+    followers = ad.followers()
+    if followers:
+        info.append({"name": "Followers", "resolve_db_name": True,
+                     "values": [url_without_credentials(f.database_url) for f in followers]})
+    info += [{"name": "Maintenance", "values": ["not required"]},
+             {"name": "Maintenance window", "values": ["Wednesdays 02:00 to 06:00 UTC"]}]
     return {"addon_id": ad.id, "name": ad.name, "created_at": iso(ad.created_at),
             "plan": {"id": stable_id("plan", ad.plan), "name": ad.plan},
             "database_name": facts["database"] if facts else unquote(u.path.lstrip("/")),
@@ -58,9 +74,9 @@ def database_info(ad):
             "resource_url": f"{u.hostname}:{u.port or 5432}",
             "num_bytes": nb, "num_connections": facts["connections"] if facts else 0,
             "num_connections_waiting": 0, "num_tables": facts["tables"] if facts else 0,
-            "postgres_version": version, "following": None, "leader": None,
-            "is_in_recovery?": False, "waiting?": False, "hot_standby?": False,
-            "info": info}
+            "postgres_version": version, "following": following, "leader": leader,
+            "is_in_recovery?": following is not None, "waiting?": False,
+            "hot_standby?": following is not None, "info": info}
 
 
 @route("GET", "/client/v11/databases/(?P<addon>[^/]+)", "data")
@@ -77,6 +93,35 @@ def data_db_info(c, addon):
 def data_wait_status(c, addon):
     data_addon(c, addon)
     return Response(200, {"waiting?": False, "message": "Available", "error?": False})
+
+
+@route("POST", "/client/v11/databases/(?P<addon>[^/]+)/connection-pooling", "data")
+def data_connection_pooling(c, addon):
+    """`heroku pg:connection-pooling:attach`: {"app", "credential": "default", "name"?} -> 201
+    and the attachment (default name DATABASE_CONNECTION_POOL, namespace
+    connection-pooling:CREDENTIAL). Its URL is the pooler's: the database URL itself here
+    (a PgBouncer in front of the same database on Heroku)."""
+    ad = data_addon(c, addon)
+    b = c.json_body()
+    app_ident = b.get("app") if isinstance(b, dict) else None
+    if not isinstance(app_ident, str):
+        raise invalid("Missing required params: app.")
+    a = c.app(app_ident)
+    if ad.plan.split(":", 1)[1].startswith("essential"):
+        raise invalid("You can't perform this operation on Essential-tier databases.")
+    cred = b.get("credential") or "default"
+    name = (b.get("name") or "DATABASE_CONNECTION_POOL").upper()
+    if not re.match(r"^[A-Z][A-Z0-9_]*$", name):
+        raise invalid("Attachment name must start with a letter and contain only letters, "
+                      "digits and underscores.")
+    ns = f"connection-pooling:{cred}"
+    existing = next((x for x in a.attachments() if x.name == name), None)
+    if existing and existing.addon is ad and existing.namespace == ns:
+        return Response(200, existing.json())
+    if existing or name + "_URL" in a.config:
+        raise invalid(f"{name} is already attached to {a.name}.")
+    att = attach(a, ad, name, c.account, namespace=ns)
+    return Response(201, att.json())
 
 
 @route("POST", "/client/v11/databases/(?P<addon>[^/]+)/backups", "data")

@@ -1,13 +1,11 @@
 """Platform API routes: the formation (scaling, resizing) and dynos (list, one-off, stop,
 restart)."""
 
-import random
 import re
 import time
 from urllib.parse import unquote
 
-from .model import Dyno
-from .ops import reconcile_formation, restart_dyno, stop_dyno
+from .ops import new_oneoff, reconcile_formation, restart_dyno, stop_dyno
 from .routes_apps import APP
 from .routing import Response, route
 from .util import DYNO_SIZES, MAX_QUANTITY, SIZE_BY_LOWER, HerokuError, invalid
@@ -53,6 +51,9 @@ def apply_formation_updates(a, updates):
         if f is None:
             raise HerokuError(404, "not_found", f"Couldn't find that process type ({u['type']}).")
         q = parse_quantity(u["quantity"], f.quantity) if "quantity" in u else f.quantity
+        if f.type == "release" and q != 0:
+            # the release command runs once per release, in a one-off dyno (best guess)
+            raise invalid("Cannot scale the release process type: its quantity stays 0.")
         size = parse_size(u["size"]) if "size" in u else f.size
         planned.append((f, q, size))
     for f, q, size in planned:
@@ -136,24 +137,18 @@ def dyno_create(c, app):
                                             for k, v in env.items()):
         raise invalid("Invalid env: keys must match ^\\w+$ and values must be strings.")
     size = parse_size(b["size"]) if b.get("size") else "Standard-1X"
-    type_ = b.get("type") or "run"
-    while True:
-        name = f"{type_}.{random.randint(1000, 9999)}"
-        if name not in a.dynos:
-            break
     ttl = b.get("time_to_live")
-    d = Dyno(a, name, type_, size, b["command"], oneoff=True, env=env,
-             ttl=float(ttl) if isinstance(ttl, (int, float)) and ttl > 0 else None)
-    d.release = a.current_release()
-    a.dynos[name] = d
+    d = new_oneoff(a, b.get("type") or "run", b["command"], size, a.current_release(), env=env,
+                   ttl=float(ttl) if isinstance(ttl, (int, float)) and ttl > 0 else None)
     return Response(201, d.json())
 
 
 @route("POST", APP + "/dynos/(?P<dyno>[^/]+)/actions/stop")
 def dyno_stop(c, app, dyno):
     a = c.app(app)
-    d = find_dyno(a, dyno)
-    # A one-off dyno goes away; a formation dyno is replaced by the formation (restarted).
+    d = find_dyno(a, dyno)     # gone (after its `complete` linger): 404 not_found
+    # A one-off dyno ends (`complete`, then gone; a release dyno fails its release); a formation
+    # dyno is replaced by the formation (restarted). A `complete` one-off: nothing to do.
     stop_dyno(d, "remove" if d.oneoff else "restart")
     return Response(202, {})
 

@@ -78,7 +78,8 @@ class Ctx:
 
 
 def parse_auth(handler):
-    """Returns (state, token) with state in absent | valid | invalid."""
+    """Returns (state, token) with state in absent | valid | invalid | expired (then the token
+    too: it says which status to answer)."""
     h = handler.headers.get("Authorization")
     if not h:
         return "absent", None
@@ -92,6 +93,8 @@ def parse_auth(handler):
         except Exception:
             value = None
     tok = STATE.tokens.get(value) if value else None
-    if tok is None or tok.expired:
+    if tok is None:
         return "invalid", None
+    if tok.is_expired():
+        return "expired", tok
     return "valid", tok

@@ -1,5 +1,6 @@
-"""The supervisor: spawns and reaps dyno processes, moves releases and backups along; and the
-backup worker (a real pg_dump). main() sets SUPERVISOR: refer to it as supervisor.SUPERVISOR."""
+"""The supervisor: spawns and reaps dyno processes, moves releases (and their release phase) and
+backups along, runs the scheduler and autoscaler add-ons' jobs; and the backup worker (a real
+pg_dump). main() sets SUPERVISOR: refer to it as supervisor.SUPERVISOR."""
 
 import ctypes
 import os
@@ -9,8 +10,9 @@ import threading
 import time
 import traceback
 
+from .addon_jobs import tick_autoscaler, tick_scheduler
 from .model import STATE
-from .ops import kill_group, restart_dyno, stop_dyno
+from .ops import finish_oneoff, kill_group, restart_dyno, stop_dyno
 from .pg import map_url, pg_env, pg_query_info
 from .util import free_port, iso, log
 
@@ -48,20 +50,42 @@ class Supervisor(threading.Thread):
     def tick(self):
         now = time.time()
         for app in list(STATE.apps.values()):
-            for rel in app.releases:
-                if rel.status == "pending" and now >= rel.due:
-                    rel.status = "failed" if rel.fail else "succeeded"
-                    rel.updated_at = now
-                    log(f"{app.name}: release v{rel.version} {rel.status}")
-                    if rel.status == "succeeded" and rel is app.current_release():
-                        app.released_at = now
-                        for d in list(app.dynos.values()):
-                            if not d.oneoff and d.phase in ("starting", "up", "crashed"):
-                                restart_dyno(d)
+            self.tick_releases(app, now)
+            tick_scheduler(app, now)
+            tick_autoscaler(app, now)
             for d in list(app.dynos.values()):
                 self.tick_dyno(app, d, now)
 
+    def tick_releases(self, app, now):
+        """pending -> succeeded | failed: not before `due` (release_seconds); with a release
+        phase, only once its dyno is complete (exit 0: succeeded; non-zero or stopped: failed)
+        or at once when release_phase_timeout_seconds pass (the dyno is then stopped)."""
+        for rel in app.releases:
+            if rel.status != "pending":
+                continue
+            if rel.phase_dyno is not None and rel.phase_result is None:
+                if now < rel.phase_deadline:
+                    continue
+                rel.phase_result = "failed"
+                log(f"{app.name}: release v{rel.version}: release phase timed out")
+                stop_dyno(rel.phase_dyno, "remove")
+            elif now < rel.due:
+                continue
+            ok = not rel.fail and rel.phase_result in (None, "ok")
+            rel.status = "succeeded" if ok else "failed"
+            rel.updated_at = now
+            log(f"{app.name}: release v{rel.version} {rel.status}")
+            if rel.status == "succeeded" and rel is app.current_release():
+                app.released_at = now
+                for d in list(app.dynos.values()):
+                    if not d.oneoff and d.phase in ("starting", "up", "crashed"):
+                        restart_dyno(d)
+
     def tick_dyno(self, app, d, now):
+        if d.phase == "complete":
+            if now >= d.complete_until:
+                app.dynos.pop(d.name, None)
+            return
         if d.phase == "spawn":
             self.spawn(app, d)
             return
@@ -69,7 +93,9 @@ class Supervisor(threading.Thread):
         if d.phase == "stopping":
             if exited:
                 kill_group(d, signal.SIGKILL)   # whatever the command left behind
-                if d.after_stop == "remove":
+                if d.oneoff:
+                    finish_oneoff(d, now)
+                elif d.after_stop == "remove":
                     app.dynos.pop(d.name, None)
                 else:
                     d.phase, d.proc = "spawn", None
@@ -84,7 +110,7 @@ class Supervisor(threading.Thread):
             d.exit_status = d.proc.returncode
             kill_group(d, signal.SIGKILL)
             if d.oneoff:
-                app.dynos.pop(d.name, None)       # a finished one-off dyno disappears
+                finish_oneoff(d, now)             # `complete` for a while, then gone
                 return
             if d.phase != "crashed":
                 log(f"{app.name}: {d.name} exited with status {d.exit_status}: crashed")
@@ -97,7 +123,9 @@ class Supervisor(threading.Thread):
             d.phase, d.updated_at = "up", now
 
     def spawn(self, app, d):
-        rel = app.current_release()
+        # formation dynos run the current release; a one-off dyno the release it was made for
+        # (a release dyno: the pending release it releases)
+        rel = d.release if d.oneoff and d.release is not None else app.current_release()
         d.release = rel
         env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TZ") if k in os.environ}
         for k, v in (rel.config if rel else app.config).items():

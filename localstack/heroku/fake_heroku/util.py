@@ -36,6 +36,9 @@ ADJECTIVES = ["amorphous", "angular", "aerodynamic", "clean", "concave", "convex
 NOUNS = ["river", "meadow", "harbor", "canyon", "forest", "island", "summit", "valley"]
 PLAN_CENTS = {"essential-0": 500, "essential-1": 900, "essential-2": 2000, "mini": 500,
               "basic": 900, "standard-0": 5000, "standard-2": 20000, "premium-0": 20000}
+SERVICE_NAMES = {"heroku-postgresql": "Heroku Postgres", "scheduler": "Heroku Scheduler",
+                 "hirefire-resource": "HireFire", "rails-autoscale": "Rails Autoscale",
+                 "judoscale": "Judoscale"}
 DEFAULT_PORTS = {"postgres": 5432, "postgresql": 5432, "redis": 6379, "rediss": 6379,
                  "http": 80, "https": 443, "mysql": 3306, "amqp": 5672}
 

@@ -56,9 +56,10 @@ def cli(fake_server, tmp_path_factory):
         "PATH": os.path.dirname(CLI_BIN) + os.pathsep + os.environ.get("PATH", ""),
     })
 
-    def run(*args, ok=True, timeout=120):
-        p = subprocess.run([CLI_BIN, *args], env=env, capture_output=True, text=True,
-                           timeout=timeout, stdin=subprocess.DEVNULL)
+    def run(*args, ok=True, timeout=120, env_extra=None):
+        p = subprocess.run([CLI_BIN, *args], env=dict(env, **(env_extra or {})),
+                           capture_output=True, text=True, timeout=timeout,
+                           stdin=subprocess.DEVNULL)
         out = p.stdout + p.stderr
         if ok and p.returncode != 0:
             raise AssertionError(f"heroku {' '.join(args)} exited {p.returncode}:\n{out}")
@@ -182,3 +183,48 @@ def test_cli_drives_the_fake(cli, fake, pg):
     assert api and all(e["authorization"] == "valid" and "version=3" in (e["accept"] or "")
                        for e in api)
     assert any(e["path"].endswith("/actions/public-url") for e in api)
+
+
+def test_cli_sees_the_unkind_parts(cli, fake, pg):
+    """Followers in pg:info, credential and pooler attachments, a failed release phase, a token
+    that expires (auth:token's warning)."""
+    f = fake
+    f.admin("POST", "/apps", {"name": "cli-more", "database_url": pg.app_url, "formation": [
+        {"type": "release", "quantity": 0, "size": "Standard-1X", "command": "exit 1"}],
+        "release_seconds": 0.2, "credentials": {"analyst": pg.other_url}})
+    leader = f.get("/apps/cli-more/addons").body[0]
+    follower = f.admin("POST", "/apps/cli-more/addons", {"database_url": pg.other_url,
+                                                         "follows": leader["name"]})
+    color = follower["attachment"]["name"]
+
+    # pg:info resolves Following / Followers to attachment names
+    out, _ = cli("pg:info", "-a", "cli-more")
+    assert re.search(r"^Following:\s+DATABASE$", out, re.M), out
+    assert re.search(rf"^Followers:\s+{color}$", out, re.M), out
+
+    # addons:attach --credential (asks /addons/X/config/credential:NAME first)
+    _, allout = cli("addons:attach", leader["name"], "--credential", "analyst", "--as", "ANALYST",
+                    "-a", "cli-more")
+    assert "Setting ANALYST config vars and restarting" in allout
+    att = f.get("/apps/cli-more/addon-attachments/ANALYST").body
+    assert att["namespace"] == "credential:analyst"
+    assert f.admin("GET", "/apps/cli-more/config-vars")["ANALYST_URL"] == pg.other_url
+
+    # pg:connection-pooling:attach (data API)
+    _, allout = cli("pg:connection-pooling:attach", "DATABASE", "-a", "cli-more")
+    assert "Setting DATABASE_CONNECTION_POOL config vars and restarting" in allout
+    pool = f.get("/apps/cli-more/addon-attachments/DATABASE_CONNECTION_POOL").body
+    assert pool["namespace"] == "connection-pooling:default"
+
+    # those releases ran the release phase (exit 1): the CLI shows them failed
+    f.wait_for(lambda: all(r["status"] != "pending" for r in f.state("cli-more")["releases"]),
+               what="release phases done")
+    out, _ = cli("releases", "-a", "cli-more")
+    assert "release command failed" in out and "Attach ANALYST" in out
+
+    # auth:token warns about a token that expires
+    f.admin("POST", "/tokens", {"token": "cli-sso-token", "expires_in": 8 * 3600})
+    out, allout = cli("auth:token", env_extra={"HEROKU_API_KEY": "cli-sso-token"})
+    assert out.strip() == "cli-sso-token" and "token will expire" in allout
+    _, allout = cli("auth:token")
+    assert "token will expire" not in allout
