@@ -18,17 +18,6 @@ impl Client {
     }
 }
 
-/// An add-on that starts or scales dynos (or writes to the database) on its own.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DynoStarter {
-    /// The add-on's global name (`scheduler-clean-12345`).
-    pub addon: String,
-    /// Its service (`scheduler`).
-    pub service: String,
-    /// What it does, for messages.
-    pub does: &'static str,
-}
-
 /// Add-on services known to start or scale dynos, or to write to the database, without the
 /// tool: `(service name, what it does)`. A best-effort list of the services' slugs on the
 /// Elements marketplace (`heroku addons:create SLUG`); an add-on unknown here is not
@@ -85,9 +74,10 @@ pub const DYNO_STARTERS: &[(&str, &str)] = &[
 ];
 
 /// The add-ons among `addons` that start or scale dynos (or write to the database) behind the
-/// tool's back, in the given order. Matched on `addon_service.name` (case-insensitive), or on
-/// the plan's service part (`scheduler:standard`) when the service name is missing.
-pub fn dyno_starters(addons: &[Addon]) -> Vec<DynoStarter> {
+/// tool's back, in the given order, as `(add-on name, service, what it does)`. Matched on
+/// `addon_service.name` (case-insensitive), or on the plan's service part
+/// (`scheduler:standard`) when the service name is missing.
+pub fn dyno_starters(addons: &[Addon]) -> Vec<(String, String, &'static str)> {
     addons
         .iter()
         .filter_map(|a| {
@@ -99,11 +89,7 @@ pub fn dyno_starters(addons: &[Addon]) -> Vec<DynoStarter> {
             DYNO_STARTERS
                 .iter()
                 .find(|(s, _)| s.eq_ignore_ascii_case(service.trim()))
-                .map(|(s, does)| DynoStarter {
-                    addon: a.name.clone(),
-                    service: (*s).to_string(),
-                    does,
-                })
+                .map(|(s, does)| (a.name.clone(), (*s).to_string(), *does))
         })
         .collect()
 }
@@ -178,13 +164,13 @@ mod tests {
         for (service, plan, want) in table {
             let got = dyno_starters(&[addon("a-1", service, plan)]);
             assert_eq!(
-                got.first().map(|d| d.service.as_str()),
+                got.first().map(|(_, s, _)| s.as_str()),
                 *want,
                 "{service} / {plan}"
             );
-            if let Some(d) = got.first() {
-                assert_eq!(d.addon, "a-1");
-                assert!(!d.does.is_empty());
+            if let Some((addon, _, does)) = got.first() {
+                assert_eq!(addon, "a-1");
+                assert!(!does.is_empty());
             }
         }
         // Several, in the app's order.
@@ -193,7 +179,7 @@ mod tests {
             addon("jobs", "scheduler", "scheduler:standard"),
             addon("scale", "judoscale", "judoscale:basic"),
         ]);
-        let names: Vec<&str> = got.iter().map(|d| d.addon.as_str()).collect();
+        let names: Vec<&str> = got.iter().map(|(a, _, _)| a.as_str()).collect();
         assert_eq!(names, ["jobs", "scale"]);
     }
 }

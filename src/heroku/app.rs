@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::client::{Api, Client, Request};
 use crate::error::{Cause, Error, Result};
 
+pub use super::addons::dyno_starters;
+
 /// The add-on service of Heroku Postgres.
 pub const POSTGRES_SERVICE: &str = "heroku-postgresql";
 
@@ -169,6 +171,13 @@ pub struct Addon {
     pub app: Named,
 }
 
+impl std::fmt::Display for Addon {
+    /// The add-on's global name.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
 impl Addon {
     /// True for Heroku Postgres.
     pub fn is_postgres(&self) -> bool {
@@ -327,6 +336,11 @@ impl<'a> App<'a> {
     /// Its name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The client it talks through (e.g. for [`super::poll::Pace::dynos`]).
+    pub fn client(&self) -> &'a Client {
+        self.client
     }
 
     fn path(&self, rest: &str) -> String {

@@ -18,6 +18,8 @@ use url::Url;
 use crate::error::{Cause, Error, Kind, Result};
 use crate::retry::Backoff;
 
+pub use super::poll::Pace;
+
 /// The media type every request accepts; without it the API answers 406.
 pub const ACCEPT_V3: &str = "application/vnd.heroku+json; version=3";
 /// The default Platform API base URL.

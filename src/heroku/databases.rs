@@ -14,7 +14,7 @@ use std::fmt;
 use reqwest::Method;
 use serde::Deserialize;
 
-use super::app::{seg, Addon, App};
+use super::app::{gone, seg, Addon, Named};
 use super::client::{Api, Client, Request};
 use crate::error::Result;
 
@@ -117,6 +117,40 @@ impl Client {
         ))
         .await
     }
+
+    /// The Heroku Postgres add-ons among `addons` (typically the app's) that follow the add-on
+    /// `leader_id` (which may be billed to another app and need not be among them). Reads the
+    /// data API info of each Postgres add-on and of the leader; one not provisioned yet (404)
+    /// is skipped. The rules: [`databases::followers_of`](crate::heroku::databases::followers_of).
+    pub async fn followers_of(&self, leader_id: &str, addons: &[Addon]) -> Result<Vec<Addon>> {
+        let mut dbs = Vec::new();
+        for a in addons.iter().filter(|a| a.is_postgres()) {
+            match self.database_info(&a.id).await {
+                Ok(info) => dbs.push((a.clone(), info)),
+                Err(e) if gone(&e) => {
+                    tracing::debug!("add-on {} is not provisioned yet: skipped", a.name);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if !dbs.iter().any(|(a, _)| a.id == leader_id) {
+            match self.database_info(leader_id).await {
+                Ok(info) => {
+                    let leader = Addon {
+                        id: leader_id.to_string(),
+                        name: info.name.clone(),
+                        plan: Named::default(),
+                        addon_service: Named::default(),
+                        app: Named::default(),
+                    };
+                    dbs.push((leader, info));
+                }
+                Err(e) if gone(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(followers_of(leader_id, &dbs))
+    }
 }
 
 /// Where a database lives: host, port and (when known) database name.
@@ -183,17 +217,21 @@ fn redact(s: &str) -> String {
     }
 }
 
-/// The add-ons among `dbs` (each with its data API info) that follow `leader`. The leader's own
-/// info is looked up in `dbs` by add-on id; without it only the `leader` field can tell.
-/// Pure, for tests.
-pub fn followers_of(leader: &Addon, dbs: &[(Addon, DatabaseInfo)]) -> Vec<Addon> {
-    let leader_info = dbs.iter().find(|(a, _)| a.id == leader.id).map(|(_, i)| i);
+/// The add-ons among `dbs` (each with its data API info) that follow the add-on `leader_id`,
+/// in the given order. The leader's own entry in `dbs` gives its URL, its "Followers" line and
+/// its name; without it only a `leader` field naming its id can tell. Pure, for tests.
+pub fn followers_of(leader_id: &str, dbs: &[(Addon, DatabaseInfo)]) -> Vec<Addon> {
+    let leader = dbs.iter().find(|(a, _)| a.id == leader_id);
+    let leader_name = leader
+        .map(|(a, _)| a.name.as_str())
+        .filter(|n| !n.is_empty());
+    let leader_info = leader.map(|(_, i)| i);
     let leader_url = leader_info.and_then(|i| i.resource_url.as_deref());
     let leader_lists: Vec<String> = leader_info
         .map(|i| i.info_values("Followers"))
         .unwrap_or_default();
     dbs.iter()
-        .filter(|(a, _)| a.id != leader.id)
+        .filter(|(a, _)| a.id != leader_id)
         .filter(|(_, info)| {
             let points_at_leader = leader_url.is_some_and(|lu| {
                 info.following
@@ -208,37 +246,12 @@ pub fn followers_of(leader: &Addon, dbs: &[(Addon, DatabaseInfo)]) -> Vec<Addon>
                 .is_some_and(|own| leader_lists.iter().any(|f| same_database(f, own)));
             let named = info.leader.as_deref().is_some_and(|l| {
                 let l = l.trim();
-                !l.is_empty() && (l == leader.id || l == leader.name)
+                !l.is_empty() && (l == leader_id || Some(l) == leader_name)
             });
             points_at_leader || listed_by_leader || named
         })
         .map(|(a, _)| a.clone())
         .collect()
-}
-
-/// The app's Heroku Postgres add-ons that follow `leader` (which may be billed to another
-/// app). Reads the data API info of each; an add-on not provisioned yet (404) is skipped.
-pub async fn followers(client: &Client, app: &str, leader: &Addon) -> Result<Vec<Addon>> {
-    let mut candidates: Vec<Addon> = App::new(client, app)
-        .addons()
-        .await?
-        .into_iter()
-        .filter(Addon::is_postgres)
-        .collect();
-    if !candidates.iter().any(|a| a.id == leader.id) {
-        candidates.push(leader.clone());
-    }
-    let mut dbs = Vec::with_capacity(candidates.len());
-    for a in candidates {
-        match client.database_info(&a.id).await {
-            Ok(info) => dbs.push((a, info)),
-            Err(e) if super::app::gone(&e) => {
-                tracing::debug!("add-on {} is not provisioned yet: skipped", a.name);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(followers_of(leader, &dbs))
 }
 
 #[cfg(test)]
@@ -377,7 +390,7 @@ mod tests {
         ];
         for (case, lead, candidate, follows) in table {
             let dbs = vec![(leader.clone(), lead), (addon("cand"), candidate)];
-            let got: Vec<String> = followers_of(&leader, &dbs)
+            let got: Vec<String> = followers_of(&leader.id, &dbs)
                 .into_iter()
                 .map(|a| a.id)
                 .collect();
@@ -394,11 +407,22 @@ mod tests {
                 info(json!({"info": [{"name": "Following", "values": [LEADER]}]})),
             ),
         ];
-        let got: Vec<String> = followers_of(&leader, &dbs)
+        let got: Vec<String> = followers_of(&leader.id, &dbs)
             .into_iter()
             .map(|a| a.id)
             .collect();
         assert_eq!(got, ["f1", "f2"]);
+        // Without the leader's own info, only a `leader` field naming its id tells.
+        let dbs = vec![
+            (addon("f1"), info(json!({"following": LEADER}))),
+            (addon("f3"), info(json!({"leader": "lead"}))),
+            (addon("f4"), info(json!({"leader": "postgresql-lead"}))),
+        ];
+        let got: Vec<String> = followers_of("lead", &dbs)
+            .into_iter()
+            .map(|a| a.id)
+            .collect();
+        assert_eq!(got, ["f3"]);
     }
 
     #[test]
