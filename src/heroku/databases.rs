@@ -6,8 +6,8 @@
 //! without it) and an `info` entry named "Following" whose values are URLs (`pg:info` turns
 //! them into attachment names by comparing scheme, host, port and path with the app's config
 //! vars); a leader's info has a "Followers" entry of the same kind, and every database has
-//! `resource_url`, its own URL. `leader` (a string or null) is compared with the leader's
-//! add-on id and name as a last resort.
+//! `resource_url`, its own URL. `leader` (null, a string, or an object with `addon_id`/`id` and
+//! `name`) names the leader directly: when a database has one, it decides.
 
 use std::fmt;
 
@@ -65,9 +65,9 @@ pub struct DatabaseInfo {
     /// The leader's URL when this database is a follower.
     #[serde(default)]
     pub following: Option<String>,
-    /// The leader, when the API names it.
+    /// The leader, when the API names it: a string or `{"addon_id"/"id", "name"}`.
     #[serde(default)]
-    pub leader: Option<String>,
+    pub leader: Option<serde_json::Value>,
     /// Size of the database in bytes.
     #[serde(default)]
     pub num_bytes: Option<i64>,
@@ -99,10 +99,29 @@ impl DatabaseInfo {
             .collect()
     }
 
+    /// The ids and names by which `leader` names the leader (none when null or absent).
+    pub fn leader_names(&self) -> Vec<String> {
+        let text = |v: &serde_json::Value| {
+            v.as_str()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        match &self.leader {
+            Some(serde_json::Value::Object(o)) => ["addon_id", "id", "name"]
+                .iter()
+                .filter_map(|k| o.get(*k).and_then(text))
+                .collect(),
+            Some(v) => text(v).into_iter().collect(),
+            None => Vec::new(),
+        }
+    }
+
     /// True when the API says this database follows another one.
     pub fn is_follower(&self) -> bool {
         self.following.as_deref().is_some_and(|f| !f.is_empty())
             || !self.info_values("Following").is_empty()
+            || !self.leader_names().is_empty()
     }
 }
 
@@ -218,8 +237,11 @@ fn redact(s: &str) -> String {
 }
 
 /// The add-ons among `dbs` (each with its data API info) that follow the add-on `leader_id`,
-/// in the given order. The leader's own entry in `dbs` gives its URL, its "Followers" line and
-/// its name; without it only a `leader` field naming its id can tell. Pure, for tests.
+/// in the given order. A database whose `leader` names an add-on follows that one and no
+/// other (by id, or by the leader's name). Otherwise URLs decide: its `following` or
+/// "Following" values locate the leader's `resource_url`, or, being a follower, its own
+/// `resource_url` is among the leader's "Followers". The leader's own entry in `dbs` gives its
+/// URL, "Followers" line and name; without it only `leader` can tell. Pure, for tests.
 pub fn followers_of(leader_id: &str, dbs: &[(Addon, DatabaseInfo)]) -> Vec<Addon> {
     let leader = dbs.iter().find(|(a, _)| a.id == leader_id);
     let leader_name = leader
@@ -233,6 +255,12 @@ pub fn followers_of(leader_id: &str, dbs: &[(Addon, DatabaseInfo)]) -> Vec<Addon
     dbs.iter()
         .filter(|(a, _)| a.id != leader_id)
         .filter(|(_, info)| {
+            let named = info.leader_names();
+            if !named.is_empty() {
+                return named
+                    .iter()
+                    .any(|l| l == leader_id || Some(l.as_str()) == leader_name);
+            }
             let points_at_leader = leader_url.is_some_and(|lu| {
                 info.following
                     .iter()
@@ -240,15 +268,12 @@ pub fn followers_of(leader_id: &str, dbs: &[(Addon, DatabaseInfo)]) -> Vec<Addon
                     .chain(info.info_values("Following"))
                     .any(|f| same_database(&f, lu))
             });
-            let listed_by_leader = info
-                .resource_url
-                .as_deref()
-                .is_some_and(|own| leader_lists.iter().any(|f| same_database(f, own)));
-            let named = info.leader.as_deref().is_some_and(|l| {
-                let l = l.trim();
-                !l.is_empty() && (l == leader_id || Some(l) == leader_name)
-            });
-            points_at_leader || listed_by_leader || named
+            let listed_by_leader = info.is_follower()
+                && info
+                    .resource_url
+                    .as_deref()
+                    .is_some_and(|own| leader_lists.iter().any(|f| same_database(f, own)));
+            points_at_leader || listed_by_leader
         })
         .map(|(a, _)| a.clone())
         .collect()
@@ -358,8 +383,43 @@ mod tests {
                     json!({"info": [{"name": "Followers", "resolve_db_name": true,
                     "values": ["postgres://ec2-2-2-2-2.compute-1.amazonaws.com:5432/dother"]}]}),
                 ),
-                info(json!({"resource_url": OTHER})),
+                info(json!({"resource_url": OTHER,
+                    "following": "postgres://ec2-9-9-9-9.compute-1.amazonaws.com/d"})),
                 true,
+            ),
+            (
+                "listed in the leader's Followers but following nothing",
+                lead_info(json!({"info": [{"name": "Followers",
+                    "values": ["postgres://ec2-2-2-2-2.compute-1.amazonaws.com:5432/dother"]}]})),
+                info(json!({"resource_url": OTHER})),
+                false,
+            ),
+            (
+                "leader named by an object (the fake's shape)",
+                lead_info(json!({})),
+                info(json!({"resource_url": OTHER,
+                    "leader": {"addon_id": "lead", "name": "postgresql-lead"}})),
+                true,
+            ),
+            (
+                "leader named: another add-on, whatever the URLs say",
+                lead_info(json!({})),
+                info(json!({"resource_url": OTHER, "following": LEADER,
+                    "leader": {"addon_id": "else", "name": "postgresql-else"}})),
+                false,
+            ),
+            (
+                // resource_url without a database name (host:port, as the fake gives it):
+                // every database on that server looks alike by URL; `leader` decides.
+                "same server, named leader decides",
+                info(json!({"addon_id": "lead",
+                    "resource_url": "ec2-1-1-1-1.compute-1.amazonaws.com:5432"})),
+                info(
+                    json!({"resource_url": "ec2-1-1-1-1.compute-1.amazonaws.com:5432",
+                    "following": "postgres://ec2-1-1-1-1.compute-1.amazonaws.com:5432/dsome",
+                    "leader": {"addon_id": "someone"}}),
+                ),
+                false,
             ),
             (
                 "leader named by add-on name",
@@ -427,6 +487,13 @@ mod tests {
 
     #[test]
     fn followers_and_urls_in_debug_output_carry_no_credentials() {
+        assert_eq!(
+            info(json!({"leader": {"addon_id": "a", "name": "n", "x": 1}})).leader_names(),
+            ["a", "n"]
+        );
+        assert_eq!(info(json!({"leader": " p "})).leader_names(), ["p"]);
+        assert!(info(json!({"leader": null})).leader_names().is_empty());
+        assert!(info(json!({"leader": ""})).leader_names().is_empty());
         let i = info(json!({"resource_url": LEADER, "following": OTHER,
             "info": [{"name": "Following", "values": [OTHER]}, {"name": "Tables", "values": [3]}]}));
         assert!(i.is_follower());
