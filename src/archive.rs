@@ -18,9 +18,10 @@ use tokio::io::AsyncReadExt;
 use crate::aws::s3::{check_bucket, PartWriter, Stored};
 use crate::aws::{spec, Aws};
 use crate::error::{Error, Result};
-use crate::heroku::app::App;
+use crate::heroku::app::{App, PREVIOUS_DATABASE_ATTACHMENT};
 use crate::heroku::backups::{parse_backup_id, Backups, Status, Transfer};
 use crate::heroku::client::Client;
+use crate::heroku::poll::Pace;
 use crate::pg::conn::ConnSpec;
 use crate::pg::progress::{Sink, Unit};
 
@@ -39,10 +40,11 @@ pub struct Options {
     pub app: String,
     pub name: String,
     pub region: String,
+    /// The Heroku Postgres add-on (name, id or attachment name); None: the app's database as
+    /// [`App::database`] finds it (`DATABASE`, else the cutover's previous-database attachment,
+    /// else the only one).
     pub addon: Option<String>,
     pub via: Via,
-    /// Poll interval of the backup's progress.
-    pub poll: Duration,
     /// Longest wait for a backup to finish.
     pub backup_timeout: Duration,
     /// Seconds since the epoch that date the object key; None: now. `migrate` records it so a
@@ -125,7 +127,7 @@ pub async fn run(
                 .await?;
             let backups = Backups::new(client, &db.addon.app.name, &db.addon.id);
             let t = tokio::select! {
-                t = backup(&backups, id.as_deref(), opts) => t?,
+                t = backup(client, &backups, id.as_deref(), opts) => t?,
                 _ = &mut cancel => return Err(Error::other(
                     "interrupted while waiting for the backup; nothing was uploaded",
                 ).with_fix("the backup keeps running on Heroku: re-run with --backup ID once it finished")),
@@ -248,14 +250,19 @@ fn archived(s: Stored, source: String) -> Archived {
 
 /// The backup to archive: the given one (must have succeeded), or a new capture, awaited with
 /// progress lines.
-async fn backup(backups: &Backups<'_>, id: Option<&str>, opts: &Options) -> Result<Transfer> {
+async fn backup(
+    client: &Client,
+    backups: &Backups<'_>,
+    id: Option<&str>,
+    opts: &Options,
+) -> Result<Transfer> {
     if let Some(id) = id {
         let num = parse_backup_id(id)?;
         let t = backups.transfer(&num.to_string()).await?;
         return match t.status() {
             Status::Completed => Ok(t),
             // Still running (e.g. captured by an interrupted `migrate`): wait for it.
-            Status::Pending | Status::Running => wait_backup(backups, t, opts).await,
+            Status::Pending | Status::Running => wait_backup(client, backups, t, opts).await,
             other => Err(Error::usage(format!(
                 "backup {} has not succeeded ({other:?})",
                 t.label()
@@ -269,33 +276,52 @@ async fn backup(backups: &Backups<'_>, id: Option<&str>, opts: &Options) -> Resu
         t.label(),
         opts.app
     );
-    wait_backup(backups, t, opts).await
+    wait_backup(client, backups, t, opts).await
 }
 
-/// Waits for a backup to finish, logging its progress.
-async fn wait_backup(backups: &Backups<'_>, t: Transfer, opts: &Options) -> Result<Transfer> {
+/// Waits for a backup to finish at the pace of [`Pace::backups`], logging its progress.
+async fn wait_backup(
+    client: &Client,
+    backups: &Backups<'_>,
+    t: Transfer,
+    opts: &Options,
+) -> Result<Transfer> {
     let mut last = -1;
     backups
-        .wait(&t.num.to_string(), opts.poll, opts.backup_timeout, |t| {
-            if t.processed_bytes != last {
-                last = t.processed_bytes;
-                tracing::info!(
-                    "backup {}: {} bytes processed",
-                    t.label(),
-                    t.processed_bytes
-                );
-            }
-        })
+        .wait(
+            &t.num.to_string(),
+            Pace::backups(client),
+            opts.backup_timeout,
+            |t| {
+                if t.processed_bytes != last {
+                    last = t.processed_bytes;
+                    tracing::info!(
+                        "backup {}: {} bytes processed",
+                        t.label(),
+                        t.processed_bytes
+                    );
+                }
+            },
+        )
         .await
 }
 
-/// The app's `DATABASE_URL` as a source (TLS required when the URL says nothing).
+/// The Heroku database's URL as a source: its `DATABASE_URL`, or after a cutover the URL of its
+/// previous-database attachment (TLS required when the URL says nothing).
 async fn app_database_url(client: &Client, opts: &Options) -> Result<ConnSpec> {
     let app = App::new(client, &opts.app);
     let db = app.database(opts.addon.as_deref()).await?;
     let vars = app.config_vars().await?;
-    let url = db
-        .database_attachment
+    let attachment = match db.database_attachment {
+        Some(a) => Some(a),
+        None => app.attachments().await?.into_iter().find(|a| {
+            a.addon.id == db.addon.id
+                && a.name == PREVIOUS_DATABASE_ATTACHMENT
+                && a.app.name == opts.app
+                && a.namespace.is_none()
+        }),
+    };
+    let url = attachment
         .as_ref()
         .and_then(|a| vars.get(&format!("{}_URL", a.name)).cloned().flatten())
         .ok_or_else(|| {

@@ -45,7 +45,6 @@ pub async fn run(a: ArchiveArgs) -> Result<u8> {
         region,
         addon: a.addon.clone(),
         via,
-        poll: Duration::from_secs(1),
         backup_timeout: Duration::from_secs(a.backup_wait_minutes.max(1) * 60),
         stamp: None,
     };

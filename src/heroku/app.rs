@@ -7,10 +7,17 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 
 use super::client::{Api, Client, Request};
-use crate::error::{Error, Result};
+use crate::error::{Cause, Error, Result};
+
+pub use super::addons::dyno_starters;
 
 /// The add-on service of Heroku Postgres.
 pub const POSTGRES_SERVICE: &str = "heroku-postgresql";
+
+/// The attachment name under which the cutover keeps the Heroku database attached once
+/// `DATABASE` points elsewhere (`HEROKU2RDS_PREVIOUS_DATABASE_URL`). [`choose_database`] takes
+/// it for the database when nothing is attached as `DATABASE`.
+pub const PREVIOUS_DATABASE_ATTACHMENT: &str = "HEROKU2RDS_PREVIOUS_DATABASE";
 
 /// Percent-encodes one path segment.
 pub fn seg(s: &str) -> String {
@@ -45,6 +52,32 @@ pub struct AppInfo {
     pub name: String,
     /// Whether maintenance mode is on.
     pub maintenance: bool,
+    /// The space the app runs in; None outside Private Spaces.
+    #[serde(default)]
+    pub space: Option<Space>,
+}
+
+impl AppInfo {
+    /// True when the app runs in a Private Space (Shield spaces included). There, scaling `web`
+    /// to 0 shows errors instead of the maintenance page (the routing proxy lives on the web
+    /// dynos), and dynos take minutes to roll out.
+    pub fn in_private_space(&self) -> bool {
+        self.space.is_some()
+    }
+}
+
+/// The space of an app in a Private Space.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Space {
+    /// Unique id.
+    #[serde(default)]
+    pub id: String,
+    /// Name.
+    #[serde(default)]
+    pub name: String,
+    /// Whether it is a Shield space.
+    #[serde(default)]
+    pub shield: bool,
 }
 
 /// One process type of the formation.
@@ -69,7 +102,8 @@ pub struct Dyno {
     /// Process type (`run` for one-off dynos).
     #[serde(rename = "type")]
     pub process_type: String,
-    /// `crashed`, `down`, `idle`, `starting` or `up`.
+    /// `crashed`, `down`, `idle`, `starting` or `up` (the schema's list); `restarting` and
+    /// `complete` are seen too.
     pub state: String,
     /// The release it runs.
     #[serde(default)]
@@ -77,10 +111,21 @@ pub struct Dyno {
 }
 
 impl Dyno {
-    /// True unless the dyno is known to be stopped: every state but `down` and `crashed` may
-    /// still be talking to the database.
+    /// True when the dyno runs or is about to: `starting`, `up` or `restarting` (any case).
+    /// Every other state counts as stopped: `down`, `crashed`, `idle` (a sleeping Eco dyno),
+    /// `complete` (a one-off dyno that exited: Heroku logs "State changed from up to complete")
+    /// and anything unknown.
+    ///
+    /// Exact names, not substrings: "up" or "start" inside another word says nothing about the
+    /// process, and a wrong "running" would make the cutover stop or wait for a dyno that no
+    /// longer exists. Counting an unknown state as stopped is safe because the cutover's
+    /// safety rests on the write fence in the database, not on dyno states; these only decide
+    /// what to stop and what to wait for.
     pub fn may_run(&self) -> bool {
-        !matches!(self.state.as_str(), "down" | "crashed")
+        let state = self.state.trim();
+        ["starting", "up", "restarting"]
+            .iter()
+            .any(|s| state.eq_ignore_ascii_case(s))
     }
 }
 
@@ -126,6 +171,13 @@ pub struct Addon {
     pub app: Named,
 }
 
+impl std::fmt::Display for Addon {
+    /// The add-on's global name.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
 impl Addon {
     /// True for Heroku Postgres.
     pub fn is_postgres(&self) -> bool {
@@ -168,9 +220,10 @@ pub struct Database {
     pub database_attachment: Option<Attachment>,
 }
 
-/// Picks the app's Heroku Postgres add-on: `--addon NAME` when given (an add-on name or one of
-/// its attachment names), else the add-on attached as `DATABASE`, else the only Postgres
-/// add-on. Pure, for tests.
+/// Picks the app's Heroku Postgres add-on: `--addon NAME` when given (an add-on name or id, or
+/// one of its attachment names), else the add-on attached as `DATABASE`, else (after a
+/// cutover moved `DATABASE` away) the add-on attached as [`PREVIOUS_DATABASE_ATTACHMENT`],
+/// else the only Postgres add-on. Pure, for tests.
 pub fn choose_database(
     app: &str,
     addons: &[Addon],
@@ -232,12 +285,27 @@ pub fn choose_database(
         .iter()
         .filter(|a| database_attachment(a).is_some())
         .collect();
-    match (attached.as_slice(), pg.as_slice()) {
-        ([a], _) => Ok(Database {
+    let previous: Vec<&&Addon> = pg
+        .iter()
+        .filter(|a| {
+            attachments.iter().any(|t| {
+                t.addon.id == a.id
+                    && t.name == PREVIOUS_DATABASE_ATTACHMENT
+                    && t.app.name == app
+                    && t.namespace.is_none()
+            })
+        })
+        .collect();
+    match (attached.as_slice(), previous.as_slice(), pg.as_slice()) {
+        ([a], _, _) => Ok(Database {
             addon: (**a).clone(),
             database_attachment: database_attachment(a),
         }),
-        ([], [only]) => Ok(Database {
+        ([], [a], _) => Ok(Database {
+            addon: (**a).clone(),
+            database_attachment: None,
+        }),
+        ([], [], [only]) => Ok(Database {
             addon: (*only).clone(),
             database_attachment: None,
         }),
@@ -268,6 +336,11 @@ impl<'a> App<'a> {
     /// Its name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The client it talks through (e.g. for [`super::poll::Pace::dynos`]).
+    pub fn client(&self) -> &'a Client {
+        self.client
     }
 
     fn path(&self, rest: &str) -> String {
@@ -322,9 +395,10 @@ impl<'a> App<'a> {
         self.client.list(&Request::get(self.path("/dynos"))).await
     }
 
-    /// Stops one dyno (one-off dynos are not part of the formation).
+    /// Stops one dyno (one-off dynos are not part of the formation). A dyno that is gone
+    /// (404: it exited between the list and the stop) is stopped: Ok.
     pub async fn stop_dyno(&self, dyno: &Dyno) -> Result<()> {
-        let _: serde_json::Value = self
+        let stopped: Result<serde_json::Value> = self
             .client
             .send(
                 &Request::new(
@@ -335,8 +409,19 @@ impl<'a> App<'a> {
                 // Stopping a stopped dyno changes nothing.
                 .idempotent(),
             )
-            .await?;
-        Ok(())
+            .await;
+        match stopped {
+            Ok(_) => Ok(()),
+            Err(e) if gone(&e) => {
+                tracing::debug!(
+                    "dyno {} of app {} is gone already (404 on stop): stopped",
+                    dyno.name,
+                    self.name
+                );
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Config vars. Values are secrets: callers never log them.
@@ -403,6 +488,17 @@ impl<'a> App<'a> {
         Ok(page.into_iter().max_by_key(|r| r.version))
     }
 
+    /// Every release newer than `version`, oldest first (`Range: version ]v..; max=200,
+    /// order=asc`, following further pages).
+    pub async fn releases_since(&self, version: i64) -> Result<Vec<Release>> {
+        let range = format!("version ]{version}..; max=200, order=asc");
+        let all: Vec<Release> = self
+            .client
+            .list_from(&Request::get(self.path("/releases")), Some(&range))
+            .await?;
+        Ok(releases_after(all, version))
+    }
+
     /// One release by version.
     pub async fn release(&self, version: i64) -> Result<Release> {
         self.client
@@ -416,6 +512,20 @@ impl<'a> App<'a> {
         let attachments = self.attachments().await?;
         choose_database(&self.name, &addons, &attachments, requested)
     }
+}
+
+/// Whether an error is the API's 404: the object does not exist (any more).
+pub fn gone(e: &Error) -> bool {
+    matches!(e.cause(), Cause::Http { status: 404, .. })
+}
+
+/// The releases newer than `version`, oldest first, each once (whatever order and overlap the
+/// pages came in).
+fn releases_after(mut releases: Vec<Release>, version: i64) -> Vec<Release> {
+    releases.retain(|r| r.version > version);
+    releases.sort_by_key(|r| r.version);
+    releases.dedup_by_key(|r| r.version);
+    releases
 }
 
 /// A Heroku database URL with TLS required when it says nothing (Heroku's URLs carry no
@@ -551,12 +661,94 @@ mod tests {
         // One Postgres, not attached as DATABASE (after a switch): found, without attachment.
         let d = choose_database(
             "app",
-            &[pg1],
+            std::slice::from_ref(&pg1),
             &[att("p1", "HEROKU2RDS_PREVIOUS_DATABASE")],
             None,
         )
         .expect("only");
         assert!(d.database_attachment.is_none());
+    }
+
+    #[test]
+    fn after_a_cutover_the_previous_attachment_names_the_database() {
+        let pg1 = addon("p1", "postgresql-one", POSTGRES_SERVICE);
+        let pg2 = addon("p2", "postgresql-follower", POSTGRES_SERVICE);
+        let both = [pg1.clone(), pg2.clone()];
+        let mut foreign = att("p2", PREVIOUS_DATABASE_ATTACHMENT);
+        foreign.app.name = "other-app".into();
+        let mut pooled = att("p2", PREVIOUS_DATABASE_ATTACHMENT);
+        pooled.namespace = Some("connection-pooling:default".into());
+        // (attachments, requested, chosen add-on or None for an error, DATABASE attachment kept)
+        type Case<'a> = (Vec<Attachment>, Option<&'a str>, Option<&'a str>, bool);
+        let table: Vec<Case<'_>> = vec![
+            // The switch: DATABASE gone, the old database kept as PREVIOUS, a follower too.
+            (
+                vec![
+                    att("p1", PREVIOUS_DATABASE_ATTACHMENT),
+                    att("p2", "HEROKU_POSTGRESQL_RED"),
+                ],
+                None,
+                Some("p1"),
+                false,
+            ),
+            // DATABASE still wins over PREVIOUS (a cutover under way or rolled back).
+            (
+                vec![
+                    att("p2", "DATABASE"),
+                    att("p1", PREVIOUS_DATABASE_ATTACHMENT),
+                ],
+                None,
+                Some("p2"),
+                true,
+            ),
+            // The add-on id the cutover recorded wins over everything.
+            (
+                vec![
+                    att("p2", "DATABASE"),
+                    att("p1", PREVIOUS_DATABASE_ATTACHMENT),
+                ],
+                Some("p1"),
+                Some("p1"),
+                false,
+            ),
+            // PREVIOUS on another app, or with a namespace, does not count: still ambiguous.
+            (
+                vec![att("p1", "HEROKU_POSTGRESQL_BLUE"), foreign],
+                None,
+                None,
+                false,
+            ),
+            (
+                vec![att("p1", "HEROKU_POSTGRESQL_BLUE"), pooled],
+                None,
+                None,
+                false,
+            ),
+            // Two add-ons both attached as PREVIOUS (cannot happen: names are unique per
+            // app), ambiguous rather than a guess.
+            (
+                vec![
+                    att("p1", PREVIOUS_DATABASE_ATTACHMENT),
+                    att("p2", PREVIOUS_DATABASE_ATTACHMENT),
+                ],
+                None,
+                None,
+                false,
+            ),
+        ];
+        for (i, (atts, requested, want, kept)) in table.into_iter().enumerate() {
+            let got = choose_database("app", &both, &atts, requested);
+            match (want, got) {
+                (Some(id), Ok(d)) => {
+                    assert_eq!(d.addon.id, id, "case {i}");
+                    assert_eq!(d.database_attachment.is_some(), kept, "case {i}");
+                }
+                (None, Err(e)) => {
+                    assert!(e.message().contains("none is attached"), "case {i}: {e}")
+                }
+                (want, got) => panic!("case {i}: want {want:?}, got {got:?}"),
+            }
+        }
     }
 
     #[test]
@@ -574,7 +766,91 @@ mod tests {
             state: s.into(),
             release: None,
         };
-        assert!(d("up").may_run() && d("starting").may_run() && d("idle").may_run());
-        assert!(!d("down").may_run() && !d("crashed").may_run());
+        let table = [
+            ("starting", true),
+            ("up", true),
+            ("restarting", true),
+            ("Up", true),
+            (" up ", true),
+            ("down", false),
+            ("crashed", false),
+            ("idle", false),
+            ("complete", false),
+            ("", false),
+            ("cleanup", false),
+            ("startup_failed", false),
+            ("provisioning", false),
+        ];
+        for (state, running) in table {
+            assert_eq!(d(state).may_run(), running, "{state:?}");
+        }
+    }
+
+    #[test]
+    fn releases_after_a_version_oldest_first() {
+        let r = |v: i64| Release {
+            id: format!("r{v}"),
+            version: v,
+            status: "succeeded".into(),
+            current: false,
+            description: String::new(),
+        };
+        let versions = |rs: Vec<Release>| rs.iter().map(|r| r.version).collect::<Vec<_>>();
+        let table: &[(&[i64], i64, &[i64])] = &[
+            (&[], 5, &[]),
+            (&[6, 7, 8], 5, &[6, 7, 8]),
+            // A server ignoring the Range: older ones dropped, order restored.
+            (&[9, 3, 5, 7], 5, &[7, 9]),
+            // Overlapping pages: each once.
+            (&[6, 7, 7, 8], 5, &[6, 7, 8]),
+            (&[1, 2], 5, &[]),
+        ];
+        for (given, since, want) in table {
+            let got = versions(releases_after(
+                given.iter().map(|v| r(*v)).collect(),
+                *since,
+            ));
+            assert_eq!(&got, want, "{given:?} since {since}");
+        }
+    }
+
+    #[test]
+    fn private_spaces_from_the_app_json() {
+        let plain: AppInfo = serde_json::from_value(serde_json::json!({
+            "id": "1", "name": "a", "maintenance": false, "space": null
+        }))
+        .expect("plain");
+        assert!(!plain.in_private_space());
+        let absent: AppInfo = serde_json::from_value(
+            serde_json::json!({"id": "1", "name": "a", "maintenance": true}),
+        )
+        .expect("absent");
+        assert!(!absent.in_private_space());
+        let spaced: AppInfo = serde_json::from_value(serde_json::json!({
+            "id": "1", "name": "a", "maintenance": false,
+            "space": {"id": "s1", "name": "acme-space", "shield": true}
+        }))
+        .expect("space");
+        assert!(spaced.in_private_space());
+        assert_eq!(spaced.space.as_ref().map(|s| s.shield), Some(true));
+    }
+
+    #[test]
+    fn a_404_is_gone() {
+        use super::super::client::{api_error, ApiErrorBody, TokenSource};
+        let e = |status| {
+            api_error(
+                status,
+                &ApiErrorBody::default(),
+                "POST /apps/a/dynos/d/actions/stop",
+                None,
+                TokenSource::Env,
+            )
+        };
+        assert!(gone(&e(404)));
+        for status in [400, 403, 409, 422, 429, 500] {
+            assert!(!gone(&e(status)), "{status}");
+        }
+        assert!(!gone(&Error::other("no status")));
     }
 }

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::app::seg;
 use super::client::{Api, Client, Request};
+use super::poll::Pace;
 use crate::error::{Error, Result};
 
 /// A transfer (a backup) as the data API describes it.
@@ -131,14 +132,16 @@ impl<'a> Backups<'a> {
             .await
     }
 
-    /// Polls until the transfer finishes, reporting each poll; bounded by `timeout`.
-    pub async fn wait(
+    /// Polls until the transfer finishes, reporting each poll; bounded by `timeout`. `pace`
+    /// spaces the polls: [`Pace::backups`] for a real wait, or a fixed `Duration`.
+    pub async fn wait<'p>(
         &self,
         id: &str,
-        poll: Duration,
+        pace: impl Into<Pace<'p>>,
         timeout: Duration,
         mut progress: impl FnMut(&Transfer),
     ) -> Result<Transfer> {
+        let mut pace = pace.into();
         let deadline = Instant::now() + timeout;
         loop {
             let t = self.transfer(id).await?;
@@ -166,7 +169,7 @@ impl<'a> Backups<'a> {
                     timeout.as_secs()
                 )));
             }
-            tokio::time::sleep(poll).await;
+            tokio::time::sleep(pace.next_delay()).await;
         }
     }
 

@@ -18,6 +18,8 @@ use url::Url;
 use crate::error::{Cause, Error, Kind, Result};
 use crate::retry::Backoff;
 
+pub use super::poll::Pace;
+
 /// The media type every request accepts; without it the API answers 406.
 pub const ACCEPT_V3: &str = "application/vnd.heroku+json; version=3";
 /// The default Platform API base URL.
@@ -154,15 +156,28 @@ pub enum Api {
     Data,
 }
 
-/// How retries of idempotent requests back off.
+/// How retries back off: a few quick retries of idempotent requests after a server error or a
+/// broken connection, and minutes of patience for the rate limit (429).
+///
+/// A 429 is answered before anything is carried out, so it is retried for every method. The
+/// account's budget refills at about 75 requests a minute and is shared by every client of the
+/// account (CI deploys, autoscalers, the dashboard), so a burst of someone else's can empty it
+/// for minutes: the client waits up to [`RetryPolicy::rate_limit_budget`] in all (5 minutes by
+/// default), honouring `Retry-After`, else backing off from 2 s to 30 s between tries.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
-    /// Attempts in all (1 = no retry).
+    /// Attempts in all after server errors and broken connections (1 = no retry).
     pub attempts: u32,
     /// First delay; doubled every retry.
     pub base: Duration,
     /// Longest single delay.
     pub max_delay: Duration,
+    /// Longest total wait for the rate limit (429) on one request before giving up.
+    pub rate_limit_budget: Duration,
+    /// First wait after a 429 without `Retry-After`; doubled every time.
+    pub rate_limit_first: Duration,
+    /// Longest single wait after a 429 without `Retry-After`.
+    pub rate_limit_max_delay: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -171,6 +186,9 @@ impl Default for RetryPolicy {
             attempts: 6,
             base: Duration::from_millis(500),
             max_delay: Duration::from_secs(8),
+            rate_limit_budget: Duration::from_secs(300),
+            rate_limit_first: Duration::from_secs(2),
+            rate_limit_max_delay: Duration::from_secs(30),
         }
     }
 }
@@ -181,6 +199,28 @@ impl RetryPolicy {
     pub fn delay(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
         let exp = Backoff::new(self.base, self.max_delay).nth(retry);
         retry_after.unwrap_or(exp).min(self.max_delay)
+    }
+
+    /// The wait before retrying after the `limited`-th 429 (0-based) of one request, having
+    /// already waited `waited` for the rate limit; None once the budget is spent. `Retry-After`
+    /// is honoured when the server gave one (at least 1 s, so that `0` cannot spin); otherwise
+    /// the wait doubles from `rate_limit_first` up to `rate_limit_max_delay`. Either way the
+    /// last wait is cut to what is left of the budget, so the total never exceeds it.
+    pub fn rate_limit_delay(
+        &self,
+        limited: u32,
+        retry_after: Option<Duration>,
+        waited: Duration,
+    ) -> Option<Duration> {
+        let left = self.rate_limit_budget.saturating_sub(waited);
+        if left.is_zero() {
+            return None;
+        }
+        let d = match retry_after {
+            Some(ra) => ra.max(Duration::from_secs(1)),
+            None => Backoff::new(self.rate_limit_first, self.rate_limit_max_delay).nth(limited),
+        };
+        Some(d.min(left))
     }
 }
 
@@ -357,8 +397,18 @@ impl Client {
 
     /// Every item of a list, following `Next-Range` while the API answers 206.
     pub async fn list<T: DeserializeOwned>(&self, req: &Request) -> Result<Vec<T>> {
+        self.list_from(req, None).await
+    }
+
+    /// Every item of a list from a first `Range` (e.g. `version ]41..; max=200, order=asc`),
+    /// following `Next-Range` while the API answers 206. `None` starts with the API's default.
+    pub async fn list_from<T: DeserializeOwned>(
+        &self,
+        req: &Request,
+        first_range: Option<&str>,
+    ) -> Result<Vec<T>> {
         let mut out = Vec::new();
-        let mut range: Option<String> = None;
+        let mut range: Option<String> = first_range.map(str::to_string);
         for _page in 0..10_000 {
             let (headers, body) = self.send_raw(req, range.as_deref()).await?;
             let mut items: Vec<T> = decode(&body, req)?;
@@ -395,6 +445,9 @@ impl Client {
         let url = self.url(req.api, &req.path)?;
         let policy = self.config.retry;
         let mut retry = 0u32;
+        // 429s have a budget of their own (time, not attempts).
+        let mut limited = 0u32;
+        let mut waited_limited = Duration::ZERO;
         loop {
             let mut b = self.http.request(req.method.clone(), url.clone()).header(
                 AUTHORIZATION,
@@ -434,6 +487,31 @@ impl Client {
             let verdict = classify(attempt, req.idempotent);
             match outcome {
                 Ok((meta, body)) if meta.status.is_success() => return Ok((meta, body)),
+                Ok((meta, body)) if meta.status == StatusCode::TOO_MANY_REQUESTS => {
+                    if let Some(d) =
+                        policy.rate_limit_delay(limited, meta.retry_after, waited_limited)
+                    {
+                        tracing::warn!(
+                            "Heroku API rate limit reached ({} answered 429; the account's budget is shared by all its clients): waited {}s so far, retrying in {}s (gives up after {}s)",
+                            req.describe(),
+                            waited_limited.as_secs(),
+                            d.as_secs_f64().ceil() as u64,
+                            policy.rate_limit_budget.as_secs()
+                        );
+                        tokio::time::sleep(d).await;
+                        limited += 1;
+                        waited_limited += d;
+                        continue;
+                    }
+                    let parsed: ApiErrorBody = serde_json::from_slice(&body).unwrap_or_default();
+                    return Err(api_error(
+                        meta.status.as_u16(),
+                        &parsed,
+                        &req.describe(),
+                        meta.request_id.as_deref(),
+                        self.config.token_source,
+                    ));
+                }
                 Ok((meta, body)) => {
                     if verdict == Verdict::Retry && !last {
                         let d = policy.delay(retry, meta.retry_after);
@@ -487,6 +565,46 @@ impl Client {
         }
     }
 
+    /// How long the client's token has left, read as `heroku auth:token` reads it: the entry of
+    /// `GET /oauth/authorizations` whose access token is this client's. `Ok(None)` means no
+    /// expiry (`expires_in` null) or unknown: the token is not among the account's
+    /// authorizations (e.g. a key made some other way) or the endpoint is not available to it
+    /// (403/404); both are logged at debug level. Any other error is returned.
+    pub async fn token_expires_in(&self) -> Result<Option<Duration>> {
+        let list = match self
+            .list::<Authorization>(&Request::get("/oauth/authorizations"))
+            .await
+        {
+            Ok(list) => list,
+            Err(e)
+                if matches!(
+                    e.cause(),
+                    Cause::Http {
+                        status: 403 | 404,
+                        ..
+                    }
+                ) =>
+            {
+                tracing::debug!(
+                    "token lifetime unknown: GET /oauth/authorizations is not available ({})",
+                    e.message()
+                );
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        match token_expiry(&list, self.config.token.expose()) {
+            Some(expiry) => Ok(expiry),
+            None => {
+                tracing::debug!(
+                    "token lifetime unknown: the token is not among the account's {} OAuth authorization(s)",
+                    list.len()
+                );
+                Ok(None)
+            }
+        }
+    }
+
     /// GETs a URL outside the Heroku APIs (a backup's signed URL) WITHOUT any credentials.
     pub async fn download(&self, url: &str) -> Result<reqwest::Response> {
         // The signed URL is a credential: reqwest's error names it, so only the chain below it
@@ -507,6 +625,83 @@ impl Client {
             .with_fix("signed backup URLs expire after about an hour: re-run to get a fresh one"));
         }
         Ok(resp)
+    }
+}
+
+/// One entry of `GET /oauth/authorizations`, as far as the token's lifetime goes.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct Authorization {
+    /// The access token (null for some authorizations).
+    #[serde(default)]
+    pub access_token: Option<AccessToken>,
+}
+
+/// The access token of an [`Authorization`].
+#[derive(Clone, Default, serde::Deserialize)]
+pub struct AccessToken {
+    /// The token itself (a secret: never printed).
+    #[serde(default)]
+    pub token: String,
+    /// Seconds until it expires; null for tokens with an indefinite lifetime.
+    #[serde(default)]
+    pub expires_in: Option<i64>,
+}
+
+impl fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "AccessToken([redacted], expires_in {:?})",
+            self.expires_in
+        )
+    }
+}
+
+/// The lifetime of `token` among `authorizations`: `None` when it is not there, `Some(None)`
+/// when it never expires, `Some(Some(left))` otherwise (an already expired one is zero).
+pub fn token_expiry(authorizations: &[Authorization], token: &str) -> Option<Option<Duration>> {
+    authorizations
+        .iter()
+        .filter_map(|a| a.access_token.as_ref())
+        .find(|t| !t.token.is_empty() && t.token == token)
+        .map(|t| {
+            t.expires_in
+                .map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0)))
+        })
+}
+
+/// Refuses a token that expires before `needed` has passed (`expires_in` None: no expiry, or
+/// unknown, see [`Client::token_expires_in`]). The refusal names both times and the remedies:
+/// a long-lived token from `heroku authorizations:create`, or, for SSO accounts (which cannot
+/// create one and whose tokens last 8 hours from login), a non-SSO account with access to the
+/// app, or logging in again right before the cutover.
+pub fn token_lasts(expires_in: Option<Duration>, needed: Duration) -> Result<()> {
+    match expires_in {
+        Some(left) if left < needed => Err(Error::new(
+            Kind::Refused,
+            format!(
+                "the Heroku API token expires in {}, before the {} this run may need",
+                approx(left),
+                approx(needed)
+            ),
+        )
+        .with_fix(
+            "use a long-lived token: export HEROKU_API_KEY=\"$(heroku authorizations:create --short --description heroku2rds)\" \
+             (it never expires unless given --expires-in); accounts with SSO cannot create one: use a non-SSO account with \
+             access to the app, or log in again (`heroku login`) right before the cutover, since SSO tokens last 8 hours",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `3h 05m`, `12m`, `40s`: rounded to what a person compares.
+fn approx(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, (s % 3600) / 60) {
+        (0, 0) => format!("{s}s"),
+        (0, m) => format!("{m}m"),
+        (h, m) if h < 48 => format!("{h}h {m:02}m"),
+        (h, _) => format!("{} days", h / 24),
     }
 }
 
@@ -593,12 +788,12 @@ pub fn api_error(
             .with_fix("run a `heroku` command on the app and answer the second-factor prompt (that pre-authorizes it for a while), then re-run heroku2rds; or use a token of an account allowed without 2FA"),
         "forbidden" | "suspended" | "account_delinquent" | "delinquent" | "verification_needed" => {
             Error::new(Kind::Refused, format!("the Heroku account behind {token_place} may not do this: {msg}"))
-                .with_fix("ask the app's owner for access (deploy and operate permissions on the app), or use the owner's token")
+                .with_fix("ask the app's owner for access (deploy and operate permissions on the app), or use the owner's token; an expired token can also answer 403: log in again (`heroku login`) and check the token with `heroku auth:token`")
         }
         "not_found" => Error::usage(msg)
             .with_fix("check the app name (--app) and that the token's account can see the app (`heroku apps`)"),
         "rate_limit" => Error::new(Kind::Refused, format!("the Heroku API rate limit is exhausted: {msg}"))
-            .with_fix("wait a few minutes (the account's budget refills at about 75 requests a minute), then re-run"),
+            .with_fix("wait a few minutes (the account's budget refills at about 75 requests a minute and is shared by every client of the account: CI deploys, autoscalers, the dashboard), then re-run"),
         "invalid_params" | "conflict" | "not_acceptable" | "unsupported_media_type" => {
             Error::new(Kind::Refused, msg).with_fix("Heroku refused the change; the message above says why")
         }
@@ -661,6 +856,7 @@ mod tests {
             attempts: 6,
             base: Duration::from_millis(500),
             max_delay: Duration::from_secs(8),
+            ..RetryPolicy::default()
         };
         let got: Vec<u64> = (0..7)
             .map(|i| p.delay(i, None).as_millis() as u64)
@@ -675,6 +871,128 @@ mod tests {
             Duration::from_secs(8)
         );
         assert_eq!(p.delay(40, None), Duration::from_secs(8));
+    }
+
+    #[test]
+    fn rate_limits_are_waited_out_for_minutes() {
+        let p = RetryPolicy::default();
+        // The whole schedule of one request that keeps getting 429s.
+        let schedule = |retry_after: Option<Duration>| {
+            let mut waited = Duration::ZERO;
+            let mut delays = Vec::new();
+            while let Some(d) = p.rate_limit_delay(delays.len() as u32, retry_after, waited) {
+                delays.push(d.as_secs());
+                waited += d;
+                assert!(delays.len() < 1000, "never ends");
+            }
+            (delays, waited)
+        };
+        // No Retry-After: 2 s doubling to 30 s, exactly 5 minutes in all.
+        let (d, total) = schedule(None);
+        assert_eq!(
+            d,
+            [2, 4, 8, 16, 30, 30, 30, 30, 30, 30, 30, 30, 30],
+            "{total:?}"
+        );
+        assert_eq!(total, Duration::from_secs(300));
+        // Retry-After is honoured (even above 30 s); the last wait is cut to the budget.
+        let (d, total) = schedule(Some(Duration::from_secs(45)));
+        assert_eq!(d, [45, 45, 45, 45, 45, 45, 30]);
+        assert_eq!(total, Duration::from_secs(300));
+        let (d, _) = schedule(Some(Duration::from_secs(400)));
+        assert_eq!(d, [300]);
+        // Retry-After: 0 cannot spin: at least 1 s.
+        let (d, total) = schedule(Some(Duration::ZERO));
+        assert_eq!((d.len(), d[0]), (300, 1));
+        assert_eq!(total, Duration::from_secs(300));
+        // Budget spent (or overspent): give up.
+        assert_eq!(p.rate_limit_delay(0, None, Duration::from_secs(300)), None);
+        assert_eq!(p.rate_limit_delay(3, None, Duration::from_secs(301)), None);
+        assert_eq!(
+            p.rate_limit_delay(5, None, Duration::from_secs(299)),
+            Some(Duration::from_secs(1))
+        );
+        // The old 5xx schedule is untouched.
+        assert_eq!(p.delay(5, None), Duration::from_secs(8));
+    }
+
+    #[test]
+    fn token_lifetimes() {
+        let auth = |token: &str, expires_in: Option<i64>| Authorization {
+            access_token: Some(AccessToken {
+                token: token.into(),
+                expires_in,
+            }),
+        };
+        let list = vec![
+            Authorization::default(),
+            auth("", Some(5)),
+            auth("other", Some(10)),
+            auth("mine", Some(28_800)),
+            auth("forever", None),
+            auth("expired", Some(-3)),
+        ];
+        let h = |s| Some(Some(Duration::from_secs(s)));
+        let table: &[(&str, Option<Option<Duration>>)] = &[
+            ("mine", h(28_800)),
+            ("other", h(10)),
+            ("forever", Some(None)),
+            ("expired", h(0)),
+            ("unknown", None),
+            // An empty token never matches an authorization without one.
+            ("", None),
+        ];
+        for (token, want) in table {
+            assert_eq!(token_expiry(&list, token), *want, "{token:?}");
+        }
+        assert!(
+            !format!("{:?}", list[3]).contains("mine"),
+            "no token in Debug"
+        );
+        // The shape of GET /oauth/authorizations.
+        let parsed: Vec<Authorization> = serde_json::from_value(serde_json::json!([
+            {"id": "a1", "access_token": null, "scope": ["global"]},
+            {"id": "a2", "access_token": {"expires_in": 2592000, "id": "t2", "token": "tok"}},
+            {"id": "a3", "access_token": {"expires_in": null, "id": "t3", "token": "tok3"}}
+        ]))
+        .expect("authorizations");
+        assert_eq!(token_expiry(&parsed, "tok"), h(2_592_000));
+        assert_eq!(token_expiry(&parsed, "tok3"), Some(None));
+    }
+
+    #[test]
+    fn tokens_must_outlast_the_run() {
+        let h = |n: u64| Duration::from_secs(n * 3600);
+        // (expires in, needed, accepted)
+        let table = [
+            (None, h(72), true),
+            (Some(h(24 * 365)), h(72), true),
+            (Some(h(72)), h(72), true),
+            (Some(h(8)), h(2), true),
+            (Some(h(8)), h(10), false),
+            (Some(Duration::ZERO), Duration::from_secs(1), false),
+            (Some(Duration::ZERO), Duration::ZERO, true),
+        ];
+        for (expires_in, needed, ok) in table {
+            let got = token_lasts(expires_in, needed);
+            assert_eq!(got.is_ok(), ok, "{expires_in:?} {needed:?}");
+            if let Err(e) = got {
+                assert_eq!(e.kind(), Kind::Refused);
+                let fix = e.fix().unwrap_or("");
+                assert!(fix.contains("heroku authorizations:create"), "{fix}");
+                assert!(fix.contains("SSO") && fix.contains("8 hours"), "{fix}");
+                assert!(fix.contains("non-SSO account"), "{fix}");
+            }
+        }
+        let e = token_lasts(Some(Duration::from_secs(2 * 3600 + 300)), h(30)).expect_err("short");
+        assert!(
+            e.message().contains("2h 05m") && e.message().contains("30h 00m"),
+            "{}",
+            e.message()
+        );
+        assert_eq!(approx(Duration::from_secs(40)), "40s");
+        assert_eq!(approx(Duration::from_secs(720)), "12m");
+        assert_eq!(approx(h(24 * 365)), "365 days");
     }
 
     #[test]
@@ -768,6 +1086,19 @@ mod tests {
             TokenSource::Netrc,
         );
         assert!(e.message().contains("~/.netrc"));
+        // An expired token can answer 403 too: the fix says so.
+        let e = api_error(
+            403,
+            &body("forbidden"),
+            "GET /apps/x",
+            None,
+            TokenSource::Env,
+        );
+        let fix = e.fix().unwrap_or("");
+        assert!(
+            fix.contains("expired") && fix.contains("heroku auth:token"),
+            "{fix}"
+        );
     }
 
     #[test]

@@ -1,7 +1,30 @@
 //! `migrate`'s archive phase: the Heroku database as it was at the switch, into S3, with its key
 //! and backup recorded before uploading so that a re-run finds the same object.
+//!
+//! The database is the add-on the completed cutover recorded on the target: after the switch no
+//! add-on is attached as `DATABASE`, and an app with a follower has two Postgres add-ons.
 
 use super::*;
+use crate::pg::store::CutoverRecord;
+
+/// The add-on to archive: the one a completed cutover of this app recorded (by id), else the
+/// one configured (`--addon`, None: as `App::database` finds it).
+fn archived_addon(
+    app: &str,
+    configured: Option<&str>,
+    cutover: Option<&CutoverRecord>,
+) -> Option<String> {
+    match cutover {
+        Some(rec)
+            if rec.app == app
+                && rec.outcome.as_deref() == Some("completed")
+                && !rec.addon_id.is_empty() =>
+        {
+            Some(rec.addon_id.clone())
+        }
+        _ => configured.map(str::to_string),
+    }
+}
 
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn archive_phase(
@@ -41,12 +64,17 @@ pub(super) async fn archive_phase(
             format!("aborted {aborted} unfinished upload(s) of an interrupted run"),
         );
     }
+    let addon = archived_addon(
+        &o.app,
+        o.addon.as_deref(),
+        store::last_cutover(tgt).await?.as_ref(),
+    );
     let (via, label) = match from {
         ArchiveFrom::Backup => {
             let label = match recorded["backup"].as_str() {
                 Some(l) => l.to_string(),
                 None => {
-                    let l = archive::capture(heroku, &o.app, o.addon.as_deref()).await?;
+                    let l = archive::capture(heroku, &o.app, addon.as_deref()).await?;
                     store::start_migrate_phase(tgt, PHASE, None, &json!({"backup": l})).await?;
                     l
                 }
@@ -66,9 +94,8 @@ pub(super) async fn archive_phase(
                 app: o.app.clone(),
                 name: spec.name.clone(),
                 region: spec.region.clone(),
-                addon: o.addon.clone(),
+                addon,
                 via,
-                poll: o.poll,
                 backup_timeout: o.backup_timeout,
                 stamp: Some(stamp),
             };
@@ -92,4 +119,58 @@ pub(super) async fn archive_phase(
         ),
     );
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(app: &str, addon_id: &str, outcome: Option<&str>) -> CutoverRecord {
+        CutoverRecord {
+            id: 1,
+            app: app.into(),
+            addon_id: addon_id.into(),
+            addon_name: "postgresql-one".into(),
+            formation: serde_json::Value::Null,
+            maintenance_before: false,
+            previous_existed: false,
+            outcome: outcome.map(str::to_string),
+            reason: None,
+            steps: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn archives_the_addon_the_cutover_switched() {
+        let done = record("acme", "p1", Some("completed"));
+        let rolled = record("acme", "p1", Some("rolled-back"));
+        let running = record("acme", "p1", None);
+        let elsewhere = record("other", "p9", Some("completed"));
+        let blank = record("acme", "", Some("completed"));
+        // (configured --addon, cutover record, chosen)
+        let table: &[(Option<&str>, Option<&CutoverRecord>, Option<&str>)] = &[
+            (None, None, None),
+            (
+                Some("HEROKU_POSTGRESQL_RED"),
+                None,
+                Some("HEROKU_POSTGRESQL_RED"),
+            ),
+            (None, Some(&done), Some("p1")),
+            // The switched add-on wins over a configured one.
+            (Some("postgresql-two"), Some(&done), Some("p1")),
+            // Only a completed cutover of this app names it.
+            (None, Some(&rolled), None),
+            (Some("x"), Some(&running), Some("x")),
+            (None, Some(&elsewhere), None),
+            (None, Some(&blank), None),
+        ];
+        for (configured, rec, want) in table {
+            assert_eq!(
+                archived_addon("acme", *configured, *rec).as_deref(),
+                *want,
+                "{configured:?} {:?}",
+                rec.map(|r| &r.outcome)
+            );
+        }
+    }
 }
