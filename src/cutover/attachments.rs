@@ -101,7 +101,7 @@ pub fn decide(
             continue;
         };
         let other_app = a.app.name != app;
-        let app_ok = !other_app || consent.include_apps.iter().any(|x| *x == a.app.name);
+        let app_ok = !other_app || consent.include_apps.contains(&a.app.name);
         let kind_ok = match kind {
             Kind::Database | Kind::OtherApp => true,
             Kind::Pooler => consent.move_pooler,
@@ -152,7 +152,9 @@ pub fn decide(
         if !moves.iter().any(|m| m.app == *wanted) {
             blockers.push(Blocker {
                 code: "include-app-unattached",
-                message: format!("--include-app {wanted}: that app has no attachment of the Heroku database"),
+                message: format!(
+                    "--include-app {wanted}: that app has no attachment of the Heroku database"
+                ),
                 fix: "leave it out (only apps attached to the add-on are switched)".into(),
             });
         }
@@ -224,22 +226,36 @@ mod tests {
             (att("shop", "DATABASE", None), Some(Kind::Database)),
             (att("shop", PREVIOUS_ATTACHMENT, None), None),
             (
-                att("shop", "DATABASE_CONNECTION_POOL", Some("connection-pooling:default")),
+                att(
+                    "shop",
+                    "DATABASE_CONNECTION_POOL",
+                    Some("connection-pooling:default"),
+                ),
                 Some(Kind::Pooler),
             ),
             (
                 att("shop", "ANALYST", Some("credential:analyst")),
                 Some(Kind::Credential),
             ),
-            (att("shop", "HEROKU_POSTGRESQL_RED", None), Some(Kind::Alias)),
+            (
+                att("shop", "HEROKU_POSTGRESQL_RED", None),
+                Some(Kind::Alias),
+            ),
             (att("admin", "DATABASE", None), Some(Kind::OtherApp)),
             // The pooler of another app is still the pooler.
             (
-                att("admin", "DATABASE_CONNECTION_POOL", Some("connection-pooling:default")),
+                att(
+                    "admin",
+                    "DATABASE_CONNECTION_POOL",
+                    Some("connection-pooling:default"),
+                ),
                 Some(Kind::Pooler),
             ),
             // Another app's attachment with the tool's name is not the tool's.
-            (att("admin", PREVIOUS_ATTACHMENT, None), Some(Kind::OtherApp)),
+            (
+                att("admin", PREVIOUS_ATTACHMENT, None),
+                Some(Kind::OtherApp),
+            ),
         ];
         for (a, want) in cases {
             assert_eq!(kind_of("shop", &a), want, "{a:?}");
@@ -251,7 +267,11 @@ mod tests {
         let all = vec![
             att("shop", "DATABASE", None),
             att("shop", PREVIOUS_ATTACHMENT, None),
-            att("shop", "DATABASE_CONNECTION_POOL", Some("connection-pooling:default")),
+            att(
+                "shop",
+                "DATABASE_CONNECTION_POOL",
+                Some("connection-pooling:default"),
+            ),
             att("shop", "HEROKU_POSTGRESQL_RED", None),
             att("shop", "ANALYST", Some("credential:analyst")),
             att("admin", "DATABASE", None),

@@ -72,7 +72,9 @@ impl Freeze<'_> {
             if made > before {
                 wait_release(&main, made, opts, self.cancel)
                     .await
-                    .map_err(|e| e.context(format!("the release that attached {PREVIOUS_ATTACHMENT}")))?;
+                    .map_err(|e| {
+                        e.context(format!("the release that attached {PREVIOUS_ATTACHMENT}"))
+                    })?;
             }
         }
         self.record(Step::PreviousAttached, None).await?;
@@ -345,7 +347,9 @@ impl Freeze<'_> {
                         .await
                     {
                         Ok(r) => n += usize::from(r.get::<_, bool>(0)),
-                        Err(e) => tracing::warn!("could not terminate session {pid} on the source: {e}"),
+                        Err(e) => {
+                            tracing::warn!("could not terminate session {pid} on the source: {e}")
+                        }
                     }
                 }
                 // Terminated sessions take a moment to go; clients that reconnect at once are
@@ -461,7 +465,7 @@ pub(super) async fn wait_release(
     cancel: &Cancel,
 ) -> Result<()> {
     let deadline = Instant::now() + opts.release_timeout;
-    let mut pace = crate::heroku::client::Pace::releases(opts.poll);
+    let mut pace = crate::heroku::client::Pace::releases(app.client());
     loop {
         let r = app.release(version).await?;
         match r.status.as_str() {

@@ -57,7 +57,7 @@ use switch::forward;
 
 /// The attachment name under which the Heroku database stays attached after the switch (its URL
 /// stays available as `HEROKU2RDS_PREVIOUS_DATABASE_URL`).
-pub const PREVIOUS_ATTACHMENT: &str = "HEROKU2RDS_PREVIOUS_DATABASE";
+pub const PREVIOUS_ATTACHMENT: &str = crate::heroku::app::PREVIOUS_DATABASE_ATTACHMENT;
 /// Options of a cutover.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -374,7 +374,9 @@ pub async fn run(
             keep_running,
         });
     }
-    let followers = heroku.followers_of(&db.addon.id, &app.addons().await?).await?;
+    let followers = heroku
+        .followers_of(&db.addon.id, &app.addons().await?)
+        .await?;
     for f in &followers {
         notes.push(format!("follower {f} follows the Heroku database: after the switch it goes stale (point readers at the migration's RDS read replica or the primary instead)"));
     }
@@ -399,7 +401,11 @@ pub async fn run(
     let needed = opts.release_timeout + opts.dyno_timeout * 2 + Duration::from_secs(600);
     crate::heroku::client::token_lasts(heroku.token_expires_in().await?, needed)?;
     let mut plan = plan_lines(opts, &info.name, &db, &formation, info.maintenance, &source);
-    plan.extend(attachments::plan_lines(&opts.app, &everywhere, &scope.moves));
+    plan.extend(attachments::plan_lines(
+        &opts.app,
+        &everywhere,
+        &scope.moves,
+    ));
     plan.extend(notes);
     plan.extend(Step::ALL.iter().map(|s| s.describe().to_string()));
     if opts.dry_run {
@@ -614,7 +620,7 @@ fn plan_lines(
         .iter()
         .map(|p| format!("{}={}:{}", p.process_type, p.quantity, p.size))
         .collect();
-    let mut lines = vec![format!(
+    let lines = vec![format!(
         "app {app}: Heroku Postgres add-on {} ({}) at {source} -> {}; formation {}; maintenance now {}",
         db.addon.name,
         db.addon.plan.name,

@@ -74,7 +74,7 @@ pub(super) async fn rollback(
     }
     // Let the dynos come back before the router sends traffic to them again.
     let deadline = Instant::now() + opts.dyno_timeout;
-    let mut pace = crate::heroku::client::Pace::dynos(opts.poll);
+    let mut pace = crate::heroku::client::Pace::dynos(heroku);
     for f in &scope.apps {
         let app = App::new(heroku, &f.app);
         loop {

@@ -21,9 +21,10 @@ pub(super) async fn forward(
     let done: BTreeSet<Step> = rec.steps.iter().filter_map(|s| Step::parse(&s.0)).collect();
     let scope = Scope::of(&rec)?;
     let finish = |e: Error| {
-        let fix = e.fix().map(str::to_string).unwrap_or_else(|| {
-            "fix the cause and run `heroku2rds cutover` again".to_string()
-        });
+        let fix = e
+            .fix()
+            .map(str::to_string)
+            .unwrap_or_else(|| "fix the cause and run `heroku2rds cutover` again".to_string());
         e.with_fix(format!("the database switch is past the point of no return: {fix}; a re-run continues from where it stopped (do not scale the app up by hand before that)"))
     };
     let record = |step: Step, detail: Option<serde_json::Value>| async move {
@@ -79,12 +80,22 @@ pub(super) async fn forward(
             if want.is_empty() {
                 continue;
             }
-            let before = app.latest_release().await.map_err(finish)?.map(|r| r.version);
+            let before = app
+                .latest_release()
+                .await
+                .map_err(finish)?
+                .map(|r| r.version);
             app.set_config_vars(&want).await.map_err(finish)?;
             if let Some(r) = app.latest_release().await.map_err(finish)? {
                 if Some(r.version) != before {
                     releases.insert(f.app.clone(), r.version);
-                    store::set_cutover_note(tgt, rec.id, RELEASES_NOTE, &serde_json::json!(releases)).await?;
+                    store::set_cutover_note(
+                        tgt,
+                        rec.id,
+                        RELEASES_NOTE,
+                        &serde_json::json!(releases),
+                    )
+                    .await?;
                 }
             }
         }
@@ -132,7 +143,8 @@ pub(super) async fn forward(
                     .map(|r| r.version)
                     .unwrap_or(version);
                 releases.insert(f.app.clone(), v);
-                store::set_cutover_note(tgt, rec.id, RELEASES_NOTE, &serde_json::json!(releases)).await?;
+                store::set_cutover_note(tgt, rec.id, RELEASES_NOTE, &serde_json::json!(releases))
+                    .await?;
                 v
             } else {
                 version
@@ -141,7 +153,10 @@ pub(super) async fn forward(
                 .await
                 .map_err(finish)?;
         }
-        let main = releases.get(&rec.app).copied().unwrap_or(release_before + 1);
+        let main = releases
+            .get(&rec.app)
+            .copied()
+            .unwrap_or(release_before + 1);
         record(
             Step::ReleaseSucceeded,
             Some(serde_json::json!({ "version": main, "releases": releases })),
@@ -159,7 +174,7 @@ pub(super) async fn forward(
     }
     if !done.contains(&Step::DynosUp) {
         let deadline = Instant::now() + opts.dyno_timeout;
-        let mut pace = crate::heroku::client::Pace::dynos(opts.poll);
+        let mut pace = crate::heroku::client::Pace::dynos(heroku);
         for f in &scope.apps {
             let app = App::new(heroku, &f.app);
             let version = releases.get(&f.app).copied().unwrap_or(0);

@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::pg::{capture, fence};
 use crate::pg::conn::{query_error, ConnSpec};
 use crate::pg::store::{self, RunnerLock};
+use crate::pg::{capture, fence};
 
 /// Cleans both sides. Refuses while a replicate runs unless `force`.
 pub async fn run(source: &ConnSpec, target: Option<&ConnSpec>, force: bool) -> Result<String> {

@@ -58,7 +58,8 @@ END
 $do$;
 "#;
 
-const LOWERED: &str = "CREATE OR REPLACE FUNCTION heroku2rds.fence() RETURNS trigger LANGUAGE plpgsql AS $f$
+const LOWERED: &str =
+    "CREATE OR REPLACE FUNCTION heroku2rds.fence() RETURNS trigger LANGUAGE plpgsql AS $f$
 BEGIN
     RETURN NULL;
 END
@@ -187,9 +188,17 @@ async fn set_read_only_default(src: &Client) -> Result<bool> {
             );
             return Ok(false);
         }
-        Err(e) => return Err(query_error(e, "making new sessions on the source read-only")),
+        Err(e) => {
+            return Err(query_error(
+                e,
+                "making new sessions on the source read-only",
+            ))
+        }
     }
-    let was = was.map(|c| c.trim_start_matches("default_transaction_read_only=").to_string());
+    let was = was.map(|c| {
+        c.trim_start_matches("default_transaction_read_only=")
+            .to_string()
+    });
     src.execute(
         "UPDATE heroku2rds.fence_state SET db_setting_set = true, db_setting_was = $1",
         &[&was],

@@ -59,7 +59,9 @@ pub async fn upgrade(client: &Client) -> Result<()> {
         .get(0);
     if missing {
         client
-            .batch_execute("ALTER TABLE heroku2rds.follow ADD COLUMN IF NOT EXISTS switched_at timestamptz")
+            .batch_execute(
+                "ALTER TABLE heroku2rds.follow ADD COLUMN IF NOT EXISTS switched_at timestamptz",
+            )
             .await
             .map_err(|e| query_error(e, "upgrading the migration records"))?;
     }

@@ -86,10 +86,7 @@ async fn scale_all_to_zero(app: &str) {
         .await
         .expect("formation")
         .into_iter()
-        .map(|p| heroku2rds::heroku::app::Process {
-            quantity: 0,
-            ..p
-        })
+        .map(|p| heroku2rds::heroku::app::Process { quantity: 0, ..p })
         .collect();
     a.scale(&zero).await.expect("scale down");
 }
@@ -153,8 +150,20 @@ async fn cutover_fences_every_writer_and_moves_every_attachment() {
     .await;
     let stop = Arc::new(AtomicBool::new(false));
     let external = external_writer(pair.source_url(), stop.clone());
-    wait_for_acks(&ack, 30, Duration::from_secs(60), "the app's dynos did not write").await;
-    wait_for_acks(&other_ack, 10, Duration::from_secs(60), "the other app did not write").await;
+    wait_for_acks(
+        &ack,
+        30,
+        Duration::from_secs(60),
+        "the app's dynos did not write",
+    )
+    .await;
+    wait_for_acks(
+        &other_ack,
+        10,
+        Duration::from_secs(60),
+        "the other app did not write",
+    )
+    .await;
 
     // Without consent: refused before anything changes, each attachment named with its fix.
     let shape = |s: AppShape| (s.maintenance, s.database_url, s.attachments);
@@ -178,7 +187,11 @@ async fn cutover_fences_every_writer_and_moves_every_attachment() {
         &format!("--include-app {other}"),
         "nothing was changed",
     ] {
-        assert!(refused.stderr.contains(needle), "`{needle}` in:\n{}", refused.stderr);
+        assert!(
+            refused.stderr.contains(needle),
+            "`{needle}` in:\n{}",
+            refused.stderr
+        );
     }
     assert_eq!(shape(f.shape(&app).await), before);
     assert_eq!(shape(f.shape(&other).await), before_other);
@@ -212,7 +225,10 @@ async fn cutover_fences_every_writer_and_moves_every_attachment() {
         if let Some(s) = follower.try_wait().expect("follower") {
             break s;
         }
-        assert!(Instant::now() < deadline, "the follower kept running after the switch");
+        assert!(
+            Instant::now() < deadline,
+            "the follower kept running after the switch"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(status.code(), Some(3), "the follower's exit status");
@@ -246,15 +262,27 @@ async fn cutover_fences_every_writer_and_moves_every_attachment() {
     // Stop every writer, then check every acknowledged write of each is on the target.
     stop.store(true, Ordering::SeqCst);
     let external_acks = external.await.expect("external writer");
-    f.admin(reqwest::Method::DELETE, &format!("/apps/{app}/scheduler"), None)
-        .await;
-    f.admin(reqwest::Method::DELETE, &format!("/apps/{app}/autoscaler"), None)
-        .await;
+    f.admin(
+        reqwest::Method::DELETE,
+        &format!("/apps/{app}/scheduler"),
+        None,
+    )
+    .await;
+    f.admin(
+        reqwest::Method::DELETE,
+        &format!("/apps/{app}/autoscaler"),
+        None,
+    )
+    .await;
     scale_all_to_zero(&app).await;
     scale_all_to_zero(&other).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let target = on_target(&pair).await;
-    assert_all_on(&target, &acks(&ack), "the app (web, pooled, worker, scheduler, release)");
+    assert_all_on(
+        &target,
+        &acks(&ack),
+        "the app (web, pooled, worker, scheduler, release)",
+    );
     assert_all_on(&target, &acks(&other_ack), "the other app");
     assert_all_on(&target, &external_acks, "the external client");
     assert!(!external_acks.is_empty(), "the external client never wrote");
@@ -303,14 +331,19 @@ async fn a_failed_release_after_the_switch_is_recovered_by_a_rerun() {
     let first = f.h2r(&pair, TOKEN, &base);
     first.expect_code(5);
     assert!(
-        first.stderr.contains("release phase") && first.stderr.contains("past the point of no return"),
+        first.stderr.contains("release phase")
+            && first.stderr.contains("past the point of no return"),
         "{}",
         first.stderr
     );
     std::fs::remove_file(&flag).expect("flag");
     let again = f.h2r(&pair, TOKEN, &base);
     again.expect_code(0);
-    assert!(again.stdout.contains("cutover complete"), "{}", again.stdout);
+    assert!(
+        again.stdout.contains("cutover complete"),
+        "{}",
+        again.stdout
+    );
     assert_eq!(
         f.config(&app).await["DATABASE_URL"].as_str(),
         Some(pair.target_url().as_str())
