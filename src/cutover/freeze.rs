@@ -133,14 +133,22 @@ impl Freeze<'_> {
             .await?;
         self.check_cancel()?;
 
-        let ended = self.end_sessions(Some(self.opts.session_grace)).await?;
+        let mut ended = self.end_sessions(Some(self.opts.session_grace)).await?;
         let unfenced = fence::cover_all_tables(self.src, fence_install()).await?;
+        let mut read_only_default = false;
+        if !unfenced.is_empty() {
+            // Tables without the trigger: new sessions start read-only, and the sessions opened
+            // meanwhile end again.
+            read_only_default = fence::set_read_only_default(self.src).await?;
+            ended.terminated += self.end_sessions(None).await?.terminated;
+        }
         self.record(
             Step::SessionsEnded,
             Some(serde_json::json!({
                 "terminated": ended.terminated,
                 "superuser_sessions": ended.superusers,
                 "unfenced_tables": unfenced,
+                "read_only_default": read_only_default,
             })),
         )
         .await?;

@@ -13,10 +13,12 @@
 //!    number of tables. The raised body raises SQLSTATE 25006 with a message that says the
 //!    database is being moved (after the switch: that it has moved, and where). Tables created
 //!    since the capture get the trigger when the fence goes up, after the sessions have ended.
-//! 2. **A read-only default for new sessions.** `ALTER DATABASE ... SET
-//!    default_transaction_read_only = on` (the owner may) also stops what triggers cannot see:
-//!    `nextval`, DDL, tables the tool may not alter. The tool's own sessions write only its
-//!    change log and always in explicit `READ WRITE` transactions.
+//! 2. **A read-only default for new sessions, where triggers cannot go.** A table the tool may
+//!    not alter (owned by another role) gets no trigger; then `ALTER DATABASE ... SET
+//!    default_transaction_read_only = on` (the owner may) makes new sessions read-only, and the
+//!    sessions are ended again. It is not used otherwise: its error ("cannot execute INSERT in a
+//!    read-only transaction") does not say why, and the triggers already hold. The tool's own
+//!    sessions write only its change log, in explicit `READ WRITE` transactions.
 //! 3. **Every session ended** (by the cutover): a transaction that wrote before the fence either
 //!    commits (its changes are in the change log, which the drain applies) or dies.
 //!
@@ -115,8 +117,7 @@ $f$",
 /// What raising the fence did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Raised {
-    /// Whether new sessions now start read-only (false when the database setting could not be
-    /// changed: the triggers still hold).
+    /// Whether new sessions start read-only too (only when some table could not get a trigger).
     pub read_only_default: bool,
 }
 
@@ -127,8 +128,7 @@ pub async fn writable(src: &Client) -> Result<()> {
         .map_err(|e| query_error(e, "making the tool's session on the source writable"))
 }
 
-/// Raises the fence (or changes what it says): the function body, then the database's
-/// read-only default. Idempotent.
+/// Raises the fence (or changes what it says): the function body. Idempotent.
 pub async fn raise(src: &Client, notice: &Notice) -> Result<Raised> {
     writable(src).await?;
     src.batch_execute(FENCE_DDL)
@@ -152,14 +152,18 @@ pub async fn raise(src: &Client, notice: &Notice) -> Result<Raised> {
     )
     .await
     .map_err(|e| query_error(e, "recording the write fence on the source"))?;
-    Ok(Raised {
-        read_only_default: set_read_only_default(src).await?,
-    })
+    let read_only_default: bool = src
+        .query_one("SELECT db_setting_set FROM heroku2rds.fence_state", &[])
+        .await
+        .map_err(|e| query_error(e, "reading the write fence"))?
+        .get(0);
+    Ok(Raised { read_only_default })
 }
 
 /// `ALTER DATABASE ... SET default_transaction_read_only = on`, remembering the setting it
-/// replaces (once). False when not allowed (not the database's owner).
-async fn set_read_only_default(src: &Client) -> Result<bool> {
+/// replaces (once): for tables the triggers cannot cover. False when not allowed (not the
+/// database's owner).
+pub async fn set_read_only_default(src: &Client) -> Result<bool> {
     let row = src
         .query_one(
             "SELECT current_database()::text,
@@ -210,7 +214,7 @@ async fn set_read_only_default(src: &Client) -> Result<bool> {
 
 /// Puts the fence trigger on every table of the source that lacks it (tables created since the
 /// capture). Run after the other sessions ended, so the locks are free. Returns the tables it
-/// could not fence (owned by another role), which only the read-only default then covers.
+/// could not fence (owned by another role), for [`set_read_only_default`].
 pub async fn cover_all_tables(src: &Client, opts: InstallOptions) -> Result<Vec<String>> {
     let rows = src
         .query(
@@ -237,7 +241,7 @@ pub async fn cover_all_tables(src: &Client, opts: InstallOptions) -> Result<Vec<
             Ok(()) => tracing::info!("write fence put on {q} (created since the capture)"),
             Err(e) if e.cause().sql_state() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
                 tracing::warn!(
-                    "cannot put the write fence on {q} (owned by another role): only the read-only default protects it"
+                    "cannot put the write fence on {q} (owned by another role): new sessions are made read-only by default instead"
                 );
                 unfenced.push(q);
             }
