@@ -38,6 +38,9 @@ pub async fn run(a: MigrateArgs) -> Result<u8> {
     if let Some(u) = &a.target_app_url {
         cutover::check_app_url(u)?;
     }
+    if let Some(u) = &a.cutover.pooler_url {
+        cutover::check_app_url(u)?;
+    }
     let client = Client::new(heroku_config()?)?;
     // Asked even when HEROKU2RDS_SOURCE_URL is given: a token, app or database problem must stop
     // the run here, before anything is created in AWS, not hours later at the cutover.

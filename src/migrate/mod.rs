@@ -133,6 +133,32 @@ pub async fn source_url(heroku: &Heroku, app: &str, addon: Option<&str>) -> Resu
     Ok(crate::heroku::app::with_tls_required(&url))
 }
 
+/// Refuses at the start, not hours later at the cutover, when an attachment of the Heroku
+/// database would stay on Heroku without the user's consent (see `cutover::attachments`).
+async fn attachments_consented(heroku: &Heroku, o: &Options) -> Result<()> {
+    let db = App::new(heroku, &o.app)
+        .database(o.addon.as_deref())
+        .await?;
+    let all = heroku.addon_attachments(&db.addon.id).await?;
+    let (_, blockers) = cutover::attachments::decide(&o.app, &all, &o.cutover.consent);
+    if blockers.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = blockers
+        .iter()
+        .map(|b| format!("{} (fix: {})", b.message, b.fix))
+        .collect();
+    Err(Error::new(
+        Kind::Blocked,
+        format!(
+            "app {} cannot be cut over as it is:\n  - {}",
+            o.app,
+            list.join("\n  - ")
+        ),
+    )
+    .with_fix("fix the items above and re-run; nothing was changed"))
+}
+
 fn finished(phases: &[PhaseRecord], name: &str) -> Option<PhaseRecord> {
     phases
         .iter()
@@ -226,6 +252,9 @@ pub async fn run(
         existing = Some(t);
     }
     let cut = finished(&phases, "cutover").is_some();
+    if !cut {
+        attachments_consented(heroku, o).await?;
+    }
     let target = match (cut, existing) {
         (true, Some(t)) => {
             say.info("plan", "the cutover is done: AWS is left as it is");

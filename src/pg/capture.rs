@@ -216,14 +216,16 @@ pub async fn install_table(src: &Client, t: &Table, opts: InstallOptions) -> Res
             fence::trigger_sql(&q)
         )
     };
-    execute_with_lock_retries(src, &q, &sql, opts).await
+    execute_with_lock_retries(src, &t.display_name(), &q, &sql, opts).await
 }
 
-/// Runs `sql` (a transaction that locks `table`, quoted and qualified, under a short `lock_timeout`), retrying with
-/// backoff while the lock is not available, for up to `opts.max_wait`; says who holds the lock.
+/// Runs `sql` (a transaction that locks `qualified` under a short `lock_timeout`), retrying with
+/// backoff while the lock is not available, for up to `opts.max_wait`; says who holds the lock,
+/// naming the table as `table`.
 pub async fn execute_with_lock_retries(
     src: &Client,
     table: &str,
+    qualified: &str,
     sql: &str,
     opts: InstallOptions,
 ) -> Result<()> {
@@ -247,7 +249,7 @@ pub async fn execute_with_lock_retries(
                 if !retryable {
                     return Err(query_error(e, &format!("installing triggers on {table}")));
                 }
-                let who = blockers(src, table).await;
+                let who = blockers(src, qualified).await;
                 if started.elapsed() + backoff.peek() > opts.max_wait {
                     return Err(Error::other(format!(
                         "could not lock {table} to install triggers within {}s: held by {who}",

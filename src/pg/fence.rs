@@ -237,7 +237,7 @@ pub async fn cover_all_tables(src: &Client, opts: InstallOptions) -> Result<Vec<
             opts.lock_timeout.as_millis(),
             trigger_sql(&q)
         );
-        match capture::execute_with_lock_retries(src, &q, &sql, opts).await {
+        match capture::execute_with_lock_retries(src, &q, &q, &sql, opts).await {
             Ok(()) => tracing::info!("write fence put on {q} (created since the capture)"),
             Err(e) if e.cause().sql_state() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
                 tracing::warn!(

@@ -375,3 +375,150 @@ async fn a_failed_release_after_the_switch_is_recovered_by_a_rerun() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_all_on(&on_target(&pair).await, &acks(&ack), "the app");
 }
+
+/// Waits until the unfinished attempt recorded `step`; false when the cutover exited first.
+async fn reached(pair: &Pair, step: &str, child: &mut std::process::Child) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let tgt = pair.target_master().await;
+    loop {
+        let n: i64 = tgt
+            .query_one(
+                "SELECT count(*) FROM heroku2rds.cutover_steps s JOIN heroku2rds.cutovers c ON c.id = s.cutover_id
+                  WHERE c.outcome IS NULL AND s.step = $1",
+                &[&step],
+            )
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        if n > 0 {
+            return true;
+        }
+        if child.try_wait().expect("wait").is_some() {
+            return false;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cutover did not reach {step}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cutover_killed_at_each_step_then_rerun_loses_nothing() {
+    let f = fake();
+    let pair = Pair::new("cut_kill9").await;
+    pair.source_owner()
+        .await
+        .batch_execute(SCHEMA)
+        .await
+        .expect("schema");
+    pair.h2r(&["replicate", "--until", "caught-up", "--keyless", "recopy"])
+        .expect_code(0);
+    let app = app_name("kill9");
+    let ack = root().dir.join(format!("{app}.acks"));
+    f.post(
+        "/apps",
+        quick(json!({
+            "name": app, "database_url": pair.source_url(),
+            "config_vars": { "ACK_FILE": ack.display().to_string() },
+            "formation": [
+                { "type": "web", "quantity": 1, "size": "Standard-1X", "command": WRITER },
+                { "type": "release", "quantity": 0, "size": "Standard-1X", "command": ONE_WRITE }
+            ],
+        })),
+    )
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let external = external_writer(pair.source_url(), stop.clone());
+    wait_for_acks(&ack, 20, Duration::from_secs(60), "the dynos did not write").await;
+    let mut env = f.env(TOKEN);
+    env.push(("HEROKU2RDS_TARGET_URL", pair.target_url()));
+    let args = [
+        "cutover",
+        "--app",
+        app.as_str(),
+        "--yes",
+        "--session-grace-s",
+        "1",
+    ];
+    let spawn = || {
+        crate::support::binary::command(args, &env)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn cutover")
+    };
+    // Before the point of no return a kill -9 is rolled back by the next run (which then stops);
+    // after it, the next run continues, and is killed again at the next step.
+    let steps = [
+        "previous-attached",
+        "maintenance-on",
+        "scaled-down",
+        "dynos-stopped",
+        "fenced",
+        "sessions-ended",
+        "drained",
+        "matviews-refreshed",
+        "verified",
+        "point-of-no-return",
+        "database-detached",
+        "database-url-set",
+        "release-succeeded",
+        "formation-restored",
+        "dynos-up",
+    ];
+    let mut killed = Vec::new();
+    for step in steps {
+        let mut child = spawn();
+        if reached(&pair, step, &mut child).await {
+            let _ = child.kill();
+            killed.push(step);
+        }
+        child.wait().expect("reap");
+        // The server notices the dead process's sessions (and its lock) a moment later.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let past = steps.iter().position(|s| *s == step)
+            >= steps.iter().position(|s| *s == "point-of-no-return");
+        if !past {
+            let again = f.h2r(&pair, TOKEN, &args);
+            assert!(
+                again.stderr.contains("rolled back the interrupted cutover"),
+                "after a kill at {step}: {}",
+                again.stderr
+            );
+            // Rolled back: the app writes to the Heroku database again.
+            let n = acks(&ack).len();
+            wait_for_acks(
+                &ack,
+                n + 5,
+                Duration::from_secs(60),
+                "no writes after the rollback",
+            )
+            .await;
+        }
+    }
+    assert!(killed.len() >= 10, "killed at {killed:?}");
+    let last = f.h2r(&pair, TOKEN, &args);
+    last.expect_code(0);
+    assert_eq!(
+        f.config(&app).await["DATABASE_URL"].as_str(),
+        Some(pair.target_url().as_str())
+    );
+    let n = acks(&ack).len();
+    wait_for_acks(
+        &ack,
+        n + 5,
+        Duration::from_secs(60),
+        "no writes after the switch",
+    )
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    let external_acks = external.await.expect("external writer");
+    scale_all_to_zero(&app).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let target = on_target(&pair).await;
+    assert_all_on(&target, &acks(&ack), "the app");
+    assert_all_on(&target, &external_acks, "the external client");
+    eprintln!("killed at {} steps: {killed:?}", killed.len());
+}
