@@ -441,6 +441,10 @@ async fn cutover_killed_at_each_step_then_rerun_loses_nothing() {
         "--yes",
         "--session-grace-s",
         "1",
+        // No follower runs: each attempt drains the change log itself, so the lag grows
+        // between attempts.
+        "--max-lag-s",
+        "3600",
     ];
     let spawn = || {
         crate::support::binary::command(args, &env)
@@ -481,6 +485,11 @@ async fn cutover_killed_at_each_step_then_rerun_loses_nothing() {
         let past = steps.iter().position(|s| *s == step)
             >= steps.iter().position(|s| *s == "point-of-no-return");
         if !past {
+            assert_eq!(
+                killed.last(),
+                Some(&step),
+                "the cutover exited before {step}"
+            );
             let again = f.h2r(&pair, TOKEN, &args);
             assert!(
                 again.stderr.contains("rolled back the interrupted cutover"),
@@ -521,4 +530,171 @@ async fn cutover_killed_at_each_step_then_rerun_loses_nothing() {
     assert_all_on(&target, &acks(&ack), "the app");
     assert_all_on(&target, &external_acks, "the external client");
     eprintln!("killed at {} steps: {killed:?}", killed.len());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aliases_credentials_followers_private_spaces_and_short_tokens() {
+    let f = fake();
+    let pair = Pair::new("cut_alias").await;
+    pair.source_owner()
+        .await
+        .batch_execute(SCHEMA)
+        .await
+        .expect("schema");
+    pair.h2r(&["replicate", "--until", "caught-up", "--keyless", "recopy"])
+        .expect_code(0);
+    let app = app_name("alias");
+    let ack = root().dir.join(format!("{app}.acks"));
+    f.post(
+        "/apps",
+        quick(json!({
+            "name": app, "database_url": pair.source_url(), "space": "acme-space",
+            "config_vars": { "ACK_FILE": ack.display().to_string() },
+            "formation": [
+                { "type": "web", "quantity": 1, "size": "Private-S", "command": WRITER },
+                { "type": "legacy", "quantity": 1, "size": "Private-S", "command": writer_via("HEROKU_POSTGRESQL_RED_URL") }
+            ],
+        })),
+    )
+    .await;
+    let addon = f.state(&app).await["addons"][0]["id"]
+        .as_str()
+        .expect("addon id")
+        .to_string();
+    let client = f.client(TOKEN);
+    let a = heroku2rds::heroku::app::App::new(&client, &app);
+    a.attach(&addon, "HEROKU_POSTGRESQL_RED")
+        .await
+        .expect("colour alias");
+    // A credential attachment, as `heroku addons:attach --credential analyst` makes it.
+    let _: serde_json::Value = client
+        .send(
+            &heroku2rds::heroku::client::Request::new(
+                reqwest::Method::POST,
+                heroku2rds::heroku::client::Api::Platform,
+                "/addon-attachments",
+            )
+            .json(json!({ "addon": addon, "app": app, "name": "ANALYST", "namespace": "credential:analyst", "confirm": app })),
+        )
+        .await
+        .expect("credential attachment");
+    // A follower of the database (the fake does not replicate: the URL is the leader's).
+    f.post(
+        &format!("/apps/{app}/addons"),
+        json!({ "follows": addon, "attachment_name": "HEROKU_POSTGRESQL_BLUE" }),
+    )
+    .await;
+    wait_for_acks(&ack, 30, Duration::from_secs(60), "the dynos did not write").await;
+    let base = [
+        "cutover",
+        "--app",
+        &app,
+        "--yes",
+        "--session-grace-s",
+        "2",
+        "--max-lag-s",
+        "60",
+    ];
+
+    // A token that expires before the cutover could finish is refused, with the remedy.
+    f.post(
+        "/tokens",
+        json!({ "token": format!("{app}-short"), "email": "owner@example.com", "expires_in": 600, "apps": ["*"] }),
+    )
+    .await;
+    let mut consented = base.to_vec();
+    consented.push("--move-aliases");
+    let short = f.h2r(&pair, &format!("{app}-short"), &consented);
+    short.expect_code(4);
+    assert!(
+        short.stderr.contains("expires in") && short.stderr.contains("authorizations:create"),
+        "{}",
+        short.stderr
+    );
+
+    // The alias in use refuses without consent; the dry run with it names the alias, the
+    // follower and the Private Space.
+    let before = f.shape(&app).await;
+    let refused = f.h2r(&pair, TOKEN, &base);
+    refused.expect_code(3);
+    assert!(
+        refused.stderr.contains("HEROKU_POSTGRESQL_RED_URL")
+            && refused
+                .stderr
+                .contains("ANALYST_URL (a credential attachment")
+            && refused.stderr.contains("--move-aliases"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        !refused.stderr.contains("HEROKU_POSTGRESQL_BLUE_URL ("),
+        "a follower is not an attachment of the database: {}",
+        refused.stderr
+    );
+    assert_eq!(f.shape(&app).await, before);
+    let mut args = base.to_vec();
+    args.push("--move-aliases");
+    let mut dry = args.clone();
+    dry.push("--dry-run");
+    let plan = f.h2r(&pair, TOKEN, &dry);
+    plan.expect_code(0);
+    for needle in ["HEROKU_POSTGRESQL_RED_URL", "follower", "Private Space"] {
+        assert!(
+            plan.stdout.contains(needle),
+            "`{needle}` in the plan:\n{}",
+            plan.stdout
+        );
+    }
+    assert_eq!(f.shape(&app).await, before);
+
+    let run = f.h2r(&pair, TOKEN, &args);
+    run.expect_code(0);
+    let cfg = f.config(&app).await;
+    for var in ["DATABASE_URL", "HEROKU_POSTGRESQL_RED_URL", "ANALYST_URL"] {
+        assert_eq!(cfg[var].as_str(), Some(pair.target_url().as_str()), "{var}");
+    }
+    // In a Private Space web kept running through the freeze: its formation never went to 0.
+    let scaled: Vec<serde_json::Value> = pair
+        .target_master()
+        .await
+        .query(
+            "SELECT detail FROM heroku2rds.cutover_steps WHERE step = 'checked'",
+            &[],
+        )
+        .await
+        .expect("checked")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        scaled
+            .iter()
+            .any(|d| d["scope"]["apps"][0]["keep_running"] == json!(["web"])),
+        "{scaled:?}"
+    );
+    let n = acks(&ack).len();
+    wait_for_acks(
+        &ack,
+        n + 10,
+        Duration::from_secs(60),
+        "no writes after the switch",
+    )
+    .await;
+    scale_all_to_zero(&app).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_all_on(
+        &on_target(&pair).await,
+        &acks(&ack),
+        "the app (web, legacy via the alias)",
+    );
+    let tgt = pair.target_master().await;
+    let legacy: i64 = tgt
+        .query_one(
+            "SELECT count(*) FROM public.writes WHERE dyno LIKE 'legacy.%'",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert!(legacy > 0, "the alias writer never wrote");
 }
