@@ -103,6 +103,7 @@ impl Freeze<'_> {
         self.record(Step::ScaledDown, None).await?;
 
         let deadline = Instant::now() + opts.dyno_timeout;
+        let mut pace = crate::heroku::client::Pace::dynos(self.heroku);
         let mut stopped: BTreeSet<String> = BTreeSet::new();
         let mut late = Late::default();
         loop {
@@ -118,7 +119,7 @@ impl Freeze<'_> {
                 )));
             }
             self.check_cancel()?;
-            let _ = self.cancel.sleep(opts.poll).await;
+            let _ = self.cancel.sleep(pace.next_delay()).await;
         }
         self.record(
             Step::DynosStopped,

@@ -374,9 +374,17 @@ pub async fn run(
             keep_running,
         });
     }
-    let followers = heroku
+    // Followers are advice, not a precondition: a data API that does not answer only loses it.
+    let followers = match heroku
         .followers_of(&db.addon.id, &app.addons().await?)
-        .await?;
+        .await
+    {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!("could not read which databases follow the Heroku database: {e:#}");
+            Vec::new()
+        }
+    };
     for f in &followers {
         notes.push(format!("follower {f} follows the Heroku database: after the switch it goes stale (point readers at the migration's RDS read replica or the primary instead)"));
     }

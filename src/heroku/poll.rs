@@ -7,8 +7,10 @@
 //! CLI's own pace, and slows down further when the budget left (the last `RateLimit-Remaining`
 //! the client saw) runs low:
 //!
-//! * the first four polls come after 0.5 s, 1 s, 2 s and 4 s (never above the steady pace): a
-//!   stopped dyno or a config-var release is usually seen within seconds, for 4 requests;
+//! * the first polls come every 0.5 s for 3 s, then after 1 s, 2 s and 4 s (never above the
+//!   steady pace): a stopped dyno or a config-var release is usually seen within seconds, and
+//!   the cutover waits with writes frozen, so each half second counts; 9 requests for the
+//!   first 10.5 s of a wait;
 //! * then every 5 s for dynos and releases (12 requests a minute, a sixth of the refill; the
 //!   CLI's `ps:wait` refuses less than 10 s, but the cutover waits with writes frozen, so
 //!   seconds count), and every 3 s for backups (the CLI's `pg:backups:capture` pace);
@@ -23,7 +25,12 @@ use std::time::Duration;
 use super::client::Client;
 
 /// The first delays of a loop, before the steady pace (each capped at it).
-pub const RAMP: [Duration; 4] = [
+pub const RAMP: [Duration; 9] = [
+    Duration::from_millis(500),
+    Duration::from_millis(500),
+    Duration::from_millis(500),
+    Duration::from_millis(500),
+    Duration::from_millis(500),
     Duration::from_millis(500),
     Duration::from_secs(1),
     Duration::from_secs(2),
@@ -140,31 +147,61 @@ mod tests {
 
     #[test]
     fn ramps_up_then_keeps_the_steady_pace() {
-        // (steady, remaining, delays of the first 7 polls in ms)
-        let table: &[(Duration, i64, [u64; 7])] = &[
-            // Dynos and releases: 0.5, 1, 2, 4, then 5 s.
-            (DYNOS, 4500, [500, 1000, 2000, 4000, 5000, 5000, 5000]),
+        // (steady, remaining, delays of the first 11 polls in ms)
+        let table: &[(Duration, i64, [u64; 11])] = &[
+            // Dynos and releases: 0.5 s for 3 s, then 1, 2, 4, then 5 s.
+            (
+                DYNOS,
+                4500,
+                [500, 500, 500, 500, 500, 500, 1000, 2000, 4000, 5000, 5000],
+            ),
             // Backups: the ramp never exceeds the CLI's 3 s.
-            (BACKUPS, 4500, [500, 1000, 2000, 3000, 3000, 3000, 3000]),
+            (
+                BACKUPS,
+                4500,
+                [500, 500, 500, 500, 500, 500, 1000, 2000, 3000, 3000, 3000],
+            ),
             // Budget unknown (no response yet): no stretch.
-            (DYNOS, -1, [500, 1000, 2000, 4000, 5000, 5000, 5000]),
+            (
+                DYNOS,
+                -1,
+                [500, 500, 500, 500, 500, 500, 1000, 2000, 4000, 5000, 5000],
+            ),
             // Exactly at the thresholds: not below them.
-            (DYNOS, LOW, [500, 1000, 2000, 4000, 5000, 5000, 5000]),
+            (
+                DYNOS,
+                LOW,
+                [500, 500, 500, 500, 500, 500, 1000, 2000, 4000, 5000, 5000],
+            ),
             // Low: everything doubles.
-            (DYNOS, 599, [1000, 2000, 4000, 8000, 10000, 10000, 10000]),
-            (BACKUPS, SCARCE, [1000, 2000, 4000, 6000, 6000, 6000, 6000]),
+            (
+                DYNOS,
+                599,
+                [
+                    1000, 1000, 1000, 1000, 1000, 1000, 2000, 4000, 8000, 10000, 10000,
+                ],
+            ),
+            (
+                BACKUPS,
+                SCARCE,
+                [
+                    1000, 1000, 1000, 1000, 1000, 1000, 2000, 4000, 6000, 6000, 6000,
+                ],
+            ),
             // Scarce: at least 30 s.
-            (DYNOS, 149, [30000; 7]),
-            (BACKUPS, 0, [30000; 7]),
+            (DYNOS, 149, [30000; 11]),
+            (BACKUPS, 0, [30000; 11]),
             // A slow steady pace is stretched too, beyond 30 s.
             (
                 Duration::from_secs(20),
                 10,
-                [30000, 30000, 30000, 30000, 40000, 40000, 40000],
+                [
+                    30000, 30000, 30000, 30000, 30000, 30000, 30000, 30000, 30000, 40000, 40000,
+                ],
             ),
         ];
         for (steady, remaining, want) in table {
-            let got: Vec<u64> = (0..7)
+            let got: Vec<u64> = (0..11)
                 .map(|n| ms(delay(Some(n), *steady, *remaining)))
                 .collect();
             assert_eq!(got, want, "steady {steady:?}, remaining {remaining}");
@@ -195,10 +232,16 @@ mod tests {
         let c = Client::new(cfg).expect("client");
         // No response seen yet: the budget is unknown, the ramp applies as is.
         let mut p = Pace::backups(&c);
-        let got: Vec<u64> = (0..5).map(|_| ms(p.next_delay())).collect();
-        assert_eq!(got, [500, 1000, 2000, 3000, 3000]);
+        let got: Vec<u64> = (0..11).map(|_| ms(p.next_delay())).collect();
+        assert_eq!(
+            got,
+            [500, 500, 500, 500, 500, 500, 1000, 2000, 3000, 3000, 3000]
+        );
         let mut p = Pace::releases(&c);
-        let got: Vec<u64> = (0..6).map(|_| ms(p.next_delay())).collect();
-        assert_eq!(got, [500, 1000, 2000, 4000, 5000, 5000]);
+        let got: Vec<u64> = (0..11).map(|_| ms(p.next_delay())).collect();
+        assert_eq!(
+            got,
+            [500, 500, 500, 500, 500, 500, 1000, 2000, 4000, 5000, 5000]
+        );
     }
 }
