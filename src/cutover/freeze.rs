@@ -206,8 +206,13 @@ impl Freeze<'_> {
         .await?;
         self.check_cancel()?;
 
-        let before_verify = self.late_writers().await?;
-        let report = verify::run(self.source, &opts.target, opts.jobs.max(1), self.sink).await?;
+        // Late writers are stopped while the verification reads: the fence already refuses
+        // their writes, so the two need not wait for each other.
+        let (before_verify, report) = tokio::join!(
+            self.late_writers(),
+            verify::run(self.source, &opts.target, opts.jobs.max(1), self.sink)
+        );
+        let (before_verify, report) = (before_verify?, report?);
         if !report.equal {
             let bad: Vec<String> = report
                 .tables
@@ -386,10 +391,7 @@ impl Freeze<'_> {
                 ));
             }
             self.check_cancel()?;
-            let _ = self
-                .cancel
-                .sleep(self.opts.poll.min(Duration::from_millis(500)))
-                .await;
+            let _ = self.cancel.sleep(DB_POLL).await;
         }
     }
 
@@ -442,13 +444,14 @@ impl Freeze<'_> {
                 .with_fix("check that the replicate process is healthy (`heroku2rds status`), or stop it: cutover then applies the log itself"));
             }
             self.check_cancel()?;
-            let _ = self
-                .cancel
-                .sleep(self.opts.poll.min(Duration::from_millis(500)))
-                .await;
+            let _ = self.cancel.sleep(DB_POLL).await;
         }
     }
 }
+
+/// How often the freeze re-reads the databases while it waits (the follower's progress, the
+/// sessions): a cheap query, and every tenth of a second is write freeze.
+const DB_POLL: Duration = Duration::from_millis(100);
 
 /// Sessions ended on the source.
 struct Ended {

@@ -80,23 +80,12 @@ pub(super) async fn forward(
             if want.is_empty() {
                 continue;
             }
-            let before = app
-                .latest_release()
-                .await
-                .map_err(finish)?
-                .map(|r| r.version);
+            // Something changes, so the PATCH makes a release: the newest one right after it.
             app.set_config_vars(&want).await.map_err(finish)?;
             if let Some(r) = app.latest_release().await.map_err(finish)? {
-                if Some(r.version) != before {
-                    releases.insert(f.app.clone(), r.version);
-                    store::set_cutover_note(
-                        tgt,
-                        rec.id,
-                        RELEASES_NOTE,
-                        &serde_json::json!(releases),
-                    )
+                releases.insert(f.app.clone(), r.version);
+                store::set_cutover_note(tgt, rec.id, RELEASES_NOTE, &serde_json::json!(releases))
                     .await?;
-                }
             }
         }
         record(Step::DatabaseUrlSet, None).await?;

@@ -66,6 +66,15 @@ async fn cutover_end_to_end_while_the_app_writes() {
     let downtime = report["downtime_s"].as_f64().expect("downtime");
     let freeze = report["write_freeze_s"].as_f64().expect("write freeze");
     eprintln!("measured: downtime {downtime:.2}s, write freeze {freeze:.2}s");
+    let at = |s: &serde_json::Value| s["at"].as_f64().unwrap_or_default();
+    if let Some(steps) = report["steps"].as_array() {
+        let t0 = steps.first().map(at).unwrap_or_default();
+        let line: Vec<String> = steps
+            .iter()
+            .map(|s| format!("{} +{:.2}", s["step"].as_str().unwrap_or("?"), at(s) - t0))
+            .collect();
+        eprintln!("steps: {}", line.join(", "));
+    }
     assert!(
         downtime > 0.0 && freeze > 0.0 && freeze <= downtime,
         "{report}"
