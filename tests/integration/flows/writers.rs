@@ -31,8 +31,12 @@ psql "$DATABASE_URL" -qtAX -v ON_ERROR_STOP=1 -c "INSERT INTO public.writes (boo
 exit 0"#;
 
 /// A client outside Heroku: a new connection for every write, every 50 ms, until stopped.
-/// Returns the (boot, n) it saw acknowledged.
-fn external_writer(url: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<(i64, i64)>> {
+/// Returns the (boot, n) it saw acknowledged, with the time each insert ran (the database's
+/// clock, seconds since the epoch).
+fn external_writer(
+    url: String,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<((i64, i64), f64)>> {
     tokio::spawn(async move {
         let boot: i64 = 7_000_000_000 + i64::from(std::process::id());
         let mut acked = Vec::new();
@@ -42,16 +46,53 @@ fn external_writer(url: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandl
             let spec = ConnSpec::parse(&url, "external writer").expect("url");
             if let Ok(c) = spec.connect().await {
                 let sql = format!(
-                    "INSERT INTO public.writes (boot, n, dyno) VALUES ({boot}, {n}, 'external')"
+                    "INSERT INTO public.writes (boot, n, dyno) VALUES ({boot}, {n}, 'external')
+                     RETURNING extract(epoch FROM clock_timestamp())::float8"
                 );
-                if c.batch_execute(&sql).await.is_ok() {
-                    acked.push((boot, n));
+                if let Ok(row) = c.query_one(&sql, &[]).await {
+                    acked.push(((boot, n), row.get(0)));
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         acked
     })
+}
+
+/// The spans in which a cutover's write fence was up: from its `fenced` step to its rollback,
+/// or on for good when it was not rolled back.
+async fn fenced_spans(pair: &Pair) -> Vec<(f64, f64)> {
+    pair.target_master()
+        .await
+        .query(
+            "SELECT extract(epoch FROM f.at)::float8,
+                    coalesce(extract(epoch FROM r.at)::float8, 'infinity'::float8)
+               FROM heroku2rds.cutover_steps f
+               LEFT JOIN heroku2rds.cutover_steps r ON r.cutover_id = f.cutover_id AND r.step = 'rollback-started'
+              WHERE f.step = 'fenced'",
+            &[],
+        )
+        .await
+        .expect("fenced spans")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// No write of `acked` ran while a fence was up: independent of the tool's own verification,
+/// which a write landing between it and the switch would escape.
+fn assert_none_while_fenced(acked: &[((i64, i64), f64)], spans: &[(f64, f64)]) {
+    assert!(!spans.is_empty(), "no cutover raised the fence");
+    let through: Vec<&((i64, i64), f64)> = acked
+        .iter()
+        .filter(|(_, at)| spans.iter().any(|(from, to)| at >= from && at < to))
+        .collect();
+    assert!(
+        through.is_empty(),
+        "{} write(s) got through the fence (spans {spans:?}): {:?}",
+        through.len(),
+        &through[..through.len().min(5)]
+    );
 }
 
 async fn on_target(pair: &Pair) -> BTreeSet<(i64, i64)> {
@@ -264,7 +305,9 @@ async fn cutover_fences_every_writer_and_moves_every_attachment() {
 
     // Stop every writer, then check every acknowledged write of each is on the target.
     stop.store(true, Ordering::SeqCst);
-    let external_acks = external.await.expect("external writer");
+    let external_timed = external.await.expect("external writer");
+    assert_none_while_fenced(&external_timed, &fenced_spans(&pair).await);
+    let external_acks: Vec<(i64, i64)> = external_timed.iter().map(|(a, _)| *a).collect();
     f.admin(
         reqwest::Method::DELETE,
         &format!("/apps/{app}/scheduler"),
@@ -535,7 +578,9 @@ async fn cutover_killed_at_each_step_then_rerun_loses_nothing() {
     )
     .await;
     stop.store(true, Ordering::SeqCst);
-    let external_acks = external.await.expect("external writer");
+    let external_timed = external.await.expect("external writer");
+    assert_none_while_fenced(&external_timed, &fenced_spans(&pair).await);
+    let external_acks: Vec<(i64, i64)> = external_timed.iter().map(|(a, _)| *a).collect();
     scale_all_to_zero(&app).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let target = on_target(&pair).await;
