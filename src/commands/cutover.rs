@@ -43,7 +43,6 @@ pub async fn run(a: CutoverArgs) -> Result<u8> {
         drain_timeout: secs(a.timing.drain_timeout_s),
         release_timeout: secs(a.timing.release_timeout_s),
         jobs: a.jobs.max(1),
-        poll: Duration::from_millis(500),
         consent: a.timing.consent(),
         pooler_url: a.timing.pooler_url.clone(),
     };

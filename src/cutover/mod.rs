@@ -85,8 +85,6 @@ pub struct Options {
     pub release_timeout: Duration,
     /// Verification jobs.
     pub jobs: usize,
-    /// Poll interval of the waits.
-    pub poll: Duration,
     /// What may be moved besides the app's `DATABASE` (other apps, the pooler, aliases).
     pub consent: Consent,
     /// The URL the pooler's variable gets (a secret; None: `app_url`).
