@@ -23,20 +23,32 @@ pub(super) async fn rollback(
         Some(&serde_json::json!({ "reason": why })),
     )
     .await;
+    // The fence comes down first, whether or not its step was recorded (a crash can fall
+    // between raising it and recording it). A session at hand is tried first, then a fresh one
+    // (the freeze may have failed because its session died).
     let fenced = rec.steps.iter().any(|s| s.0 == Step::Fenced.as_str());
-    if fenced {
-        let ended = match src {
-            Some(c) => fence::lower(c).await?,
-            None => {
-                let vars = App::new(heroku, &rec.app).config_vars().await?;
-                let url = vars.get("DATABASE_URL").cloned().flatten();
-                let (source, _) = resolve_source(opts, url.as_deref())?;
-                fence::lower(&source.connect().await?).await?
-            }
-        };
-        tracing::info!(
-            "rollback: write fence lowered ({ended} session(s) opened under it ended, to reconnect writable)"
-        );
+    let mut lowered = match src {
+        Some(c) => fence::lower(c).await,
+        None => Err(Error::other("no session on the source at hand")),
+    };
+    if lowered.is_err() {
+        lowered = async {
+            let vars = App::new(heroku, &rec.app).config_vars().await?;
+            let url = vars.get("DATABASE_URL").cloned().flatten();
+            let (source, _) = resolve_source(opts, url.as_deref())?;
+            fence::lower(&source.connect().await?).await
+        }
+        .await;
+    }
+    match lowered {
+        Ok(ended) => tracing::info!(
+            "rollback: write fence down ({ended} session(s) opened under it ended, to reconnect writable)"
+        ),
+        Err(e) if fenced => {
+            return Err(e.context("lowering the write fence on the source (the app would not be able to write)"))
+        }
+        // Never raised: nothing to lower, and an unreachable source must not keep the app down.
+        Err(e) => tracing::warn!("rollback: could not check the write fence (it was never raised): {e:#}"),
     }
     for (i, f) in scope.apps.iter().enumerate() {
         let app = App::new(heroku, &f.app);

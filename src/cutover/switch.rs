@@ -102,9 +102,11 @@ pub(super) async fn forward(
             let app = App::new(heroku, &f.app);
             let version = match releases.get(&f.app) {
                 Some(v) => *v,
-                // Older records: the newest release after the point of no return.
+                // Not recorded (a crash between the change and its record, or an older
+                // record): the app's newest release, which for the migrated app must be newer
+                // than the point of no return (the other apps' numbers are their own).
                 None => match app.latest_release().await.map_err(finish)? {
-                    Some(r) if r.version > release_before => r.version,
+                    Some(r) if f.app != rec.app || r.version > release_before => r.version,
                     _ => continue,
                 },
             };
@@ -141,6 +143,7 @@ pub(super) async fn forward(
             freeze::wait_release(&app, version, opts, &idle)
                 .await
                 .map_err(finish)?;
+            releases.insert(f.app.clone(), version);
         }
         let main = releases
             .get(&rec.app)

@@ -354,7 +354,7 @@ pub async fn run(
             drain_timeout: o.cutover.drain_timeout,
             release_timeout: o.cutover.release_timeout,
             jobs: o.cutover.verify_jobs,
-                consent: o.cutover.consent.clone(),
+            consent: o.cutover.consent.clone(),
             pooler_url: o.cutover.pooler_url.clone(),
         };
         let mut ran = cutover::run(heroku, &copts, &mut *prompts.cutover, signals, say).await;

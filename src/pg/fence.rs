@@ -138,20 +138,19 @@ pub async fn raise(src: &Client, notice: &Notice) -> Result<Raised> {
         Notice::Moving => None,
         Notice::Moved(to) => Some(to.clone()),
     };
+    // The body and its record in one transaction: a fence that is up is always recorded, so a
+    // rollback always finds it.
     src.batch_execute(&format!(
-        "BEGIN READ WRITE; {}; COMMIT",
-        notice.function_sql()
+        "BEGIN READ WRITE; {};
+         INSERT INTO heroku2rds.fence_state (id, raised_at, moved_to) VALUES (1, clock_timestamp(), {})
+         ON CONFLICT (id) DO UPDATE SET raised_at = coalesce(fence_state.raised_at, excluded.raised_at),
+                                        moved_to = excluded.moved_to;
+         COMMIT",
+        notice.function_sql(),
+        moved.as_deref().map_or("NULL".to_string(), quote_literal)
     ))
     .await
     .map_err(|e| query_error(e, "raising the write fence on the source"))?;
-    src.execute(
-        "INSERT INTO heroku2rds.fence_state (id, raised_at, moved_to) VALUES (1, clock_timestamp(), $1)
-         ON CONFLICT (id) DO UPDATE SET raised_at = coalesce(fence_state.raised_at, excluded.raised_at),
-                                        moved_to = excluded.moved_to",
-        &[&moved],
-    )
-    .await
-    .map_err(|e| query_error(e, "recording the write fence on the source"))?;
     let read_only_default: bool = src
         .query_one("SELECT db_setting_set FROM heroku2rds.fence_state", &[])
         .await
@@ -180,36 +179,37 @@ pub async fn set_read_only_default(src: &Client) -> Result<bool> {
     if already {
         return Ok(true);
     }
+    // The setting and its record in one transaction: a crash between them would leave the
+    // database read-only with nothing recorded to undo it.
+    let was = was.map(|c| {
+        c.trim_start_matches("default_transaction_read_only=")
+            .to_string()
+    });
     let alter = format!(
-        "ALTER DATABASE {} SET default_transaction_read_only = on",
-        quote_ident(&db)
+        "BEGIN READ WRITE;
+         ALTER DATABASE {} SET default_transaction_read_only = on;
+         UPDATE heroku2rds.fence_state SET db_setting_set = true, db_setting_was = {};
+         COMMIT",
+        quote_ident(&db),
+        was.as_deref().map_or("NULL".to_string(), quote_literal)
     );
     match src.batch_execute(&alter).await {
-        Ok(()) => {}
+        Ok(()) => Ok(true),
         Err(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
+            let _ = src.batch_execute("ROLLBACK").await;
             tracing::warn!(
                 "could not make new sessions read-only by default (the source credential does not own the database); the table triggers still stop every write"
             );
-            return Ok(false);
+            Ok(false)
         }
         Err(e) => {
-            return Err(query_error(
+            let _ = src.batch_execute("ROLLBACK").await;
+            Err(query_error(
                 e,
                 "making new sessions on the source read-only",
             ))
         }
     }
-    let was = was.map(|c| {
-        c.trim_start_matches("default_transaction_read_only=")
-            .to_string()
-    });
-    src.execute(
-        "UPDATE heroku2rds.fence_state SET db_setting_set = true, db_setting_was = $1",
-        &[&was],
-    )
-    .await
-    .map_err(|e| query_error(e, "recording the database setting"))?;
-    Ok(true)
 }
 
 /// Puts the fence trigger on every table of the source that lacks it (tables created since the
@@ -280,6 +280,20 @@ pub async fn raised_at(src: &Client) -> Result<Option<f64>> {
 pub async fn lower(src: &Client) -> Result<usize> {
     writable(src).await?;
     let Some(raised) = raised_at(src).await? else {
+        // Nothing recorded: still make sure no raising body is left behind.
+        let exists: bool = src
+            .query_one(
+                "SELECT to_regprocedure('heroku2rds.fence()') IS NOT NULL",
+                &[],
+            )
+            .await
+            .map_err(|e| query_error(e, "looking for the write fence"))?
+            .get(0);
+        if exists {
+            src.batch_execute(&format!("BEGIN READ WRITE; {LOWERED}; COMMIT"))
+                .await
+                .map_err(|e| query_error(e, "lowering the write fence on the source"))?;
+        }
         return Ok(0);
     };
     let row = src
