@@ -29,6 +29,9 @@ pub struct Job {
     pub jobs: Option<usize>,
     /// Keyless table handling.
     pub keyless: KeylessMode,
+    /// Background verification rate, bytes per second; `None` takes the default.
+    #[serde(default)]
+    pub verify_rate: Option<u64>,
 }
 
 impl fmt::Debug for Job {

@@ -536,6 +536,10 @@ pub struct ReplicateArgs {
     /// Change-log rows applied per batch.
     #[arg(long, default_value_t = 5000)]
     pub batch: i64,
+    /// While following, verify in the background reading at most this many MB of table data per
+    /// second from each database (0 turns it off; the cutover then compares every table).
+    #[arg(long, default_value_t = 4.0)]
+    pub verify_rate_mb: f64,
 }
 
 /// `status` arguments.

@@ -59,6 +59,7 @@ pub async fn run(a: MigrateArgs) -> Result<u8> {
             lock_timeout: secs(1),
             capture_max_wait: secs(900),
             batch: 5000,
+            verify_rate: crate::pg::verify::ranges::DEFAULT_RATE,
         },
         resolved,
         app: app.clone(),

@@ -35,8 +35,18 @@ pub async fn run(a: ReplicateArgs) -> Result<u8> {
         lock_timeout: Duration::from_millis(a.lock_timeout_ms.max(10)),
         capture_max_wait: Duration::from_secs(a.capture_max_wait_s),
         batch: a.batch.max(1),
+        verify_rate: verify_rate(a.verify_rate_mb)?,
     };
     replicate(source, target, opts).await
+}
+
+/// `--verify-rate-mb` in bytes per second.
+pub fn verify_rate(mb: f64) -> Result<u64> {
+    if !mb.is_finite() || mb < 0.0 {
+        return Err(Error::usage(format!("--verify-rate-mb {mb} is not a rate"))
+            .with_fix("give megabytes per second, e.g. --verify-rate-mb 4 (0 turns background verification off)"));
+    }
+    Ok((mb * 1e6) as u64)
 }
 
 pub async fn worker(a: WorkerArgs) -> Result<u8> {
@@ -52,6 +62,9 @@ pub async fn worker(a: WorkerArgs) -> Result<u8> {
         lock_timeout: Duration::from_secs(1),
         capture_max_wait: Duration::from_secs(900),
         batch: 5000,
+        verify_rate: job
+            .verify_rate
+            .unwrap_or(crate::pg::verify::ranges::DEFAULT_RATE),
     };
     replicate(source, target, opts).await
 }

@@ -155,6 +155,24 @@ impl Freeze<'_> {
         .await?;
         self.check_cancel()?;
 
+        // A prepared transaction survives the end of its session, and its COMMIT PREPARED
+        // could land after the drain: none may be pending.
+        let prepared: i64 = self
+            .src
+            .query_one(
+                "SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database()",
+                &[],
+            )
+            .await
+            .map_err(|e| query_error(e, "looking for prepared transactions on the source"))?
+            .get(0);
+        if prepared > 0 {
+            return Err(Error::new(
+                Kind::Blocked,
+                format!("{prepared} prepared transaction(s) are pending on the source: one committed after the final sync would be lost"),
+            )
+            .with_fix("finish them (COMMIT PREPARED or ROLLBACK PREPARED; see pg_prepared_xacts), then run cutover again"));
+        }
         let changes = apply::schema_changes(self.src, &captured_tables(self.tgt).await?).await?;
         if let Some(c) = changes.first() {
             return Err(Error::new(
@@ -208,23 +226,41 @@ impl Freeze<'_> {
 
         // Late writers are stopped while the verification reads: the fence already refuses
         // their writes, so the two need not wait for each other.
-        let (before_verify, report) = tokio::join!(
-            self.late_writers(),
-            verify::run(self.source, &opts.target, opts.jobs.max(1), self.sink)
-        );
-        let (before_verify, report) = (before_verify?, report?);
+        let (before_verify, verified) =
+            tokio::join!(self.late_writers(), self.final_verification());
+        let (before_verify, (covered, report)) = (before_verify?, verified?);
         if !report.equal {
             let bad: Vec<String> = report
                 .tables
                 .iter()
                 .filter(|t| !t.equal())
                 .map(|t| {
+                    let keys: Vec<&str> = t
+                        .differences
+                        .iter()
+                        .take(3)
+                        .map(|d| d.key.as_str())
+                        .collect();
+                    if t.ranges == 0 && !keys.is_empty() {
+                        // Found through the table's ranges and keys: no row counts were taken.
+                        return format!(
+                            "{} ({} differing row(s): {})",
+                            t.table,
+                            t.differences_found,
+                            keys.join(", ")
+                        );
+                    }
                     format!(
-                        "{} ({} rows on the source, {} on the target, {} differing row(s){})",
+                        "{} ({} rows on the source, {} on the target, {} differing row(s){}{})",
                         t.table,
                         t.source_rows,
                         t.target_rows,
                         t.differences_found,
+                        if keys.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {}", keys.join(", "))
+                        },
                         t.error
                             .as_deref()
                             .map(|e| format!(", {e}"))
@@ -243,12 +279,69 @@ impl Freeze<'_> {
             Step::Verified,
             Some(serde_json::json!({
                 "tables": report.tables.len(),
+                "coverage": covered,
                 "late_before_verify": before_verify,
                 "late_before_switch": before_switch,
             })),
         )
         .await?;
         self.check_cancel()
+    }
+
+    /// The final verification: what continuous verification has not proven yet (touched keys,
+    /// ranges never compared, recorded differences, a sample of the rest), then every table it
+    /// does not cover (keyless tables, tables not split yet) compared whole.
+    async fn final_verification(&self) -> Result<(verify::ranges::Final, verify::Report)> {
+        let started = Instant::now();
+        let src = self.source.connect().await?;
+        let mut tgt = self.opts.target.connect().await?;
+        let (mut fin, diffs, covered) =
+            verify::ranges::final_check(&src, &mut tgt, verify::ranges::SAMPLE_RANGES).await?;
+        let mut report = verify::run_except(
+            self.source,
+            &self.opts.target,
+            self.opts.jobs.max(1),
+            self.sink,
+            &covered,
+        )
+        .await?;
+        fin.tables_whole = report.tables.iter().filter(|t| !t.skipped).count();
+        let mut by_table: BTreeMap<String, Vec<verify::Difference>> = BTreeMap::new();
+        for (table, d) in diffs {
+            by_table.entry(table).or_default().push(d);
+        }
+        for (table, differences) in by_table {
+            report.tables.push(verify::TableVerdict {
+                table,
+                source_rows: 0,
+                target_rows: 0,
+                source_key_range: None,
+                target_key_range: None,
+                ranges: 0,
+                mismatched_ranges: differences.len(),
+                differences_found: differences.len(),
+                differences,
+                error: None,
+                skipped: false,
+            });
+            report.equal = false;
+        }
+        fin.seconds = started.elapsed().as_secs_f64();
+        let line = format!(
+            "final verification: {} table(s) through their ranges ({} range(s) scanned: {} changed since their proof, {} a random sample of proven ones, the rest never proven; {} key(s) compared one by one; {} rows, {:.1} MB), {} table(s) compared whole, in {:.2}s",
+            fin.tables_by_range,
+            fin.checked.ranges,
+            fin.dirty_scanned,
+            fin.sampled,
+            fin.checked.keys,
+            fin.checked.rows,
+            fin.checked.bytes as f64 / 1e6,
+            fin.tables_whole,
+            fin.seconds
+        );
+        tracing::info!("{line}");
+        self.sink.info("cutover", line);
+        Ok((fin, report))
     }
 
     /// One pass over every app: scales back to 0 the process types someone scaled up again

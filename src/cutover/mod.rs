@@ -466,45 +466,69 @@ pub async fn run(
         cancel: &signals.cancel,
         sink,
     };
-    if let Err(e) = ctx.run().await {
+    // The freeze, then what the switch needs, then the switch's record: a failure anywhere
+    // before that record commits is rolled back.
+    let prepared = async {
+        ctx.run().await?;
+        // The token must last through the switch (the freeze may have taken long).
+        crate::heroku::client::token_lasts(
+            heroku.token_expires_in().await?,
+            opts.release_timeout + opts.dyno_timeout * 2,
+        )?;
+        let release_before = app.latest_release().await?.map(|r| r.version).unwrap_or(0);
+        // POINT OF NO RETURN. From here on the switch runs to completion: Ctrl-C no longer
+        // stops it, and a re-run after a crash continues it. Recorded together with the switch
+        // on the follow row: every follower stops for good at its next batch.
+        signals
+            .past_point_of_no_return
+            .store(true, Ordering::SeqCst);
+        store::record_switch(
+            &tgt,
+            id,
+            &serde_json::json!({ "release_before": release_before }),
+        )
+        .await
+        .map(|_| ())
+    }
+    .await;
+    if let Err(e) = prepared {
         let rec = store::last_cutover(&tgt)
             .await?
             .ok_or_else(|| Error::other("the cutover record vanished"))?;
-        let why = format!("{e:#}");
-        tracing::warn!("cutover failed before the point of no return: {why}; rolling back");
-        return Err(match rollback(heroku, &tgt, &rec, opts, &why, Some(&src)).await {
-            Ok(()) => {
-                let fix = e
-                    .fix()
-                    .unwrap_or("fix the cause above, then run `heroku2rds cutover` again")
-                    .to_string();
-                Error::new(
-                    e.kind(),
-                    "cutover rolled back, the app is as before (maintenance, formation and DATABASE_URL unchanged)",
-                )
-                .with_cause(e.cause().clone())
-                .with_source(e)
-                .with_fix(fix)
-            }
-            Err(r) => Error::other(format!(
-                "cutover failed before the point of no return ({why}) and the rollback failed too: {r:#}"
-            ))
-            .with_fix("run `heroku2rds cutover` again: it finishes the rollback first"),
-        });
+        if rec
+            .steps
+            .iter()
+            .any(|s| s.0 == Step::PointOfNoReturn.as_str())
+        {
+            // The record committed (its answer was lost): the switch goes forward.
+            tracing::warn!("{e:#}; the point of no return was recorded: continuing the switch");
+        } else {
+            signals
+                .past_point_of_no_return
+                .store(false, Ordering::SeqCst);
+            let why = format!("{e:#}");
+            tracing::warn!("cutover failed before the point of no return: {why}; rolling back");
+            return Err(match rollback(heroku, &tgt, &rec, opts, &why, Some(&src)).await {
+                Ok(()) => {
+                    let fix = e
+                        .fix()
+                        .unwrap_or("fix the cause above, then run `heroku2rds cutover` again")
+                        .to_string();
+                    Error::new(
+                        e.kind(),
+                        "cutover rolled back, the app is as before (maintenance, formation and DATABASE_URL unchanged)",
+                    )
+                    .with_cause(e.cause().clone())
+                    .with_source(e)
+                    .with_fix(fix)
+                }
+                Err(r) => Error::other(format!(
+                    "cutover failed before the point of no return ({why}) and the rollback failed too: {r:#}"
+                ))
+                .with_fix("run `heroku2rds cutover` again: it finishes the rollback first"),
+            });
+        }
     }
-    // POINT OF NO RETURN. From here on the switch runs to completion: Ctrl-C no longer stops
-    // it, and a re-run after a crash continues it. Recorded together with the switch on the
-    // follow row: every follower stops for good at its next batch.
-    signals
-        .past_point_of_no_return
-        .store(true, Ordering::SeqCst);
-    let release_before = app.latest_release().await?.map(|r| r.version).unwrap_or(0);
-    store::record_switch(
-        &tgt,
-        id,
-        &serde_json::json!({ "release_before": release_before }),
-    )
-    .await?;
     tracing::info!(
         "point of no return: switching DATABASE_URL (Ctrl-C no longer stops the cutover)"
     );
@@ -576,6 +600,15 @@ async fn gather(src: &Client, tgt: &Client) -> Result<Facts> {
     f.follow_stopped = store::follow_report(tgt)
         .await?
         .and_then(|r| r.stopped_reason);
+    if f.phase.is_some() {
+        store::upgrade(tgt).await?;
+        f.coverage = verify::ranges::coverage(tgt).await?;
+        if f.coverage.as_ref().is_some_and(|c| c.difference_count > 0) && has_log {
+            // Rows fixed since they were found clear here.
+            verify::ranges::recheck_differences(src, tgt).await?;
+            f.coverage = verify::ranges::coverage(tgt).await?;
+        }
+    }
     f.target_in_recovery = tgt
         .query_one("SELECT pg_is_in_recovery()", &[])
         .await

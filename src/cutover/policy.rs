@@ -187,6 +187,8 @@ pub struct Facts {
     pub previous_taken: Option<String>,
     /// The formation was read (may be empty).
     pub formation_known: bool,
+    /// Continuous verification's coverage and the differences it found.
+    pub coverage: Option<crate::pg::verify::ranges::Coverage>,
 }
 
 /// Why the cutover cannot start.
@@ -238,6 +240,17 @@ pub fn readiness(f: &Facts, max_lag: Duration) -> Vec<Blocker> {
                 max_lag.as_secs()
             ),
             "keep `heroku2rds replicate --until forever` running until it has caught up (or raise --max-lag-s: the drain then happens during the downtime)",
+        );
+    }
+    if let Some(c) = f.coverage.as_ref().filter(|c| c.difference_count > 0) {
+        block(
+            "differences",
+            format!(
+                "verification found {} row(s) that differ on the target with no change in flight: {}",
+                c.difference_count,
+                c.differences.join("; ")
+            ),
+            "find the cause (a writer on the target? a trigger that changes rows?), fix those rows on the target (or start the migration over); a re-check clears a row once it compares equal",
         );
     }
     if let Some(r) = &f.follow_stopped {

@@ -145,6 +145,7 @@ mod tests {
             apply_rate: None,
             stopped_reason: None,
             follow_updated_s: updated,
+            verification: None,
             tables: vec![],
         }
     }

@@ -13,6 +13,7 @@ use tokio_postgres::Client;
 use super::catalog::Table;
 use super::conn::{query_error, quote_ident, quote_literal};
 use super::store;
+use super::verify::ranges;
 use crate::error::{Error, Result};
 
 /// What one batch did.
@@ -50,7 +51,7 @@ fn text_array_literal(values: &[&str]) -> String {
 
 /// `(k1, k2) IN (SELECT u1::t1, u2::t2 FROM unnest(a1, a2) AS u(u1, u2))` with the arrays given as
 /// SQL expressions.
-fn key_predicate(t: &Table, arrays: &[String]) -> String {
+pub(crate) fn key_predicate(t: &Table, arrays: &[String]) -> String {
     let cols: Vec<String> = t.key.iter().map(|k| quote_ident(k)).collect();
     let casts: Vec<String> = t
         .key
@@ -139,6 +140,10 @@ pub async fn apply_batch(
                 "connect to the target as its master user (RDS: the rds_superuser role can set it)",
             )
         })?;
+    // Verification reads the target between applies, never during one (see `verify::ranges`).
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ranges::APPLY_LOCK])
+        .await
+        .map_err(|e| query_error(e, "taking the apply lock on the target"))?;
     for (relid, w) in &work {
         let t = tables.get(relid).ok_or_else(|| {
             Error::other(format!("the change log names table oid {relid}, which is not replicated (dropped or recreated on the source?)"))
@@ -147,6 +152,9 @@ pub async fn apply_batch(
         let name = t.display_name();
         if w.truncate {
             tx.batch_execute(&format!("DELETE FROM ONLY {}", t.qualified()))
+                .await
+                .map_err(|e| query_error(e, &format!("applying a truncate of {name}")))?;
+            tx.execute(ranges::TRUNCATED_SQL, &[relid])
                 .await
                 .map_err(|e| query_error(e, &format!("applying a truncate of {name}")))?;
             result.truncates += 1;
@@ -182,6 +190,12 @@ pub async fn apply_batch(
         tx.execute(&delete, &refs)
             .await
             .map_err(|e| query_error(e, &format!("applying changes to {name}")))?;
+        // The keys rewritten are touched: verification compares them again.
+        let mut touch = refs.clone();
+        touch.push(relid);
+        tx.execute(&ranges::touch_sql(t.key.len()), &touch)
+            .await
+            .map_err(|e| query_error(e, &format!("recording the keys applied to {name}")))?;
         // COPY takes no parameters: the key arrays travel as quoted literals.
         let literals: Vec<String> = columns
             .iter()

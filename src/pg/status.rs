@@ -67,6 +67,8 @@ pub struct Status {
     pub stopped_reason: Option<String>,
     /// Seconds since the follow figures were written.
     pub follow_updated_s: Option<f64>,
+    /// Continuous verification (None before following starts it).
+    pub verification: Option<crate::pg::verify::ranges::Coverage>,
     /// Per table.
     pub tables: Vec<TableProgress>,
 }
@@ -114,6 +116,7 @@ pub async fn read(target: &ConnSpec) -> Result<Status> {
             est_bytes: r.get(6),
         })
         .collect();
+    let verification = crate::pg::verify::ranges::coverage(&tgt).await?;
     let follow = tgt
         .query_one(
             "SELECT f.backlog, f.oldest_change_s, f.caught_up, f.applied_changes,
@@ -152,6 +155,7 @@ pub async fn read(target: &ConnSpec) -> Result<Status> {
         apply_rate: follow.get(4),
         stopped_reason: follow.get(5),
         follow_updated_s: follow.get(6),
+        verification,
         tables,
     })
 }
@@ -177,6 +181,25 @@ pub fn render(s: &Status) -> String {
         (None, None) => "not started".to_string(),
     };
     let _ = writeln!(o, "follow:   {follow}");
+    if let Some(v) = &s.verification {
+        let _ = writeln!(
+            o,
+            "verified: {:.1}% of rows ({} of {} ranges in {} tables){}; {} key(s) waiting for a re-check; {}",
+            v.percent,
+            v.verified_ranges,
+            v.ranges,
+            v.tables,
+            v.oldest_s
+                .map(|a| format!(", oldest proof {} ago", format_duration(a)))
+                .unwrap_or_default(),
+            v.waiting_keys,
+            if v.difference_count == 0 {
+                "no differences".to_string()
+            } else {
+                format!("{} DIFFERENCE(S): {}", v.difference_count, v.differences.join("; "))
+            }
+        );
+    }
     let pct = if s.chunks_total > 0 {
         100.0 * s.chunks_done as f64 / s.chunks_total as f64
     } else {

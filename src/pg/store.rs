@@ -65,6 +65,21 @@ pub async fn upgrade(client: &Client) -> Result<()> {
             .await
             .map_err(|e| query_error(e, "upgrading the migration records"))?;
     }
+    // Continuous verification's records (migrations started before it existed lack them).
+    let verification: bool = client
+        .query_one(
+            "SELECT to_regclass('heroku2rds.tables') IS NOT NULL AND to_regclass('heroku2rds.verify_stats') IS NULL",
+            &[],
+        )
+        .await
+        .map_err(|e| query_error(e, "reading the migration records"))?
+        .get(0);
+    if verification {
+        client
+            .batch_execute(crate::pg::verify::ranges::DDL)
+            .await
+            .map_err(|e| query_error(e, "upgrading the migration records"))?;
+    }
     Ok(())
 }
 

@@ -23,6 +23,7 @@ mod cloud {
 mod flows {
     mod cutover;
     mod migrate;
+    mod verification;
     mod writers;
 }
 

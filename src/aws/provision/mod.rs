@@ -434,6 +434,7 @@ async fn steps(
                 target_url,
                 jobs: input.jobs,
                 keyless: input.keyless,
+                verify_rate: None,
             };
             let id = launch_worker(
                 aws,

@@ -68,6 +68,9 @@ pub struct Options {
     pub capture_max_wait: Duration,
     /// Change-log rows per apply batch.
     pub batch: i64,
+    /// Background verification while following: bytes of table data read per second from each
+    /// server (0: off).
+    pub verify_rate: u64,
 }
 
 /// What a run did.
@@ -401,6 +404,21 @@ async fn follow_session(
     let mut tgt = target.connect().await?;
     let tables = replicated_tables(&tgt).await?;
     tracing::info!("following changes on {} table(s)", tables.len());
+    // Verification runs beside the apply on its own connections and ends with this session.
+    let verifier = (opts.verify_rate > 0 && opts.until == Until::Forever).then(|| {
+        tracing::info!(
+            "verifying in the background at up to {:.1} MB/s of table data per server (--verify-rate-mb)",
+            opts.verify_rate as f64 / 1e6
+        );
+        AbortOnDrop(tokio::spawn(crate::pg::verify::ranges::background(
+            source.clone(),
+            target.clone(),
+            opts.verify_rate,
+            cancel.clone(),
+        )))
+    });
+    let _verifier = verifier;
+    let mut fks_checked = Instant::now() - Duration::from_secs(3600);
     let mut last_stats = Instant::now() - Duration::from_secs(60);
     let mut last_sequences = Instant::now();
     let mut window = (Instant::now(), 0u64);
@@ -456,6 +474,15 @@ async fn follow_session(
             sequences::sync(&src, &tgt).await?;
             last_sequences = Instant::now();
         }
+        // Foreign keys left NOT VALID by the copy are validated once caught up, out of the
+        // cutover's freeze (a minute apart at most while some still fail).
+        if caught_up
+            && fks_checked.elapsed() > Duration::from_secs(60)
+            && opts.until == Until::Forever
+        {
+            fks_checked = Instant::now();
+            validate_foreign_keys(&tgt).await?;
+        }
         if caught_up {
             if opts.until == Until::CaughtUp {
                 validate_foreign_keys(&tgt).await?;
@@ -467,6 +494,15 @@ async fn follow_session(
             }
             let _ = cancel.sleep(Duration::from_millis(200)).await;
         }
+    }
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -621,6 +657,9 @@ async fn start(
         )));
     }
     tx.batch_execute(STATE_DDL)
+        .await
+        .map_err(|e| query_error(e, "creating the state schema on the target"))?;
+    tx.batch_execute(crate::pg::verify::ranges::DDL)
         .await
         .map_err(|e| query_error(e, "creating the state schema on the target"))?;
     tracing::info!("restoring the schema (pre-data) on the target");
