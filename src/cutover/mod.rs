@@ -44,6 +44,7 @@ use crate::pg::store::{self, CutoverRecord, Phase, RunnerLock};
 use crate::pg::{apply, copy, replicate, sequences, verify};
 
 pub mod attachments;
+pub mod estimate;
 mod freeze;
 mod policy;
 mod rollback;
@@ -181,6 +182,9 @@ pub struct Report {
     /// For a dry run: the steps it would take.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub plan: Vec<String>,
+    /// For a dry run: the expected write freeze and downtime, and what they rest on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected: Option<estimate::Estimate>,
 }
 
 /// Renders the report for people.
@@ -407,6 +411,25 @@ pub async fn run(
     let needed = opts.release_timeout + opts.dyno_timeout * 2 + Duration::from_secs(600);
     crate::heroku::client::token_lasts(heroku.token_expires_in().await?, needed)?;
     let mut plan = plan_lines(opts, &info.name, &db, &formation, info.maintenance, &source);
+    let expected = match crate::pg::status::read(&opts.target).await {
+        Ok(status) => {
+            let dynos = app.dynos().await?;
+            estimate::estimate(&src, &tgt, &status, facts.coverage.as_ref(), &dynos)
+                .await
+                .ok()
+        }
+        Err(_) => None,
+    };
+    if let Some(e) = &expected {
+        plan.extend(e.lines());
+    }
+    for (v, concurrently) in sequences::matviews_concurrently(&tgt).await? {
+        plan.push(if concurrently {
+            format!("materialized view {v}: refreshed before the freeze, and CONCURRENTLY after the switch (readers not blocked)")
+        } else {
+            format!("materialized view {v}: refreshed before the freeze, and after the switch blocking its readers meanwhile (give it a unique index to refresh it CONCURRENTLY)")
+        });
+    }
     plan.extend(attachments::plan_lines(
         &opts.app,
         &everywhere,
@@ -424,6 +447,7 @@ pub async fn run(
             release: None,
             database: opts.target.to_string(),
             plan,
+            expected,
         });
     }
     if !confirm(&plan)? {
@@ -454,6 +478,11 @@ pub async fn run(
         Some(&serde_json::json!({ "formation": saved, "maintenance_before": info.maintenance, "scope": scope_json })),
     )
     .await?;
+    // Materialized views are refreshed now, before the freeze, not during it.
+    let views = sequences::refresh_matviews(&tgt).await?;
+    if views > 0 {
+        tracing::info!("refreshed {views} materialized view(s) on the target before the freeze");
+    }
     let ctx = Freeze {
         heroku,
         tgt: &tgt,
@@ -694,6 +723,7 @@ fn report(opts: &Options, rec: &CutoverRecord, outcome: &str) -> Report {
             .map(|c| c.to_string())
             .unwrap_or_default(),
         plan: Vec::new(),
+        expected: None,
     }
 }
 

@@ -120,7 +120,7 @@ impl Step {
             Step::Drained => "apply the change log until it is empty",
             Step::KeylessRecopied => "copy tables without a key again (--keyless recopy)",
             Step::SequencesSynced => "set every sequence exactly; validate foreign keys",
-            Step::MatviewsRefreshed => "refresh materialized views on the target",
+            Step::MatviewsRefreshed => "materialized views: refreshed on the target before the freeze begins, and again after the switch (CONCURRENTLY where a unique index allows, see the plan)",
             Step::Verified => "stop dynos and sessions that appeared since; final verification: any difference rolls back",
             Step::PreviousAttached => "attach the Heroku database also as HEROKU2RDS_PREVIOUS_DATABASE (its URL stays available) and wait for that release (its release phase still runs against the Heroku database, whose changes are captured)",
             Step::PointOfNoReturn => "POINT OF NO RETURN: stop dynos and sessions that appeared since; record the switch on the target (every follower stops for good); the fence now says where the database went",
@@ -568,6 +568,8 @@ mod tests {
                 id: String::new(),
                 version,
             }),
+            created_at: None,
+            updated_at: None,
         }
     }
 

@@ -198,6 +198,14 @@ pub(super) async fn forward(
         }
         record(Step::MaintenanceOff, None).await?;
     }
+    // Materialized views were refreshed before the freeze; again now, on the app's database.
+    let (conc, plain) = sequences::refresh_matviews_after_switch(tgt).await;
+    if conc + plain > 0 {
+        tracing::info!(
+            "refreshed {} materialized view(s) after the switch ({conc} concurrently, {plain} blocking their readers meanwhile)",
+            conc + plain
+        );
+    }
     record(Step::Completed, None).await?;
     store::finish_cutover(tgt, rec.id, "completed", None).await?;
     let rec = store::last_cutover(tgt)

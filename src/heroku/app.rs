@@ -108,6 +108,12 @@ pub struct Dyno {
     /// The release it runs.
     #[serde(default)]
     pub release: Option<ReleaseRef>,
+    /// When it was created (ISO 8601).
+    #[serde(default)]
+    pub created_at: Option<String>,
+    /// When its state last changed (ISO 8601).
+    #[serde(default)]
+    pub updated_at: Option<String>,
 }
 
 impl Dyno {
@@ -765,6 +771,8 @@ mod tests {
             process_type: "web".into(),
             state: s.into(),
             release: None,
+            created_at: None,
+            updated_at: None,
         };
         let table = [
             ("starting", true),

@@ -323,13 +323,26 @@ pub fn evaluate(f: &Facts, keyless: KeylessMode) -> Vec<Finding> {
     for t in f.tables.iter().filter(|t| t.key_kind == KeyKind::None) {
         let (sev, what) = match keyless {
             KeylessMode::Error => (Severity::Blocking, "has no primary key and no unique index over NOT NULL columns"),
-            KeylessMode::Recopy => (Severity::Warning, "has no usable key: it will be copied whole, and again during cutover (downtime grows with its size)"),
+            KeylessMode::Recopy => (Severity::Warning, "has no usable key: it will be copied whole, and again during the cutover's write freeze"),
             KeylessMode::Exclude => (Severity::Warning, "has no usable key: its rows will NOT be copied (--keyless exclude)"),
         };
         push(
             sev,
             "keyless_table",
-            format!("table {} {what} ({} bytes)", t.display_name(), t.bytes),
+            format!(
+                "table {} {what} ({} bytes{})",
+                t.display_name(),
+                t.bytes,
+                if keyless == KeylessMode::Recopy {
+                    format!(
+                        "; about {:.1}s of write freeze at an assumed {:.0} MB/s: the cutover's plan measures it on this migration",
+                        t.bytes as f64 / crate::cutover::estimate::ASSUMED_COPY_RATE,
+                        crate::cutover::estimate::ASSUMED_COPY_RATE / 1e6
+                    )
+                } else {
+                    String::new()
+                }
+            ),
             Some(if keyless == KeylessMode::Error {
                 format!(
                     "{}; or re-run with --keyless recopy (small tables) or --keyless exclude",

@@ -53,6 +53,54 @@ pub async fn sync(src: &Client, tgt: &Client) -> Result<usize> {
 }
 
 /// Refreshes every materialized view on the target, in creation order. Returns how many.
+/// Materialized views and whether each can be refreshed CONCURRENTLY (it has a unique index
+/// over plain columns, with no WHERE clause), in creation order.
+pub async fn matviews_concurrently(tgt: &Client) -> Result<Vec<(String, bool)>> {
+    let rows = tgt
+        .query(
+            "SELECT format('%I.%I', n.nspname, c.relname),
+                    EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisunique
+                             AND i.indpred IS NULL AND i.indexprs IS NULL)
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.relkind = 'm' AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'heroku2rds')
+              ORDER BY c.oid",
+            &[],
+        )
+        .await
+        .map_err(|e| query_error(e, "listing materialized views"))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// After the switch: refreshes every materialized view again, CONCURRENTLY where a unique
+/// index allows it (readers are not blocked), plainly otherwise (readers of that view wait for
+/// it). Failures are reported, not raised: the switch is done. Returns (concurrently, plainly).
+pub async fn refresh_matviews_after_switch(tgt: &Client) -> (usize, usize) {
+    let views = match matviews_concurrently(tgt).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!("after the switch: {e:#}; refresh the materialized views yourself");
+            return (0, 0);
+        }
+    };
+    let (mut conc, mut plain) = (0, 0);
+    for (v, concurrently) in views {
+        let sql = if concurrently {
+            format!("REFRESH MATERIALIZED VIEW CONCURRENTLY {v}")
+        } else {
+            format!("REFRESH MATERIALIZED VIEW {v}")
+        };
+        match tgt.batch_execute(&sql).await {
+            Ok(()) if concurrently => conc += 1,
+            Ok(()) => plain += 1,
+            Err(e) => tracing::warn!(
+                "after the switch: refreshing {v} failed ({}); run `{sql}` on the target",
+                crate::pg::conn::query_error(e, "refreshing")
+            ),
+        }
+    }
+    (conc, plain)
+}
+
 pub async fn refresh_matviews(tgt: &Client) -> Result<usize> {
     let views = catalog::materialized_views(tgt).await?;
     for v in &views {

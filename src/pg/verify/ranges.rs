@@ -45,6 +45,8 @@ use crate::pg::store;
 pub const APPLY_LOCK: i64 = 0x6832_7264_6170;
 /// Rows per range aimed at.
 const RANGE_ROWS: i64 = 10_000;
+/// Background verification waits while the change log holds more than this.
+const MAX_BACKLOG: i64 = 20_000;
 /// Keys compared per key check.
 const KEYS_PER_CHECK: i64 = 2_000;
 /// Hash buckets per table at most (other than integer keys).
@@ -401,6 +403,10 @@ pub async fn plan_tables(tgt: &mut Client) -> Result<usize> {
             .transaction()
             .await
             .map_err(|e| query_error(e, "planning verification ranges"))?;
+        // Apply writes these records too: one writer at a time (no deadlock).
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&APPLY_LOCK])
+            .await
+            .map_err(|e| query_error(e, "waiting for the apply lock"))?;
         let count = if t.integer_key {
             let k = quote_ident(&t.key[0]);
             let row = tx
@@ -499,50 +505,58 @@ async fn end_source_snapshot(src: &Client) {
     let _ = src.batch_execute("COMMIT").await;
 }
 
-/// Compares `keys` of one table under [`APPLY_LOCK`]: equal keys are forgotten, keys with a
-/// change in flight stay touched, the others are recorded as differences.
+/// The touch sequence's value, read while no apply runs: every apply that commits later touches
+/// its keys with a higher number.
+async fn touch_fence(tgt: &Client) -> Result<i64> {
+    tgt.batch_execute("BEGIN")
+        .await
+        .map_err(|e| query_error(e, "reading the touch sequence"))?;
+    let read = async {
+        tgt.execute("SELECT pg_advisory_xact_lock($1)", &[&APPLY_LOCK])
+            .await
+            .map_err(|e| query_error(e, "waiting for the apply lock"))?;
+        tgt.query_one(
+            "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM heroku2rds.touch_seq",
+            &[],
+        )
+        .await
+        .map_err(|e| query_error(e, "reading the touch sequence"))
+    }
+    .await;
+    tgt.batch_execute(if read.is_ok() { "COMMIT" } else { "ROLLBACK" })
+        .await
+        .map_err(|e| query_error(e, "reading the touch sequence"))?;
+    Ok(read?.get(0))
+}
+
+/// Keys as a JSON array of arrays of text, for statements over many keys.
+fn keys_json(keys: &[&Vec<String>]) -> serde_json::Value {
+    serde_json::Value::Array(
+        keys.iter()
+            .map(|k| serde_json::Value::from(k.to_vec()))
+            .collect(),
+    )
+}
+
+/// The keys of `$2` (a JSON array of text arrays), as text[] values.
+const JSON_KEYS: &str =
+    "(SELECT ARRAY(SELECT jsonb_array_elements_text(e)) FROM jsonb_array_elements($2::jsonb) e)";
+
+/// Compares `keys` of one table: equal keys are forgotten, keys with a change in flight stay
+/// touched, the others are recorded as differences.
+///
+/// The apply lock is held only to read the touch sequence (`F`). Then the source is read in one
+/// snapshot (rows and the table's change log), then the target. A key that differs is in flight
+/// when the log held a change of it, or when an apply touched it after `F` (its number is
+/// higher); otherwise it is a real difference: with no change pending, the target held the
+/// source's row when `F` was read, and nothing rewrote it since.
 async fn check_keys(
     src: &Client,
     tgt: &Client,
     p: &RangePlan,
     keys: &[Vec<String>],
 ) -> Result<Checked> {
-    tgt.batch_execute(&format!("BEGIN; {PINNED}"))
-        .await
-        .map_err(|e| query_error(e, "starting a key check on the target"))?;
-    let checked = check_keys_in(src, tgt, p, keys).await;
-    let end = if checked.is_ok() {
-        "COMMIT"
-    } else {
-        "ROLLBACK"
-    };
-    tgt.batch_execute(end)
-        .await
-        .map_err(|e| query_error(e, "recording a key check"))?;
-    let (out, real) = checked?;
-    if !real.is_empty() {
-        tracing::error!(
-            "verification: {} row(s) of {} differ on the target with no change in flight (first: {}={})",
-            real.len(),
-            p.table.display_name(),
-            p.table.key.join(","),
-            real[0].0.join(",")
-        );
-    }
-    Ok(out)
-}
-
-/// [`check_keys`] inside its target transaction.
-async fn check_keys_in(
-    src: &Client,
-    tx: &Client,
-    p: &RangePlan,
-    keys: &[Vec<String>],
-) -> Result<(Checked, Vec<(Vec<String>, DiffKind)>)> {
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&APPLY_LOCK])
-        .await
-        .map_err(|e| query_error(e, "waiting for the apply lock"))?;
-    let on_target = key_rows(tx, p, keys).await?;
+    let fence = touch_fence(tgt).await?;
     begin_source_snapshot(src).await?;
     let read = async {
         let on_source = key_rows(src, p, keys).await?;
@@ -558,13 +572,32 @@ async fn check_keys_in(
     .await;
     end_source_snapshot(src).await;
     let (on_source, pending) = read?;
+    tgt.batch_execute(&format!("BEGIN; {PINNED}"))
+        .await
+        .map_err(|e| query_error(e, "reading the target"))?;
+    let on_target = key_rows(tgt, p, keys).await;
+    let _ = tgt.batch_execute("COMMIT").await;
+    let on_target = on_target?;
     let all_in_flight = pending.len() > 100_000 || pending.iter().any(|r| r.get::<_, bool>(0));
-    let pending: HashSet<Vec<String>> = pending
+    let mut in_flight: HashSet<Vec<String>> = pending
         .iter()
         .filter_map(|r| r.get::<_, Option<Vec<Option<String>>>>(1))
         .map(|k| k.into_iter().map(Option::unwrap_or_default).collect())
         .collect();
     let diffs = differing(&on_source, &on_target);
+    if !diffs.is_empty() {
+        let refs: Vec<&Vec<String>> = diffs.iter().map(|d| &d.0).collect();
+        let since = tgt
+            .query(
+                &format!(
+                    "SELECT key FROM heroku2rds.touched WHERE table_id = $1 AND seq > $3 AND key IN {JSON_KEYS}"
+                ),
+                &[&p.table_id, &keys_json(&refs), &fence],
+            )
+            .await
+            .map_err(|e| query_error(e, "reading touched keys"))?;
+        in_flight.extend(since.iter().map(|r| r.get::<_, Vec<String>>(0)));
+    }
     let mut out = Checked {
         keys: keys.len() as u64,
         rows: on_source.len() as u64,
@@ -574,7 +607,7 @@ async fn check_keys_in(
     let mut real: Vec<(Vec<String>, DiffKind)> = Vec::new();
     let mut kept: HashSet<&Vec<String>> = HashSet::new();
     for (k, kind) in &diffs {
-        if all_in_flight || pending.contains(k) {
+        if all_in_flight || in_flight.contains(k) {
             out.in_flight += 1;
             kept.insert(k);
         } else {
@@ -582,38 +615,62 @@ async fn check_keys_in(
         }
     }
     let settled: Vec<&Vec<String>> = keys.iter().filter(|k| !kept.contains(k)).collect();
-    forget_keys(tx, p.table_id, &settled).await?;
-    for (k, kind) in &real {
-        tx.execute(
-            "INSERT INTO heroku2rds.differences (table_id, key, kind) VALUES ($1, $2, $3)
-             ON CONFLICT (table_id, key) DO UPDATE SET kind = excluded.kind",
-            &[&p.table_id, k, &kind_str(*kind)],
+    let equal: Vec<&Vec<String>> = settled
+        .iter()
+        .copied()
+        .filter(|k| !real.iter().any(|r| &r.0 == *k))
+        .collect();
+    // Recorded in one short transaction under the apply lock (apply writes these tables too).
+    let tx = async {
+        tgt.batch_execute("BEGIN")
+            .await
+            .map_err(|e| query_error(e, "recording a key check"))?;
+        tgt.execute("SELECT pg_advisory_xact_lock($1)", &[&APPLY_LOCK])
+            .await
+            .map_err(|e| query_error(e, "waiting for the apply lock"))?;
+        tgt.execute(
+            &format!(
+                "DELETE FROM heroku2rds.touched WHERE table_id = $1 AND seq <= $3 AND key IN {JSON_KEYS}"
+            ),
+            &[&p.table_id, &keys_json(&settled), &fence],
         )
         .await
-        .map_err(|e| query_error(e, "recording a difference"))?;
+        .map_err(|e| query_error(e, "recording a key check"))?;
+        tgt.execute(
+            &format!("DELETE FROM heroku2rds.differences WHERE table_id = $1 AND key IN {JSON_KEYS}"),
+            &[&p.table_id, &keys_json(&equal)],
+        )
+        .await
+        .map_err(|e| query_error(e, "recording a key check"))?;
+        for (k, kind) in &real {
+            tgt.execute(
+                "INSERT INTO heroku2rds.differences (table_id, key, kind) VALUES ($1, $2, $3)
+                 ON CONFLICT (table_id, key) DO UPDATE SET kind = excluded.kind",
+                &[&p.table_id, k, &kind_str(*kind)],
+            )
+            .await
+            .map_err(|e| query_error(e, "recording a difference"))?;
+        }
+        tgt.batch_execute("COMMIT")
+            .await
+            .map_err(|e| query_error(e, "recording a key check"))
     }
+    .await;
+    if tx.is_err() {
+        let _ = tgt.batch_execute("ROLLBACK").await;
+    }
+    tx?;
     out.differences = real.len() as u64;
-    Ok((out, real))
-}
-
-/// Forgets touched keys that compared equal (or were recorded as differences), and clears
-/// recorded differences of keys that compared equal.
-async fn forget_keys(tx: &Client, table_id: i32, keys: &[&Vec<String>]) -> Result<()> {
-    for k in keys {
-        tx.execute(
-            "DELETE FROM heroku2rds.touched WHERE table_id = $1 AND key = $2",
-            &[&table_id, k],
-        )
-        .await
-        .map_err(|e| query_error(e, "recording a key check"))?;
-        tx.execute(
-            "DELETE FROM heroku2rds.differences WHERE table_id = $1 AND key = $2",
-            &[&table_id, k],
-        )
-        .await
-        .map_err(|e| query_error(e, "recording a key check"))?;
+    if !real.is_empty() {
+        tracing::error!(
+            "verification: {} row(s) of {} differ on the target with no change in flight (first: {}={})",
+            real.len(),
+            p.table.display_name(),
+            p.table.key.join(","),
+            real[0].0.join(",")
+        );
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Scans `ranges` of one table on both servers. Equal ranges are proven (their touched keys up
@@ -626,36 +683,13 @@ async fn scan_ranges(
 ) -> Result<Checked> {
     let pred = p.predicate(ranges);
     let plan = p.summary_plan();
-    // The target snapshot is taken while no apply runs; the lock is released at once.
-    tgt.execute("SELECT pg_advisory_lock($1)", &[&APPLY_LOCK])
-        .await
-        .map_err(|e| query_error(e, "waiting for the apply lock"))?;
-    let started = tgt
-        .batch_execute(&format!(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; {PINNED}"
-        ))
-        .await
-        .map_err(|e| query_error(e, "starting a verification snapshot on the target"));
-    let fence = match started {
-        Ok(()) => tgt
-            .query_one(
-                "SELECT last_value, (SELECT pg_advisory_unlock($1)) FROM heroku2rds.touch_seq",
-                &[&APPLY_LOCK],
-            )
-            .await
-            .map_err(|e| query_error(e, "reading the touch sequence")),
-        Err(e) => Err(e),
-    };
-    let fence: i64 = match fence {
-        Ok(r) => r.get(0),
-        Err(e) => {
-            let _ = tgt.batch_execute("ROLLBACK").await;
-            let _ = tgt
-                .execute("SELECT pg_advisory_unlock($1)", &[&APPLY_LOCK])
-                .await;
-            return Err(e);
-        }
-    };
+    // Applies that commit after `fence` touch their keys with higher numbers: those survive.
+    let fence = touch_fence(tgt).await?;
+    tgt.batch_execute(&format!(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; {PINNED}"
+    ))
+    .await
+    .map_err(|e| query_error(e, "starting a verification snapshot on the target"))?;
     let read = async {
         let on_target = super::summarize(tgt, &plan, &pred).await?;
         begin_source_snapshot(src).await?;
@@ -712,6 +746,10 @@ async fn scan_ranges(
         .transaction()
         .await
         .map_err(|e| query_error(e, "recording a range check"))?;
+    // Apply writes these records too: one writer at a time (no deadlock).
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&APPLY_LOCK])
+        .await
+        .map_err(|e| query_error(e, "waiting for the apply lock"))?;
     tx.execute(
         &format!(
             "DELETE FROM heroku2rds.touched WHERE table_id = $1 AND seq <= $2 AND {} = ANY($3)",
@@ -803,6 +841,19 @@ async fn next_work(
     plans: &BTreeMap<i32, RangePlan>,
     turn: u64,
 ) -> Result<Option<Work>> {
+    // While a large backlog is being applied, most differences are in flight: verification
+    // waits (it would only find suspects) and leaves the servers to apply.
+    let backlog: i64 = tgt
+        .query_one(
+            "SELECT coalesce((SELECT backlog FROM heroku2rds.follow), 0)",
+            &[],
+        )
+        .await
+        .map_err(|e| query_error(e, "reading the backlog"))?
+        .get(0);
+    if backlog >= MAX_BACKLOG {
+        return Ok(None);
+    }
     // Ranges never proven come first (coverage); then, in turn so that none starves the others:
     // touched keys, dirty integer ranges (a bucket costs a scan of its table: its touched keys
     // are compared one by one instead), and the ranges proven longest ago.
@@ -940,13 +991,7 @@ async fn background_once(
         // Recorded differences are compared again now and then: fixed rows clear.
         if last_recheck.elapsed() > RECHECK_EVERY {
             last_recheck = Instant::now();
-            tgt.execute(
-                "INSERT INTO heroku2rds.touched (table_id, key) SELECT table_id, key FROM heroku2rds.differences
-                 ON CONFLICT DO NOTHING",
-                &[],
-            )
-            .await
-            .map_err(|e| query_error(e, "reading recorded differences"))?;
+            recheck_differences(&src, &tgt).await?;
         }
         let started = Instant::now();
         let work = next_work(&tgt, &plans, turn).await?;
@@ -1172,6 +1217,8 @@ pub async fn final_check(
         .collect();
     out.sampled = sample.len() as u64;
     let mut dirty_budget = FREEZE_DIRTY_RANGES;
+    // Recorded differences first: those fixed since clear, the others stay recorded.
+    recheck_differences(src, tgt).await?;
     for p in plans.values() {
         // Ranges never proven, and the sample.
         let mut ranges: Vec<i64> = tgt
@@ -1213,14 +1260,6 @@ pub async fn final_check(
         } else if !ranges.is_empty() {
             out.checked.add(scan_ranges(src, tgt, p, &ranges).await?);
         }
-        // Recorded differences are compared again with the touched keys (suspects included).
-        tgt.execute(
-            "INSERT INTO heroku2rds.touched (table_id, key) SELECT table_id, key FROM heroku2rds.differences
-              WHERE table_id = $1 ON CONFLICT DO NOTHING",
-            &[&p.table_id],
-        )
-        .await
-        .map_err(|e| query_error(e, "reading recorded differences"))?;
         loop {
             let Some((_, keys)) = touched_keys(tgt, Some(p.table_id), 50_000).await? else {
                 break;

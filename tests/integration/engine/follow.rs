@@ -152,15 +152,28 @@ async fn live_workload_during_copy_and_follow_ends_equal() {
         "2",
         "--chunk-mb",
         "1",
+        "--verify-rate-mb",
+        "50",
     ]);
     // Let it copy and then follow for a while under load.
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut following_since: Option<Instant> = None;
+    let mut last = serde_json::Value::Null;
     loop {
-        assert!(
-            Instant::now() < deadline,
-            "replicate did not reach the follow phase"
-        );
+        if Instant::now() > deadline {
+            kill(child.id(), "-TERM");
+            let out = child.wait_with_output().expect("output");
+            let log = String::from_utf8_lossy(&out.stderr);
+            let warnings: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                .take(10)
+                .collect();
+            panic!(
+                "replicate did not reach the follow phase: {last}\n{}",
+                warnings.join("\n")
+            );
+        }
         if let Some(status) = child.try_wait().expect("wait") {
             let out = child.wait_with_output().expect("output");
             panic!(
@@ -169,6 +182,19 @@ async fn live_workload_during_copy_and_follow_ends_equal() {
             );
         }
         let s = pair.h2r(&["status", "--json"]);
+        // Background verification runs under the workload: nothing in flight may be reported
+        // as a difference.
+        let json = if s.code == 0 {
+            s.json()
+        } else {
+            serde_json::Value::Null
+        };
+        let v = &json["verification"];
+        last = v.clone();
+        assert!(
+            v.is_null() || v["difference_count"] == 0,
+            "a false difference under the live workload: {v}"
+        );
         if s.code == 0 && s.json()["phase"] == "copied" && s.json()["follow_updated_s"].is_number()
         {
             let since = *following_since.get_or_insert_with(Instant::now);
@@ -188,6 +214,24 @@ async fn live_workload_during_copy_and_follow_ends_equal() {
         "the workload ran ({} ops)",
         ops.load(Ordering::SeqCst)
     );
+
+    // With the writers stopped, the follower still running: every range gets proven, and no
+    // difference was ever reported.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = pair.h2r(&["status", "--json"]);
+        s.expect_code(0);
+        let v = s.json()["verification"].clone();
+        assert_eq!(v["difference_count"], 0, "a false difference: {v}");
+        if v["ranges"].as_i64().is_some_and(|n| n > 0) && v["verified_ranges"] == v["ranges"] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "background verification did not cover every range once the writers stopped: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     // SIGTERM stops following cleanly between batches.
     kill(child.id(), "-TERM");
