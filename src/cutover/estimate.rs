@@ -196,13 +196,11 @@ pub async fn estimate(
             let unproven = (c.rows - c.verified_rows).max(0) as f64;
             // Touched keys, rows never proven, dirty ranges within the budget, the sample, and
             // the tables compared whole (keyless ones).
-            let rows = c.waiting_keys as f64
-                + unproven
-                + per_range * (64.0 + 32.0)
-                + keyless_bytes as f64 / 100.0;
+            let rows =
+                c.waiting_keys as f64 + unproven + per_range * 16.0 + keyless_bytes as f64 / 100.0;
             e.verify_s = rows / rate;
             e.basis.push(format!(
-                "final verification: {:.0} key(s) waiting, {unproven:.0} row(s) never proven, up to 96 ranges of about {per_range:.0} rows, at {rate:.0} rows/s {}",
+                "final verification: {:.0} key(s) waiting, {unproven:.0} row(s) never proven, up to 16 ranges of about {per_range:.0} rows, at {rate:.0} rows/s {}",
                 c.waiting_keys,
                 if c.rows_per_s.is_some() { "(measured in the background)" } else { "(assumed)" }
             ));

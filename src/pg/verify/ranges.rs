@@ -54,10 +54,10 @@ const MAX_BUCKETS: i64 = 4_096;
 /// Differing rows of one scan kept as suspects; beyond that the range stays unproven.
 const MAX_SUSPECTS: usize = 10_000;
 /// Proven ranges the final verification compares again, drawn at random from all tables.
-pub const SAMPLE_RANGES: i64 = 32;
+pub const SAMPLE_RANGES: i64 = 8;
 /// Dirty integer ranges the final verification scans whole, at most (beyond them, only their
 /// touched keys are compared).
-const FREEZE_DIRTY_RANGES: i64 = 64;
+const FREEZE_DIRTY_RANGES: i64 = 8;
 /// How often recorded differences are compared again in the background.
 const RECHECK_EVERY: Duration = Duration::from_secs(10);
 /// Default rate of background verification, bytes of table data read per second on each side.
@@ -1216,7 +1216,23 @@ pub async fn final_check(
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     out.sampled = sample.len() as u64;
-    let mut dirty_budget = FREEZE_DIRTY_RANGES;
+    let int_tables: Vec<i32> = plans
+        .values()
+        .filter(|p| p.int.is_some())
+        .map(|p| p.table_id)
+        .collect();
+    let changed: Vec<(i32, i64)> = tgt
+        .query(
+            "SELECT table_id, range_no FROM heroku2rds.verify_ranges
+              WHERE table_id = ANY($1) AND dirty_seq IS NOT NULL AND verified_at IS NOT NULL
+              ORDER BY dirty_seq DESC LIMIT $2",
+            &[&int_tables, &FREEZE_DIRTY_RANGES],
+        )
+        .await
+        .map_err(|e| query_error(e, "choosing ranges to verify"))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
     // Recorded differences first: those fixed since clear, the others stay recorded.
     recheck_differences(src, tgt).await?;
     for p in plans.values() {
@@ -1232,22 +1248,14 @@ pub async fn final_check(
             .map(|r| r.get(0))
             .collect();
         ranges.extend(sample.iter().filter(|s| s.0 == p.table_id).map(|s| s.1));
-        // Integer ranges touched since their last proof are scanned whole, within a budget
-        // (their touched keys are compared one by one in any case).
-        if p.int.is_some() && dirty_budget > 0 {
-            let dirty: Vec<i64> = tgt
-                .query(
-                    "SELECT range_no FROM heroku2rds.verify_ranges
-                      WHERE table_id = $1 AND dirty_seq IS NOT NULL AND verified_at IS NOT NULL
-                      ORDER BY dirty_seq DESC LIMIT $2",
-                    &[&p.table_id, &dirty_budget],
-                )
-                .await
-                .map_err(|e| query_error(e, "choosing ranges to verify"))?
+        // Integer ranges touched most recently since their last proof are scanned whole,
+        // within a budget (their touched keys are compared one by one in any case).
+        if p.int.is_some() {
+            let dirty: Vec<i64> = changed
                 .iter()
-                .map(|r| r.get(0))
+                .filter(|c| c.0 == p.table_id)
+                .map(|c| c.1)
                 .collect();
-            dirty_budget -= dirty.len() as i64;
             out.dirty_scanned += dirty.len() as u64;
             ranges.extend(dirty);
         }
