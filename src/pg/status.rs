@@ -184,7 +184,7 @@ pub fn render(s: &Status) -> String {
     if let Some(v) = &s.verification {
         let _ = writeln!(
             o,
-            "verified: {:.1}% of rows ({} of {} ranges in {} tables){}; {} key(s) waiting for a re-check; {}",
+            "verified: {:.1}% of rows ({} of {} ranges in {} tables){}; waiting for a re-check: {} key(s) in {} changed range(s); {}",
             v.percent,
             v.verified_ranges,
             v.ranges,
@@ -193,6 +193,7 @@ pub fn render(s: &Status) -> String {
                 .map(|a| format!(", oldest proof {} ago", format_duration(a)))
                 .unwrap_or_default(),
             v.waiting_keys,
+            v.changed_ranges,
             if v.difference_count == 0 {
                 "no differences".to_string()
             } else {

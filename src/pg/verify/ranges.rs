@@ -1077,6 +1077,8 @@ pub struct Coverage {
     pub oldest_s: Option<f64>,
     /// Keys rewritten since their range was proven, waiting for a re-check.
     pub waiting_keys: i64,
+    /// Ranges holding rows changed since their proof (their keys are re-checked one by one).
+    pub changed_ranges: i64,
     /// Real differences recorded (first few in `differences`).
     pub difference_count: i64,
     /// Up to 20 differences: `schema.table key=value (kind)`.
@@ -1124,7 +1126,8 @@ pub async fn coverage(tgt: &Client) -> Result<Option<Coverage>> {
                     extract(epoch FROM now() - min(r.verified_at))::float8,
                     (SELECT count(*) FROM heroku2rds.touched),
                     (SELECT count(*) FROM heroku2rds.differences),
-                    (SELECT rows / nullif(seconds, 0) FROM heroku2rds.verify_stats)::float8
+                    (SELECT rows / nullif(seconds, 0) FROM heroku2rds.verify_stats)::float8,
+                    count(*) FILTER (WHERE r.dirty_seq IS NOT NULL AND r.verified_at IS NOT NULL)
                FROM heroku2rds.verify_ranges r JOIN t ON t.table_id = r.table_id",
             &[],
         )
@@ -1164,6 +1167,7 @@ pub async fn coverage(tgt: &Client) -> Result<Option<Coverage>> {
         difference_count: r.get(7),
         differences,
         rows_per_s: r.get(8),
+        changed_ranges: r.get(9),
     };
     c.percent = c.computed_percent();
     Ok((c.tables > 0).then_some(c))
