@@ -413,7 +413,8 @@ pub async fn run(
     let mut plan = plan_lines(opts, &info.name, &db, &formation, info.maintenance, &source);
     let expected = match crate::pg::status::read(&opts.target).await {
         Ok(status) => {
-            let dynos = app.dynos().await?;
+            // The estimate never stops a cutover: without the dynos it assumes their times.
+            let dynos = app.dynos().await.unwrap_or_default();
             estimate::estimate(&src, &tgt, &status, facts.coverage.as_ref(), &dynos)
                 .await
                 .ok()
