@@ -324,10 +324,12 @@ async fn failures_before_the_point_of_no_return_roll_back_and_after_it_continue(
             6,
             "/formation answered 500",
         ),
+        // Twelve: the plan's estimate reads the dynos first (and assumes their times when it
+        // cannot), then the freeze's wait for the dynos must fail too.
         (
             "GET",
             format!("^/apps/{app}/dynos$"),
-            6,
+            12,
             "/dynos answered 500",
         ),
         (
