@@ -41,10 +41,6 @@ pub const REGIONS: &[&str] = &[
     "ap-southeast-4",
     "ap-southeast-5",
     "ap-southeast-7",
-    "us-gov-east-1",
-    "us-gov-west-1",
-    "cn-north-1",
-    "cn-northwest-1",
 ];
 
 /// The desired AWS side of one migration.
@@ -174,6 +170,15 @@ pub fn validate_name(name: &str) -> Result<()> {
 
 /// A known AWS region.
 pub fn validate_region(region: &str, flag: &str) -> Result<()> {
+    if region.starts_with("us-gov-") || region.starts_with("cn-") {
+        // Other partitions: another Canonical owner id for the AMIs, `arn:aws-us-gov:` /
+        // `arn:aws-cn:` in the policies, their own RDS CA bundles and presigned replica URLs.
+        return Err(Error::usage(format!(
+            "{flag} {region:?} is in the AWS {} partition, which heroku2rds does not support yet",
+            if region.starts_with("cn-") { "China" } else { "GovCloud (US)" }
+        ))
+        .with_fix("use a region of the commercial partition (e.g. us-east-2), or migrate with `heroku2rds replicate` and `cutover` against an RDS instance you created yourself"));
+    }
     if REGIONS.contains(&region) {
         Ok(())
     } else {
@@ -215,7 +220,27 @@ pub fn normalize_cidr(value: &str, flag: &str) -> Result<String> {
              (--open-to-internet exists for the rare case that needs it)"
         )));
     }
-    Ok(format!("{ip}/{prefix}"))
+    // Host bits zeroed, as AWS stores the rule: compared with what AWS answers, a CIDR with host
+    // bits set would look different on every run (added again, the stored rule revoked).
+    let network = match ip {
+        IpAddr::V4(a) => {
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - prefix)
+            };
+            IpAddr::V4((u32::from(a) & mask).into())
+        }
+        IpAddr::V6(a) => {
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u128::MAX << (128 - prefix)
+            };
+            IpAddr::V6((u128::from(a) & mask).into())
+        }
+    };
+    Ok(format!("{network}/{prefix}"))
 }
 
 /// gp3 storage for a source of `source_gb`: about twice its size, at least 20 GiB.
@@ -236,11 +261,15 @@ pub fn db_class_for(source_gb: f64) -> &'static str {
 
 /// The worker's instance type for a source of `source_gb` (it copies with one connection per
 /// vCPU or two; the network, not the disk, is what it uses).
-pub fn worker_type_for(source_gb: f64) -> &'static str {
-    match source_gb {
-        s if s < 100.0 => "m7i.large",
-        s if s < 1000.0 => "m7i.xlarge",
-        _ => "m7i.2xlarge",
+pub fn worker_type_for(source_gb: f64, arch: &str) -> &'static str {
+    // Graviton for arm64: an x86 type with an arm64 image is refused by RunInstances.
+    match (source_gb, arch == "arm64") {
+        (s, false) if s < 100.0 => "m7i.large",
+        (s, false) if s < 1000.0 => "m7i.xlarge",
+        (_, false) => "m7i.2xlarge",
+        (s, true) if s < 100.0 => "m7g.large",
+        (s, true) if s < 1000.0 => "m7g.xlarge",
+        (_, true) => "m7g.2xlarge",
     }
 }
 
@@ -312,6 +341,19 @@ mod tests {
             normalize_cidr("2001:db8::1", "--x").unwrap(),
             "2001:db8::1/128"
         );
+        // Host bits are zeroed, as AWS stores the rule.
+        assert_eq!(
+            normalize_cidr("203.0.113.7/28", "--x").unwrap(),
+            "203.0.113.0/28"
+        );
+        assert_eq!(
+            normalize_cidr("198.51.100.255/24", "--x").unwrap(),
+            "198.51.100.0/24"
+        );
+        assert_eq!(
+            normalize_cidr("2001:db8::1:2/64", "--x").unwrap(),
+            "2001:db8::/64"
+        );
         for bad in [
             "0.0.0.0/0",
             "10.0.0.0/8",
@@ -330,6 +372,10 @@ mod tests {
         assert!(validate_region("us-east-2", "--region").is_ok());
         let e = validate_region("us-east-9", "--region").unwrap_err();
         assert_eq!(e.kind(), crate::error::Kind::Usage);
+        for other in ["us-gov-west-1", "cn-north-1"] {
+            let e = validate_region(other, "--region").unwrap_err();
+            assert!(e.to_string().contains("partition"), "{other}: {e}");
+        }
     }
 
     #[test]
@@ -339,7 +385,9 @@ mod tests {
         assert_eq!(storage_for(1e9), 65_536);
         assert_eq!(db_class_for(10.0), "db.m7g.large");
         assert_eq!(db_class_for(600.0), "db.m7g.2xlarge");
-        assert_eq!(worker_type_for(5000.0), "m7i.2xlarge");
+        assert_eq!(worker_type_for(5000.0, "amd64"), "m7i.2xlarge");
+        assert_eq!(worker_type_for(50.0, "arm64"), "m7g.large");
+        assert_eq!(worker_type_for(5000.0, "arm64"), "m7g.2xlarge");
     }
 
     #[test]

@@ -130,7 +130,7 @@ pub async fn resolve(a: &AwsArgs) -> Result<Resolved> {
     } else {
         Some(WorkerSpec {
             instance_type: pick(&a.worker_instance_type, &f.worker_instance_type)
-                .unwrap_or_else(|| spec::worker_type_for(size_gb).to_string()),
+                .unwrap_or_else(|| spec::worker_type_for(size_gb, &arch).to_string()),
             arch,
             pg_client_major: source_major,
         })
