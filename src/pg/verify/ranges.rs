@@ -282,16 +282,7 @@ async fn key_rows(c: &Client, p: &RangePlan, keys: &[Vec<String>]) -> Result<Row
         .query(&sql, &refs)
         .await
         .map_err(|e| query_error(e, &format!("comparing keys of {}", t.display_name())))?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            let k: Vec<Option<String>> = r.get(0);
-            (
-                k.into_iter().map(Option::unwrap_or_default).collect(),
-                r.get(1),
-            )
-        })
-        .collect())
+    Ok(keyed(&rows))
 }
 
 async fn range_rows(c: &Client, p: &RangePlan, pred: &str, ranges: &[i64]) -> Result<Rows> {
@@ -307,8 +298,12 @@ async fn range_rows(c: &Client, p: &RangePlan, pred: &str, ranges: &[i64]) -> Re
         .query(&sql, &[&ranges])
         .await
         .map_err(|e| query_error(e, &format!("narrowing differences in {}", t.display_name())))?;
-    Ok(rows
-        .iter()
+    Ok(keyed(&rows))
+}
+
+/// (key, row hash) rows as a map.
+fn keyed(rows: &[tokio_postgres::Row]) -> Rows {
+    rows.iter()
         .map(|r| {
             let k: Vec<Option<String>> = r.get(0);
             (
@@ -316,7 +311,7 @@ async fn range_rows(c: &Client, p: &RangePlan, pred: &str, ranges: &[i64]) -> Re
                 r.get(1),
             )
         })
-        .collect())
+        .collect()
 }
 
 /// Keys whose rows differ, and how.
@@ -399,6 +394,11 @@ pub async fn plan_tables(tgt: &mut Client) -> Result<usize> {
             .await
             .map_err(|e| query_error(e, &format!("sizing {}", t.display_name())))?
             .get(0);
+        let key_range = if t.integer_key {
+            super::int_key_range(tgt, &t).await?
+        } else {
+            None
+        };
         let tx = tgt
             .transaction()
             .await
@@ -408,23 +408,7 @@ pub async fn plan_tables(tgt: &mut Client) -> Result<usize> {
             .await
             .map_err(|e| query_error(e, "waiting for the apply lock"))?;
         let count = if t.integer_key {
-            let k = quote_ident(&t.key[0]);
-            let row = tx
-                .query_one(
-                    &format!(
-                        "SELECT min({k})::bigint, max({k})::bigint FROM ONLY {}",
-                        t.qualified()
-                    ),
-                    &[],
-                )
-                .await
-                .map_err(|e| {
-                    query_error(e, &format!("reading the key range of {}", t.display_name()))
-                })?;
-            let (lo, hi) = (
-                row.get::<_, Option<i64>>(0).unwrap_or(0),
-                row.get::<_, Option<i64>>(1).unwrap_or(0),
-            );
+            let (lo, hi) = key_range.unwrap_or((0, 0));
             let span = hi as i128 - lo as i128 + 1;
             let ranges = ((est + RANGE_ROWS - 1) / RANGE_ROWS).max(1) as i128;
             let width =
@@ -759,30 +743,35 @@ async fn scan_ranges(
     )
     .await
     .map_err(|e| query_error(e, "recording a range check"))?;
-    for (k, _) in suspects.iter().take(MAX_SUSPECTS) {
-        tx.execute(
-            "INSERT INTO heroku2rds.touched (table_id, key) VALUES ($1, $2)
-             ON CONFLICT (table_id, key) DO UPDATE SET seq = nextval('heroku2rds.touch_seq')",
-            &[&p.table_id, k],
-        )
-        .await
-        .map_err(|e| query_error(e, "recording a suspect key"))?;
-    }
-    for r in ranges {
-        let n = on_source.get(r).map_or(0, |v| v.0);
-        let ok = proven.contains(r);
-        tx.execute(
-            "INSERT INTO heroku2rds.verify_ranges AS v (table_id, range_no, rows, verified_at, covers_change, checked_at)
-             VALUES ($1, $2, $3, CASE WHEN $4 THEN clock_timestamp() END, CASE WHEN $4 THEN $5::bigint END, clock_timestamp())
-             ON CONFLICT (table_id, range_no) DO UPDATE SET rows = excluded.rows, checked_at = excluded.checked_at,
-                 verified_at = CASE WHEN $4 THEN excluded.verified_at ELSE v.verified_at END,
-                 covers_change = CASE WHEN $4 THEN excluded.covers_change ELSE v.covers_change END,
-                 dirty_seq = CASE WHEN $4 AND v.dirty_seq <= $6 THEN NULL ELSE v.dirty_seq END",
-            &[&p.table_id, r, &n, &ok, &covers, &fence],
-        )
-        .await
-        .map_err(|e| query_error(e, "recording a range check"))?;
-    }
+    // One statement each for the suspects and the ranges (a table's buckets can be thousands).
+    let suspect_keys: Vec<&Vec<String>> =
+        suspects.iter().take(MAX_SUSPECTS).map(|s| &s.0).collect();
+    tx.execute(
+        &format!(
+            "INSERT INTO heroku2rds.touched (table_id, key) SELECT $1, k FROM {JSON_KEYS} AS j(k)
+             ON CONFLICT (table_id, key) DO UPDATE SET seq = nextval('heroku2rds.touch_seq')"
+        ),
+        &[&p.table_id, &keys_json(&suspect_keys)],
+    )
+    .await
+    .map_err(|e| query_error(e, "recording suspect keys"))?;
+    let counts: Vec<i64> = ranges
+        .iter()
+        .map(|r| on_source.get(r).map_or(0, |v| v.0))
+        .collect();
+    let ok: Vec<bool> = ranges.iter().map(|r| proven.contains(r)).collect();
+    tx.execute(
+        "INSERT INTO heroku2rds.verify_ranges AS v (table_id, range_no, rows, verified_at, covers_change, checked_at)
+         SELECT $1, r, n, CASE WHEN ok THEN clock_timestamp() END, CASE WHEN ok THEN $5::bigint END, clock_timestamp()
+           FROM unnest($2::bigint[], $3::bigint[], $4::bool[]) AS u(r, n, ok)
+         ON CONFLICT (table_id, range_no) DO UPDATE SET rows = excluded.rows, checked_at = excluded.checked_at,
+             verified_at = coalesce(excluded.verified_at, v.verified_at),
+             covers_change = CASE WHEN excluded.verified_at IS NOT NULL THEN excluded.covers_change ELSE v.covers_change END,
+             dirty_seq = CASE WHEN excluded.verified_at IS NOT NULL AND v.dirty_seq <= $6 THEN NULL ELSE v.dirty_seq END",
+        &[&p.table_id, &ranges, &counts, &ok, &covers, &fence],
+    )
+    .await
+    .map_err(|e| query_error(e, "recording a range check"))?;
     tx.commit()
         .await
         .map_err(|e| query_error(e, "recording a range check"))?;
