@@ -230,7 +230,49 @@ def fix_form_typed_object_uploads() -> None:
 
 
 # Order matters: fix_presigned_urls_under_enforcement wraps the check the one before it installs.
+def fix_no_default_vpc() -> None:
+    """Without a default VPC, moto created security groups and RDS instances anyway (moto 5.2.5).
+
+    Accounts set up by Control Tower or a landing zone often have no default VPC. AWS then refuses
+    CreateSecurityGroup without VpcId (`VPCIdNotSpecified`) and CreateDBInstance /
+    CreateDBInstanceReadReplica without a DB subnet group (`InvalidVPCNetworkStateFault`), while
+    moto placed the group in a stale default VPC and answered the RDS call with HTTP 500. Refuse
+    both as AWS does when the region has no default VPC.
+    """
+    from moto.ec2.exceptions import VPCIdNotSpecifiedError
+    from moto.ec2.models import ec2_backends
+    from moto.ec2.models.security_groups import SecurityGroupBackend
+    from moto.rds.exceptions import RDSClientError
+
+    original_group = _require(SecurityGroupBackend, "create_security_group")
+
+    def create_security_group(self, name, description, vpc_id=None, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if vpc_id is None and self.get_default_vpc() is None:
+            raise VPCIdNotSpecifiedError()
+        return original_group(self, name, description, vpc_id, *args, **kwargs)
+
+    SecurityGroupBackend.create_security_group = create_security_group
+
+    def refuse_without_default_vpc(name: str) -> None:
+        original = _require(rds_models.RDSBackend, name)
+
+        def create(self, db_kwargs, *args, **kwargs):  # type: ignore[no-untyped-def]
+            ec2 = ec2_backends[self.account_id][self.region_name]
+            if not db_kwargs.get("db_subnet_group_name") and ec2.get_default_vpc() is None:
+                raise RDSClientError(
+                    "InvalidVPCNetworkStateFault",
+                    "There is no default VPC in this region: specify a DBSubnetGroupName.",
+                )
+            return original(self, db_kwargs, *args, **kwargs)
+
+        setattr(rds_models.RDSBackend, name, create)
+
+    refuse_without_default_vpc("create_db_instance")
+    refuse_without_default_vpc("create_db_instance_read_replica")
+
+
 FIXES = [
+    fix_no_default_vpc,
     fix_cross_region_replica_removal,
     fix_query_body_signature_encoding,
     fix_presigned_urls_under_enforcement,

@@ -4,7 +4,7 @@ use aws_sdk_ec2::types::Filter;
 use serde::Serialize;
 
 use super::errors::{code, sdk};
-use super::spec::Names;
+use super::spec::{Names, Network};
 use super::{Aws, TAG_KEY};
 use crate::error::Result;
 
@@ -54,7 +54,35 @@ pub struct Rule {
 #[derive(Clone, Debug, Serialize)]
 pub struct Group {
     pub id: String,
+    pub vpc_id: Option<String>,
     pub ingress: Vec<Rule>,
+}
+
+/// A subnet the migration uses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Subnet {
+    pub id: String,
+    pub vpc_id: String,
+    pub zone: String,
+}
+
+/// Where a region's resources go: the VPC and subnets resolved from the settings (given, or the
+/// region's default VPC), or why there are none.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Placement {
+    pub vpc_id: Option<String>,
+    pub subnets: Vec<Subnet>,
+    /// True when nothing was given and the region's default VPC is used.
+    pub default_vpc: bool,
+    /// Why provision cannot place resources here, with what to pass instead.
+    pub problem: Option<String>,
+}
+
+/// A DB subnet group of ours.
+#[derive(Clone, Debug, Serialize)]
+pub struct SubnetGroup {
+    pub vpc_id: String,
+    pub subnet_ids: Vec<String>,
 }
 
 /// An RDS instance of ours.
@@ -99,6 +127,12 @@ pub struct Ami {
 #[derive(Clone, Debug, Serialize)]
 pub struct Observed {
     pub account: String,
+    /// Today (UTC, YYYY-MM-DD): the day support windows are compared with.
+    pub today: String,
+    pub placement: Placement,
+    pub replica_placement: Placement,
+    pub subnet_group: Found<SubnetGroup>,
+    pub replica_subnet_group: Found<SubnetGroup>,
     pub worker_sg: Found<Group>,
     pub db_sg: Found<Group>,
     pub replica_sg: Found<Group>,
@@ -123,9 +157,35 @@ fn foreign_tag(kind: &str, name: &str, migration: &str) -> String {
     )
 }
 
-/// Finds every resource of migration `migration` (read-only).
-pub async fn observe(aws: &Aws, migration: &str, names: &Names, account: &str) -> Result<Observed> {
+/// Finds every resource of migration `migration` (read-only). `networks` are the VPC settings
+/// of the primary's and the replica's regions, resolved into placements (teardown passes none).
+pub async fn observe(
+    aws: &Aws,
+    migration: &str,
+    names: &Names,
+    account: &str,
+    networks: Option<(&Network, &Network)>,
+) -> Result<Observed> {
     let ec2 = aws.ec2();
+    let (placement, replica_placement) = match networks {
+        Some((network, replica_network)) => (
+            placement(&ec2, aws.region(), network, "--vpc-id", "--subnet-ids").await?,
+            match aws.ec2_replica() {
+                Some(c) => {
+                    placement(
+                        &c,
+                        aws.replica_region().unwrap_or_default(),
+                        replica_network,
+                        "--replica-vpc-id",
+                        "--replica-subnet-ids",
+                    )
+                    .await?
+                }
+                None => Placement::default(),
+            },
+        ),
+        None => (Placement::default(), Placement::default()),
+    };
     let worker_sg = group(&ec2, &names.worker_sg, migration).await?;
     let db_sg = group(&ec2, &names.db_sg, migration).await?;
     let replica_sg = match aws.ec2_replica() {
@@ -135,6 +195,11 @@ pub async fn observe(aws: &Aws, migration: &str, names: &Names, account: &str) -
     let key_pair = key_pair(&ec2, &names.key_pair, migration).await?;
     let rds = aws.rds();
     let param_group = param_group(&rds, &names.param_group, migration).await?;
+    let subnet_group = find_subnet_group(&rds, &names.subnet_group, migration).await?;
+    let replica_subnet_group = match aws.rds_replica() {
+        Some(c) => find_subnet_group(&c, &names.subnet_group, migration).await?,
+        None => Found::Missing,
+    };
     let db = db_instance(&rds, &names.db, migration).await?;
     let (replica, replica_param_group) = match aws.rds_replica() {
         Some(c) => (
@@ -146,8 +211,14 @@ pub async fn observe(aws: &Aws, migration: &str, names: &Names, account: &str) -
     let bucket = bucket(aws, &names.bucket, migration).await?;
     let secret = secret(aws, &names.secret, migration).await?;
     let workers = workers(&ec2, migration).await?;
+    let d = time::OffsetDateTime::now_utc().date();
     Ok(Observed {
         account: account.to_string(),
+        today: format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day()),
+        placement,
+        replica_placement,
+        subnet_group,
+        replica_subnet_group,
         worker_sg,
         db_sg,
         replica_sg,
@@ -215,6 +286,7 @@ async fn group(ec2: &aws_sdk_ec2::Client, name: &str, migration: &str) -> Result
     ingress.sort();
     Ok(Found::Ours(Group {
         id: g.group_id().unwrap_or_default().to_string(),
+        vpc_id: g.vpc_id().map(str::to_string),
         ingress,
     }))
 }
@@ -272,6 +344,167 @@ async fn workers(ec2: &aws_sdk_ec2::Client, migration: &str) -> Result<Vec<Insta
         }
     }
     Ok(found)
+}
+
+/// Resolves where `region`'s resources go: the given subnets (and VPC), or the default VPC's
+/// default subnets. A problem (no default VPC, an unknown id, subnets of several VPCs or of one
+/// zone) is returned as the placement's `problem`, for the plan to show as a conflict.
+async fn placement(
+    ec2: &aws_sdk_ec2::Client,
+    region: &str,
+    net: &Network,
+    vpc_flag: &str,
+    subnets_flag: &str,
+) -> Result<Placement> {
+    let mut p = Placement::default();
+    let both = format!(
+        "{vpc_flag} VPC {subnets_flag} SUBNET,SUBNET (subnets in at least two availability \
+         zones; the worker goes in the first, which needs a route to an internet gateway or a NAT)"
+    );
+    if net.subnet_ids.is_empty() {
+        let out = ec2
+            .describe_vpcs()
+            .filters(filter("is-default", "true"))
+            .send()
+            .await
+            .map_err(|e| sdk("ec2:DescribeVpcs", e))?;
+        let Some(vpc) = out.vpcs().first().and_then(|v| v.vpc_id()) else {
+            p.problem = Some(format!(
+                "no default VPC in {region} (accounts set up by Control Tower or a landing zone \
+                 often have none): pass {both}"
+            ));
+            return Ok(p);
+        };
+        p.default_vpc = true;
+        p.vpc_id = Some(vpc.to_string());
+        let out = ec2
+            .describe_subnets()
+            .filters(filter("vpc-id", vpc))
+            .filters(filter("default-for-az", "true"))
+            .send()
+            .await
+            .map_err(|e| sdk("ec2:DescribeSubnets", e))?;
+        p.subnets = subnets_of(&out);
+        p.subnets.sort_by(|a, b| a.zone.cmp(&b.zone));
+    } else {
+        let out = match ec2
+            .describe_subnets()
+            .set_subnet_ids(Some(net.subnet_ids.clone()))
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            Err(e) if code(&e) == Some("InvalidSubnetID.NotFound") => {
+                p.problem = Some(format!(
+                    "{subnets_flag}: {} not found in {region} (a subnet of another region or \
+                     account?): pass {both}",
+                    net.subnet_ids.join(",")
+                ));
+                return Ok(p);
+            }
+            Err(e) => return Err(sdk("ec2:DescribeSubnets", e)),
+        };
+        let found = subnets_of(&out);
+        // In the order given: the worker goes in the first.
+        for id in &net.subnet_ids {
+            match found.iter().find(|s| &s.id == id) {
+                Some(s) if !p.subnets.contains(s) => p.subnets.push(s.clone()),
+                Some(_) => {}
+                None => {
+                    p.problem = Some(format!("{subnets_flag}: {id} not found in {region}"));
+                    return Ok(p);
+                }
+            }
+        }
+        let vpcs: std::collections::BTreeSet<&str> =
+            p.subnets.iter().map(|s| s.vpc_id.as_str()).collect();
+        if vpcs.len() > 1 {
+            p.problem = Some(format!(
+                "{subnets_flag}: the subnets belong to several VPCs ({}); give subnets of one VPC",
+                vpcs.into_iter().collect::<Vec<_>>().join(", ")
+            ));
+            return Ok(p);
+        }
+        let vpc = p.subnets[0].vpc_id.clone();
+        if let Some(given) = &net.vpc_id {
+            if *given != vpc {
+                p.problem = Some(format!(
+                    "{subnets_flag}: the subnets are in {vpc}, not in {vpc_flag} {given}"
+                ));
+                return Ok(p);
+            }
+        }
+        p.vpc_id = Some(vpc);
+    }
+    let zones: std::collections::BTreeSet<&str> =
+        p.subnets.iter().map(|s| s.zone.as_str()).collect();
+    if zones.len() < 2 {
+        p.problem = Some(format!(
+            "RDS needs subnets in at least two availability zones of {region}, and {} has {}: \
+             pass {both}",
+            p.vpc_id.as_deref().unwrap_or("the VPC"),
+            match zones.len() {
+                0 => "none".to_string(),
+                _ => format!("only {}", zones.into_iter().collect::<Vec<_>>().join(", ")),
+            }
+        ));
+    }
+    Ok(p)
+}
+
+fn subnets_of(
+    out: &aws_sdk_ec2::operation::describe_subnets::DescribeSubnetsOutput,
+) -> Vec<Subnet> {
+    out.subnets()
+        .iter()
+        .map(|s| Subnet {
+            id: s.subnet_id().unwrap_or_default().to_string(),
+            vpc_id: s.vpc_id().unwrap_or_default().to_string(),
+            zone: s.availability_zone().unwrap_or_default().to_string(),
+        })
+        .collect()
+}
+
+async fn find_subnet_group(
+    rds: &aws_sdk_rds::Client,
+    name: &str,
+    migration: &str,
+) -> Result<Found<SubnetGroup>> {
+    let out = match rds
+        .describe_db_subnet_groups()
+        .db_subnet_group_name(name)
+        .send()
+        .await
+    {
+        Ok(o) => o,
+        Err(e) if code(&e) == Some("DBSubnetGroupNotFoundFault") => return Ok(Found::Missing),
+        Err(e) => return Err(sdk("rds:DescribeDBSubnetGroups", e)),
+    };
+    let Some(g) = out.db_subnet_groups().first() else {
+        return Ok(Found::Missing);
+    };
+    let tags = rds
+        .list_tags_for_resource()
+        .resource_name(g.db_subnet_group_arn().unwrap_or_default())
+        .send()
+        .await
+        .map_err(|e| sdk("rds:ListTagsForResource", e))?;
+    if !has_tag(
+        tags.tag_list().iter().map(|t| (t.key(), t.value())),
+        migration,
+    ) {
+        return Ok(Found::Foreign {
+            reason: foreign_tag("DB subnet group", name, migration),
+        });
+    }
+    Ok(Found::Ours(SubnetGroup {
+        vpc_id: g.vpc_id().unwrap_or_default().to_string(),
+        subnet_ids: g
+            .subnets()
+            .iter()
+            .filter_map(|s| s.subnet_identifier().map(str::to_string))
+            .collect(),
+    }))
 }
 
 /// The parameter group `name`, in the primary region.

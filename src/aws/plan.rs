@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::observe::{Found, Group, Observed, Peer, Rule};
+use super::observe::{Found, Group, Observed, Peer, Placement, Rule, SubnetGroup};
 use super::spec::{Names, Spec};
 
 /// What provision will do about one resource.
@@ -148,12 +148,18 @@ fn group_item(
     region: &str,
     found: &Found<Group>,
     want: &BTreeSet<Rule>,
+    placement: &Placement,
 ) -> Item {
     let action = match found {
         Found::Missing => Action::Create,
         Found::Foreign { reason } => Action::Conflict {
             reason: reason.clone(),
         },
+        Found::Ours(g) if placement.vpc_id.is_some() && g.vpc_id != placement.vpc_id => {
+            Action::Conflict {
+                reason: moved_vpc(resource, name, g.vpc_id.as_deref(), placement),
+            }
+        }
         Found::Ours(g) => {
             let (add, remove) = rule_diff(g, want);
             let mut changes: Vec<String> = add
@@ -181,6 +187,95 @@ fn group_item(
     }
 }
 
+fn moved_vpc(resource: &str, name: &str, has: Option<&str>, placement: &Placement) -> String {
+    format!(
+        "the {resource} {name} is in {}, and the settings place the migration in {}: a \
+         resource cannot move between VPCs; keep the VPC it was provisioned in, or run \
+         `heroku2rds teardown` first",
+        has.unwrap_or("another VPC"),
+        placement.vpc_id.as_deref().unwrap_or("another VPC")
+    )
+}
+
+/// Where a region's resources go, as a plan line: a conflict when there is nowhere to put them.
+fn placement_item(region: &str, p: &Placement) -> Item {
+    let subnets = p
+        .subnets
+        .iter()
+        .map(|s| format!("{} ({})", s.id, s.zone))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Item {
+        resource: "VPC and subnets",
+        name: p.vpc_id.clone().unwrap_or_else(|| "none".into()),
+        region: region.to_string(),
+        action: match &p.problem {
+            Some(reason) => Action::Conflict {
+                reason: reason.clone(),
+            },
+            None => Action::Exists,
+        },
+        detail: if p.subnets.is_empty() {
+            "not created by heroku2rds".into()
+        } else {
+            format!(
+                "{}; subnets {subnets}; not created by heroku2rds",
+                if p.default_vpc {
+                    "the region's default VPC"
+                } else {
+                    "as given"
+                }
+            )
+        },
+    }
+}
+
+fn subnet_group_item(
+    resource: &'static str,
+    name: &str,
+    region: &str,
+    found: &Found<SubnetGroup>,
+    placement: &Placement,
+) -> Item {
+    let want: Vec<String> = placement.subnets.iter().map(|s| s.id.clone()).collect();
+    let (action, note) = match found {
+        Found::Ours(g)
+            if placement.vpc_id.is_some() && Some(&g.vpc_id) != placement.vpc_id.as_ref() =>
+        {
+            (
+                Action::Conflict {
+                    reason: moved_vpc(resource, name, Some(&g.vpc_id), placement),
+                },
+                String::new(),
+            )
+        }
+        Found::Ours(g) => {
+            let (mut have, mut wanted) = (g.subnet_ids.clone(), want.clone());
+            have.sort();
+            wanted.sort();
+            (
+                Action::Exists,
+                if have != wanted && !wanted.is_empty() {
+                    format!(
+                        "; now {} (differs from the settings; left as is)",
+                        have.join(", ")
+                    )
+                } else {
+                    String::new()
+                },
+            )
+        }
+        other => (simple(other), String::new()),
+    };
+    Item {
+        resource,
+        name: name.to_string(),
+        region: region.to_string(),
+        action,
+        detail: format!("subnets {}{note}", want.join(", ")),
+    }
+}
+
 fn simple<T>(found: &Found<T>) -> Action {
     match found {
         Found::Missing => Action::Create,
@@ -200,6 +295,7 @@ pub fn plan(spec: &Spec, names: &Names, seen: &Observed) -> Plan {
         .ours()
         .map(|g| g.id.clone())
         .unwrap_or_else(|| names.worker_sg.clone());
+    items.push(placement_item(region, &seen.placement));
     if spec.worker.is_some() || seen.worker_sg.ours().is_some() {
         items.push(group_item(
             "worker security group",
@@ -207,6 +303,7 @@ pub fn plan(spec: &Spec, names: &Names, seen: &Observed) -> Plan {
             region,
             &seen.worker_sg,
             &worker_rules(spec),
+            &seen.placement,
         ));
     }
     items.push(group_item(
@@ -215,6 +312,14 @@ pub fn plan(spec: &Spec, names: &Names, seen: &Observed) -> Plan {
         region,
         &seen.db_sg,
         &db_rules(spec, Some(&worker_group)),
+        &seen.placement,
+    ));
+    items.push(subnet_group_item(
+        "DB subnet group",
+        &names.subnet_group,
+        region,
+        &seen.subnet_group,
+        &seen.placement,
     ));
     if spec.ssh_public_key.is_some() || seen.key_pair.ours().is_some() {
         items.push(Item {
@@ -243,8 +348,8 @@ pub fn plan(spec: &Spec, names: &Names, seen: &Observed) -> Plan {
         detail: "Secrets Manager; generated here, never printed".into(),
     });
     let db_detail = format!(
-        "PostgreSQL {}, {}, gp3 {} GiB{}, encrypted, backups {} days, deletion protection, \
-         user {}, database {}",
+        "PostgreSQL {}, {}, gp3 {} GiB{}, {}, encrypted, backups {} days, deletion protection, \
+         user {}, database {}; {}",
         spec.db.engine_major,
         spec.db.instance_class,
         spec.db.storage_gb,
@@ -252,17 +357,38 @@ pub fn plan(spec: &Spec, names: &Names, seen: &Observed) -> Plan {
             Some(m) => format!(" (autoscaling to {m} GiB)"),
             None => " (autoscaling off)".into(),
         },
+        if spec.db.multi_az {
+            "Multi-AZ (a standby in a second zone, twice the instance cost)"
+        } else {
+            "single-AZ (--multi-az recommended for production: a standby in a second zone, \
+             twice the instance cost)"
+        },
         spec.db.backup_retention_days,
         spec.db.master_username,
         spec.db.db_name,
+        support_note(spec.db.engine_major, spec.db.extended_support),
     );
+    let support_ended = super::spec::standard_support_end(spec.db.engine_major)
+        .filter(|end| *end < seen.today.as_str());
     items.push(Item {
         resource: "RDS primary",
         name: names.db.clone(),
         region: region.to_string(),
         // An existing database is never modified: where it differs from the spec, the detail
         // says so and provision leaves it as it is.
-        action: simple(&seen.db),
+        action: match (&seen.db, support_ended) {
+            (Found::Missing, Some(end)) if !spec.db.extended_support => Action::Conflict {
+                reason: format!(
+                    "RDS standard support of PostgreSQL {} ended on {end}; with Extended Support \
+                     off RDS creates no new database on it: pass --engine-major {} (a newer \
+                     major; the copy upgrades on the way), or --extended-support (billed per \
+                     vCPU-hour)",
+                    spec.db.engine_major,
+                    super::spec::default_engine_major(spec.db.engine_major, &seen.today)
+                ),
+            },
+            (found, _) => simple(found),
+        },
         detail: match &seen.db {
             Found::Ours(d) => {
                 let differs =
@@ -284,12 +410,21 @@ pub fn plan(spec: &Spec, names: &Names, seen: &Observed) -> Plan {
         },
     });
     if let Some(rr) = &spec.replica_region {
+        items.push(placement_item(rr, &seen.replica_placement));
         items.push(group_item(
             "replica security group",
             &names.replica_sg,
             rr,
             &seen.replica_sg,
             &replica_rules(spec),
+            &seen.replica_placement,
+        ));
+        items.push(subnet_group_item(
+            "replica DB subnet group",
+            &names.subnet_group,
+            rr,
+            &seen.replica_subnet_group,
+            &seen.replica_placement,
         ));
         items.push(Item {
             resource: "replica DB parameter group",
@@ -345,6 +480,19 @@ pub fn plan(spec: &Spec, names: &Names, seen: &Observed) -> Plan {
     }
 }
 
+/// The major's support window as the plan shows it.
+fn support_note(major: u32, extended: bool) -> String {
+    let end = match super::spec::standard_support_end(major) {
+        Some(d) => format!("standard support of PostgreSQL {major} until {d}"),
+        None => format!("standard support end of PostgreSQL {major} not known to heroku2rds"),
+    };
+    if extended {
+        format!("{end}; Extended Support on (billed per vCPU-hour after that date)")
+    } else {
+        format!("{end}; Extended Support off (--extended-support to keep the major after it)")
+    }
+}
+
 /// The plan as text for a terminal.
 pub fn render(plan: &Plan) -> String {
     let mut out = format!(
@@ -381,6 +529,7 @@ pub fn render(plan: &Plan) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aws::observe::Subnet;
     use crate::aws::spec::{DbSpec, WorkerSpec};
 
     fn spec() -> Spec {
@@ -392,6 +541,8 @@ mod tests {
             app_cidrs: vec![],
             open_to_internet: false,
             ssh_public_key: None,
+            network: Default::default(),
+            replica_network: Default::default(),
             db: DbSpec {
                 instance_class: "db.m7g.large".into(),
                 storage_gb: 20,
@@ -400,6 +551,8 @@ mod tests {
                 db_name: "app".into(),
                 master_username: "app".into(),
                 backup_retention_days: 7,
+                multi_az: false,
+                extended_support: false,
             },
             worker: Some(WorkerSpec {
                 instance_type: "m7i.large".into(),
@@ -410,8 +563,30 @@ mod tests {
     }
 
     fn empty() -> Observed {
+        let placement = Placement {
+            vpc_id: Some("vpc-1".into()),
+            subnets: vec![
+                Subnet {
+                    id: "subnet-a".into(),
+                    vpc_id: "vpc-1".into(),
+                    zone: "us-east-2a".into(),
+                },
+                Subnet {
+                    id: "subnet-b".into(),
+                    vpc_id: "vpc-1".into(),
+                    zone: "us-east-2b".into(),
+                },
+            ],
+            default_vpc: true,
+            problem: None,
+        };
         Observed {
             account: "123456789012".into(),
+            today: "2026-12-03".into(),
+            placement: placement.clone(),
+            replica_placement: placement,
+            subnet_group: Found::Missing,
+            replica_subnet_group: Found::Missing,
             worker_sg: Found::Missing,
             db_sg: Found::Missing,
             replica_sg: Found::Missing,
@@ -431,8 +606,20 @@ mod tests {
         let s = spec();
         let names = Names::new("acme", "123456789012", "us-east-2", 16);
         let p = plan(&s, &names, &empty());
-        assert!(p.items.iter().all(|i| i.action == Action::Create), "{p:?}");
-        assert_eq!(p.items.len(), 10);
+        assert!(
+            p.items
+                .iter()
+                .all(|i| i.action == Action::Create || i.resource == "VPC and subnets"),
+            "{p:?}"
+        );
+        assert_eq!(p.items.len(), 14);
+        assert_eq!(
+            p.items
+                .iter()
+                .filter(|i| i.resource.ends_with("DB subnet group"))
+                .count(),
+            2
+        );
         for rules in [
             db_rules(&s, Some("sg-1")),
             replica_rules(&s),
@@ -460,10 +647,12 @@ mod tests {
         let mut seen = empty();
         seen.worker_sg = Found::Ours(Group {
             id: "sg-w".into(),
+            vpc_id: Some("vpc-1".into()),
             ingress: vec![],
         });
         seen.db_sg = Found::Ours(Group {
             id: "sg-d".into(),
+            vpc_id: Some("vpc-1".into()),
             ingress: vec![
                 Rule {
                     port: 5432,
@@ -495,6 +684,62 @@ mod tests {
         );
         assert_eq!(p.conflicts(), vec!["not ours".to_string()]);
         assert!(!p.converged());
+    }
+
+    #[test]
+    fn nowhere_to_go_and_moved_vpcs_are_conflicts() {
+        let s = spec();
+        let names = Names::new("acme", "123456789012", "us-east-2", 16);
+        let mut seen = empty();
+        seen.replica_placement = Placement {
+            problem: Some("no default VPC in us-east-1: pass --replica-vpc-id".into()),
+            ..Default::default()
+        };
+        seen.db_sg = Found::Ours(Group {
+            id: "sg-d".into(),
+            vpc_id: Some("vpc-old".into()),
+            ingress: vec![],
+        });
+        seen.subnet_group = Found::Ours(SubnetGroup {
+            vpc_id: "vpc-1".into(),
+            subnet_ids: vec!["subnet-b".into(), "subnet-a".into()],
+        });
+        let p = plan(&s, &names, &seen);
+        let c = p.conflicts();
+        assert_eq!(c.len(), 2, "{c:?}");
+        assert!(c[0].contains("vpc-old") && c[0].contains("vpc-1"), "{c:?}");
+        assert!(c[1].contains("--replica-vpc-id"), "{c:?}");
+        let group = p
+            .items
+            .iter()
+            .find(|i| i.resource == "DB subnet group")
+            .unwrap();
+        assert_eq!(
+            group.action,
+            Action::Exists,
+            "same subnets in another order"
+        );
+    }
+
+    #[test]
+    fn a_major_past_standard_support_needs_extended_support_or_a_newer_major() {
+        let mut s = spec();
+        s.db.engine_major = 13;
+        let names = Names::new("acme", "123456789012", "us-east-2", 13);
+        let p = plan(&s, &names, &empty());
+        let c = p.conflicts();
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert!(
+            c[0].contains("2026-02-28") && c[0].contains("--engine-major 14"),
+            "{c:?}"
+        );
+        s.db.extended_support = true;
+        assert!(plan(&s, &names, &empty()).conflicts().is_empty());
+        s.db.extended_support = false;
+        s.db.engine_major = 16;
+        let p = plan(&s, &names, &empty());
+        assert!(p.conflicts().is_empty());
+        assert!(render(&p).contains("standard support of PostgreSQL 16 until 2029-02-28"));
     }
 
     #[test]

@@ -64,7 +64,14 @@ pub async fn make_plan(r: &Resolved) -> Result<Planned> {
         &r.spec.region,
         r.spec.db.engine_major,
     );
-    let seen = observe::observe(&aws, &r.spec.name, &names, &account).await?;
+    let seen = observe::observe(
+        &aws,
+        &r.spec.name,
+        &names,
+        &account,
+        Some((&r.spec.network, &r.spec.replica_network)),
+    )
+    .await?;
     let plan = plan::plan(&r.spec, &names, &seen);
     Ok(Planned {
         aws,
@@ -114,7 +121,7 @@ pub async fn provision(r: &Resolved, p: Planned, wait: Duration) -> Result<Provi
             "provision refused, nothing was changed: {}",
             conflicts.join("; ")
         ))
-        .with_fix("choose another --name, or remove or rename the resource that is in the way"));
+        .with_fix("do what each conflict says (pass the settings it names, choose another --name, or move the resource that is in the way), then re-run; `heroku2rds plan` shows them all"));
     }
     let worker = match &r.spec.worker {
         Some(w) if p.seen.workers.is_empty() => {
@@ -266,7 +273,7 @@ pub async fn find(t: &TeardownTarget) -> Result<Found> {
     // The parameter group's name carries the engine major; look for each supported one once
     // the rest is known, keeping the first that exists.
     let mut names = Names::new(&t.name, &account, &t.region, 0);
-    let mut seen = observe::observe(&aws, &t.name, &names, &account).await?;
+    let mut seen = observe::observe(&aws, &t.name, &names, &account, None).await?;
     for major in 11..=20 {
         let candidate = Names::new(&t.name, &account, &t.region, major);
         let pg = observe::observe_param_group(&aws.rds(), &candidate.param_group, &t.name).await?;

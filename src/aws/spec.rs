@@ -60,10 +60,24 @@ pub struct Spec {
     pub open_to_internet: bool,
     /// An OpenSSH public key to install on the worker; SSH is closed without one.
     pub ssh_public_key: Option<String>,
+    /// Where the primary, the worker and their groups go.
+    pub network: Network,
+    /// Where the replica and its group go (in the replica's region).
+    pub replica_network: Network,
     /// The database.
     pub db: DbSpec,
     /// The worker; `None` when only the database side is wanted.
     pub worker: Option<WorkerSpec>,
+}
+
+/// The VPC and subnets of one region as given; both empty means the region's default VPC.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Network {
+    /// Checked against the subnets' VPC when given.
+    pub vpc_id: Option<String>,
+    /// The DB subnet group's subnets (at least two availability zones); the worker goes in the
+    /// first.
+    pub subnet_ids: Vec<String>,
 }
 
 /// The RDS primary.
@@ -83,6 +97,10 @@ pub struct DbSpec {
     pub master_username: String,
     /// Automated backup retention, days.
     pub backup_retention_days: i32,
+    /// A standby in a second availability zone.
+    pub multi_az: bool,
+    /// RDS Extended Support (billed) once the major's standard support ends; off unless asked.
+    pub extended_support: bool,
 }
 
 /// The EC2 worker.
@@ -103,6 +121,7 @@ pub struct Names {
     pub db_sg: String,
     pub replica_sg: String,
     pub param_group: String,
+    pub subnet_group: String,
     pub db: String,
     pub replica: String,
     pub bucket: String,
@@ -120,6 +139,7 @@ impl Names {
             db_sg: format!("{base}-db"),
             replica_sg: format!("{base}-replica-db"),
             param_group: format!("{base}-pg{engine_major}"),
+            subnet_group: base.clone(),
             db: base.clone(),
             replica: format!("{base}-replica"),
             bucket: bucket_name(name, account, region),
@@ -241,6 +261,181 @@ pub fn normalize_cidr(value: &str, flag: &str) -> Result<String> {
         }
     };
     Ok(format!("{network}/{prefix}"))
+}
+
+/// The database name and the master user: RDS for PostgreSQL takes 1-63 letters, digits and
+/// underscores starting with a letter; names PostgreSQL or RDS reserve are refused here rather
+/// than by CreateDBInstance after the groups, parameter group and secret exist.
+pub fn validate_db_identifier(value: &str, setting: &str) -> Result<()> {
+    let bad = |why: &str| {
+        Err(Error::usage(format!("{setting} {value:?} {why}")).with_fix(format!(
+            "set {setting} in heroku2rds.toml to 1-63 letters, digits and underscores starting              with a letter, e.g. {setting} = \"app\""
+        )))
+    };
+    let lower = value.to_ascii_lowercase();
+    if value.is_empty() || value.len() > 63 {
+        return bad("must be 1-63 characters long");
+    }
+    if !value.starts_with(|c: char| c.is_ascii_alphabetic())
+        || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return bad("may hold only letters, digits and underscores, starting with a letter");
+    }
+    if lower.starts_with("pg_") || lower.starts_with("rds") {
+        return bad("is reserved (names starting with pg_ or rds belong to PostgreSQL and RDS)");
+    }
+    const RESERVED: &[&str] = &[
+        "all",
+        "analyse",
+        "analyze",
+        "and",
+        "any",
+        "as",
+        "asc",
+        "both",
+        "case",
+        "check",
+        "column",
+        "constraint",
+        "create",
+        "default",
+        "desc",
+        "distinct",
+        "do",
+        "else",
+        "end",
+        "false",
+        "for",
+        "foreign",
+        "from",
+        "grant",
+        "group",
+        "in",
+        "into",
+        "not",
+        "null",
+        "only",
+        "or",
+        "order",
+        "primary",
+        "public",
+        "select",
+        "table",
+        "then",
+        "to",
+        "true",
+        "union",
+        "unique",
+        "user",
+        "using",
+        "when",
+        "where",
+        "with",
+        "template0",
+        "template1",
+    ];
+    if RESERVED.contains(&lower.as_str()) {
+        return bad("is a reserved word");
+    }
+    Ok(())
+}
+
+/// Automated backups: 0-35 days; a read replica needs them on (RDS refuses a replica of a
+/// primary without automated backups).
+pub fn validate_retention(days: i32, with_replica: bool) -> Result<()> {
+    if !(0..=35).contains(&days) {
+        return Err(
+            Error::usage(format!("backup_retention_days {days} is outside 0-35")).with_fix(
+                "set backup_retention_days in heroku2rds.toml to 1-35 days (7 by default)",
+            ),
+        );
+    }
+    if days == 0 && with_replica {
+        return Err(Error::usage(
+            "backup_retention_days 0 turns automated backups off, and a read replica needs them",
+        )
+        .with_fix("set backup_retention_days to at least 1, or leave --replica-region out"));
+    }
+    Ok(())
+}
+
+/// The storage-autoscaling ceiling: RDS wants it at least 10% above the allocated storage (and
+/// at most 65,536 GiB).
+pub fn validate_autoscaling(max_gb: i32, storage_gb: i32) -> Result<()> {
+    let least = (storage_gb as i64 * 11 + 9) / 10;
+    if (max_gb as i64) < least || max_gb > 65_536 {
+        return Err(Error::usage(format!(
+            "--storage-autoscaling-max-gb {max_gb}: RDS needs a ceiling of at least 110% of the \
+             allocated {storage_gb} GiB, and at most 65536"
+        ))
+        .with_fix(format!(
+            "pass --storage-autoscaling-max-gb {} or more",
+            least.max(storage_gb as i64 * 2)
+        )));
+    }
+    Ok(())
+}
+
+/// `--vpc-id` and `--subnet-ids` as given: AWS identifiers, subnets only with a VPC's subnets.
+pub fn validate_network(n: &Network, vpc_flag: &str, subnets_flag: &str) -> Result<()> {
+    let id_ok = |v: &str, prefix: &str| {
+        v.strip_prefix(prefix).is_some_and(|hex| {
+            (8..=17).contains(&hex.len()) && hex.chars().all(|c| c.is_ascii_hexdigit())
+        })
+    };
+    if let Some(v) = &n.vpc_id {
+        if !id_ok(v, "vpc-") {
+            return Err(
+                Error::usage(format!("{vpc_flag} {v:?} is not a VPC id")).with_fix(format!(
+                    "give an id such as {vpc_flag} vpc-0a1b2c3d4e5f67890"
+                )),
+            );
+        }
+        if n.subnet_ids.is_empty() {
+            return Err(Error::usage(format!(
+                "{vpc_flag} needs {subnets_flag}: which of its subnets the database and the \
+                 worker use"
+            ))
+            .with_fix(format!(
+                "pass {subnets_flag} with subnets of {v} in at least two availability zones \
+                 (the worker goes in the first; it needs an internet gateway route or a NAT)"
+            )));
+        }
+    }
+    for s in &n.subnet_ids {
+        if !id_ok(s, "subnet-") {
+            return Err(Error::usage(format!("{subnets_flag}: {s:?} is not a subnet id"))
+                .with_fix(format!(
+                    "give ids separated by commas, e.g. {subnets_flag} subnet-0a1b2c3d,subnet-4e5f6a7b"
+                )));
+        }
+    }
+    Ok(())
+}
+
+/// The end of RDS standard support for a PostgreSQL major (the last day), where known. After
+/// it, RDS bills Extended Support for the major, or refuses it when Extended Support is off.
+pub fn standard_support_end(major: u32) -> Option<&'static str> {
+    Some(match major {
+        11 => "2024-02-29",
+        12 => "2025-02-28",
+        13 => "2026-02-28",
+        14 => "2027-02-28",
+        15 => "2028-02-29",
+        16 => "2029-02-28",
+        17 => "2030-02-28",
+        18 => "2031-02-28",
+        _ => return None,
+    })
+}
+
+/// The target's major when none is given: the source's while RDS still gives it standard
+/// support on `today` (ISO date), else the oldest major that has it (an upgrade on the way,
+/// which the logical copy allows; an older major would be billed Extended Support).
+pub fn default_engine_major(source_major: u32, today: &str) -> u32 {
+    (source_major.max(11)..=source_major.max(11) + 10)
+        .find(|m| standard_support_end(*m).is_none_or(|end| end >= today))
+        .unwrap_or(source_major)
 }
 
 /// gp3 storage for a source of `source_gb`: about twice its size, at least 20 GiB.
@@ -388,6 +583,59 @@ mod tests {
         assert_eq!(worker_type_for(5000.0, "amd64"), "m7i.2xlarge");
         assert_eq!(worker_type_for(50.0, "arm64"), "m7g.large");
         assert_eq!(worker_type_for(5000.0, "arm64"), "m7g.2xlarge");
+    }
+
+    #[test]
+    fn database_settings() {
+        for ok in ["app", "App_1", &"a".repeat(63)] {
+            assert!(validate_db_identifier(ok, "db_name").is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "1app",
+            "my-app",
+            "pg_app",
+            "rdsadmin",
+            "select",
+            &"a".repeat(64),
+        ] {
+            let e = validate_db_identifier(bad, "master_username").unwrap_err();
+            assert!(e.to_string().contains("master_username"), "{bad}: {e}");
+        }
+        assert!(validate_retention(0, false).is_ok());
+        assert!(validate_retention(0, true).is_err());
+        assert!(validate_retention(36, false).is_err());
+        assert!(validate_autoscaling(22, 20).is_ok());
+        let e = validate_autoscaling(21, 20).unwrap_err();
+        assert!(e.to_string().contains("110%"), "{e}");
+        assert!(validate_autoscaling(70_000, 20).is_err());
+        let net = |vpc: Option<&str>, subnets: &[&str]| Network {
+            vpc_id: vpc.map(str::to_string),
+            subnet_ids: subnets.iter().map(|s| s.to_string()).collect(),
+        };
+        assert!(validate_network(&net(None, &[]), "--vpc-id", "--subnet-ids").is_ok());
+        assert!(validate_network(
+            &net(Some("vpc-0a1b2c3d"), &["subnet-0a1b2c3d"]),
+            "--vpc-id",
+            "--subnet-ids"
+        )
+        .is_ok());
+        for (vpc, subnets) in [
+            (Some("vpc-0a1b2c3d"), vec![]),
+            (Some("vpc-x"), vec!["subnet-0a1b2c3d"]),
+            (None, vec!["sn-1"]),
+        ] {
+            assert!(validate_network(&net(vpc, &subnets), "--vpc-id", "--subnet-ids").is_err());
+        }
+    }
+
+    #[test]
+    fn support_windows() {
+        assert_eq!(default_engine_major(16, "2026-12-03"), 16);
+        assert_eq!(default_engine_major(13, "2026-12-03"), 14);
+        assert_eq!(default_engine_major(12, "2026-01-01"), 13);
+        assert_eq!(default_engine_major(10, "2026-12-03"), 14);
+        assert_eq!(default_engine_major(30, "2026-12-03"), 30);
     }
 
     #[test]

@@ -148,6 +148,12 @@ async fn steps(
                     .removed
                     .push(format!("replica DB parameter group {}", names.param_group));
             }
+            if seen.replica_subnet_group.ours().is_some() {
+                delete_subnet_group(&rdsr, &names.subnet_group, opts).await?;
+                report
+                    .removed
+                    .push(format!("replica DB subnet group {}", names.subnet_group));
+            }
         } else {
             report.kept.push(format!(
                 "RDS read replica {} ({}; remove with --include-replica)",
@@ -167,6 +173,12 @@ async fn steps(
             report
                 .removed
                 .push(format!("replica DB parameter group {}", names.param_group));
+        }
+        if let (Some(_), Some(rdsr)) = (seen.replica_subnet_group.ours(), aws.rds_replica()) {
+            delete_subnet_group(&rdsr, &names.subnet_group, opts).await?;
+            report
+                .removed
+                .push(format!("replica DB subnet group {}", names.subnet_group));
         }
     }
 
@@ -188,6 +200,11 @@ async fn steps(
             report
                 .kept
                 .push(format!("DB parameter group {}", names.param_group));
+        }
+        if seen.subnet_group.ours().is_some() {
+            report
+                .kept
+                .push(format!("DB subnet group {}", names.subnet_group));
         }
         if seen.secret.ours().is_some() {
             report
@@ -228,6 +245,12 @@ async fn steps(
         report
             .removed
             .push(format!("DB parameter group {}", names.param_group));
+    }
+    if seen.subnet_group.ours().is_some() {
+        delete_subnet_group(&rds, &names.subnet_group, opts).await?;
+        report
+            .removed
+            .push(format!("DB subnet group {}", names.subnet_group));
     }
     if seen.secret.ours().is_some() {
         aws.secrets()
@@ -284,6 +307,29 @@ async fn delete_param_group(rds: &aws_sdk_rds::Client, name: &str) -> Result<()>
     }
 }
 
+/// Deletes a DB subnet group; one still in use by an instance being deleted is retried.
+async fn delete_subnet_group(rds: &aws_sdk_rds::Client, name: &str, opts: Options) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        match rds
+            .delete_db_subnet_group()
+            .db_subnet_group_name(name)
+            .send()
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if code(&e) == Some("DBSubnetGroupNotFoundFault") => return Ok(()),
+            Err(e)
+                if code(&e) == Some("InvalidDBSubnetGroupStateFault")
+                    && start.elapsed() < opts.wait =>
+            {
+                tokio::time::sleep(opts.poll).await;
+            }
+            Err(e) => return Err(sdk("rds:DeleteDBSubnetGroup", e)),
+        }
+    }
+}
+
 async fn wait_terminated(ec2: &aws_sdk_ec2::Client, ids: &[String], opts: Options) -> Result<()> {
     let start = Instant::now();
     loop {
@@ -337,11 +383,46 @@ async fn delete_db(
         Some(s) => req.final_db_snapshot_identifier(s),
         None => req.skip_final_snapshot(true),
     };
-    match req.send().await {
-        Ok(_) => {}
-        Err(e) if code(&e) == Some("DBInstanceNotFound") => return Ok(()),
-        Err(e) if code(&e) == Some("InvalidDBInstanceState") => {} // already deleting
-        Err(e) => return Err(sdk("rds:DeleteDBInstance", e)),
+    let start = Instant::now();
+    loop {
+        match req.clone().send().await {
+            Ok(_) => break,
+            Err(e) if code(&e) == Some("DBInstanceNotFound") => return Ok(()),
+            Err(e) if code(&e) == Some("InvalidDBInstanceState") => {
+                // Deleting already, or busy (creating, modifying, backing up, a replica being
+                // promoted): RDS deletes only an instance at rest. Say which, and wait for it.
+                let state = match rds
+                    .describe_db_instances()
+                    .db_instance_identifier(id)
+                    .send()
+                    .await
+                {
+                    Ok(o) => o
+                        .db_instances()
+                        .first()
+                        .and_then(|d| d.db_instance_status())
+                        .unwrap_or_default()
+                        .to_string(),
+                    Err(e) if code(&e) == Some("DBInstanceNotFound") => return Ok(()),
+                    Err(e) => return Err(sdk("rds:DescribeDBInstances", e)),
+                };
+                if state == "deleting" {
+                    break;
+                }
+                if start.elapsed() > opts.wait {
+                    return Err(Error::other(format!(
+                        "RDS {id} is {state}: AWS deletes an instance only once it is available \
+                         (or stopped), and it stayed {state} for {} minutes",
+                        opts.wait.as_secs() / 60
+                    ))
+                    .with_fix("re-run teardown later: it continues where it stopped")
+                    .transient());
+                }
+                tracing::info!("RDS {id} is {state}; waiting to delete it");
+                tokio::time::sleep(opts.poll).await;
+            }
+            Err(e) => return Err(sdk("rds:DeleteDBInstance", e)),
+        }
     }
     let start = Instant::now();
     loop {

@@ -43,6 +43,14 @@ pub struct AwsFile {
     pub db_name: Option<String>,
     pub master_username: Option<String>,
     pub backup_retention_days: Option<i32>,
+    pub multi_az: Option<bool>,
+    pub extended_support: Option<bool>,
+    pub vpc_id: Option<String>,
+    #[serde(default)]
+    pub subnet_ids: Vec<String>,
+    pub replica_vpc_id: Option<String>,
+    #[serde(default)]
+    pub replica_subnet_ids: Vec<String>,
 }
 
 /// Reads `path`, or `heroku2rds.toml` in the current directory when it exists (no file is fine).
@@ -112,10 +120,24 @@ region = "{region}"
 # open_to_internet = false
 # RDS instance class; default sized from the source (db.m7g.large below 50 GB).
 # db_instance_class = "db.m7g.large"
-# PostgreSQL major version on RDS; default the source's (never below it).
+# PostgreSQL major version on RDS; default the source's (never below it), or the oldest major
+# still in RDS standard support when the source's is past it.
 # engine_major = 16
-# Storage autoscaling ceiling in GiB; off by default.
+# Keep a major past its standard support, billed as RDS Extended Support; off by default.
+# extended_support = false
+# A standby in a second availability zone (recommended for production; twice the instance cost).
+# multi_az = false
+# Storage autoscaling ceiling in GiB (at least 110% of the allocated storage); off by default,
+# except with a replica (its replication slot can hold WAL during the bulk load).
 # storage_autoscaling_max_gb = 500
+# The VPC and subnets; default the region's default VPC. Accounts without one (landing zones,
+# Control Tower) name them: subnets in at least two availability zones; the worker goes in the
+# first, which needs a route to an internet gateway (it gets a public IP) or a NAT.
+# vpc_id = "vpc-0a1b2c3d4e5f67890"
+# subnet_ids = ["subnet-0a1b2c3d", "subnet-4e5f6a7b"]
+# The same for the replica's region.
+# replica_vpc_id = "vpc-0f1e2d3c4b5a69788"
+# replica_subnet_ids = ["subnet-1a2b3c4d", "subnet-5e6f7a8b"]
 # The database and master user created on RDS.
 # db_name = "app"
 # master_username = "app"

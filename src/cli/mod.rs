@@ -316,6 +316,24 @@ pub struct AwsArgs {
     /// Turn on RDS storage autoscaling up to this many GiB (off by default).
     #[arg(long)]
     pub storage_autoscaling_max_gb: Option<i32>,
+    /// A standby in a second availability zone (recommended for production; doubles the instance cost).
+    #[arg(long)]
+    pub multi_az: bool,
+    /// Keep the RDS database on its major after standard support ends, billed as RDS Extended Support (off unless given).
+    #[arg(long)]
+    pub extended_support: bool,
+    /// The VPC of the database and the worker [default: the region's default VPC]; needs --subnet-ids.
+    #[arg(long)]
+    pub vpc_id: Option<String>,
+    /// Subnets for the database (at least two availability zones) and the worker (the first; it needs an internet gateway route or a NAT), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub subnet_ids: Vec<String>,
+    /// The VPC of the replica, in --replica-region [default: that region's default VPC].
+    #[arg(long)]
+    pub replica_vpc_id: Option<String>,
+    /// Subnets of the replica in --replica-region (at least two availability zones), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub replica_subnet_ids: Vec<String>,
     /// EC2 instance type of the worker [default: sized from the source, e.g. m7i.large].
     #[arg(long)]
     pub worker_instance_type: Option<String>,

@@ -102,8 +102,47 @@ pub async fn resolve(a: &AwsArgs) -> Result<Resolved> {
         }
         None => None,
     };
+    let network = spec::Network {
+        vpc_id: pick(&a.vpc_id, &f.vpc_id),
+        subnet_ids: if a.subnet_ids.is_empty() {
+            f.subnet_ids.clone()
+        } else {
+            a.subnet_ids.clone()
+        },
+    };
+    spec::validate_network(&network, "--vpc-id", "--subnet-ids")?;
+    let replica_network = spec::Network {
+        vpc_id: pick(&a.replica_vpc_id, &f.replica_vpc_id),
+        subnet_ids: if a.replica_subnet_ids.is_empty() {
+            f.replica_subnet_ids.clone()
+        } else {
+            a.replica_subnet_ids.clone()
+        },
+    };
+    spec::validate_network(&replica_network, "--replica-vpc-id", "--replica-subnet-ids")?;
+    if replica_region.is_none()
+        && (replica_network.vpc_id.is_some() || !replica_network.subnet_ids.is_empty())
+    {
+        return Err(
+            Error::usage("--replica-vpc-id/--replica-subnet-ids without --replica-region")
+                .with_fix("pass --replica-region too, or leave the replica's network out"),
+        );
+    }
+    let db_name = f.db_name.clone().unwrap_or_else(|| "app".into());
+    spec::validate_db_identifier(&db_name, "db_name")?;
+    let master_username = f.master_username.clone().unwrap_or_else(|| "app".into());
+    spec::validate_db_identifier(&master_username, "master_username")?;
+    let backup_retention_days = f.backup_retention_days.unwrap_or(7);
+    spec::validate_retention(backup_retention_days, replica_region.is_some())?;
+    let extended_support = a.extended_support || f.extended_support.unwrap_or(false);
     let (size_gb, source_major) = source_facts(a).await?;
-    let engine_major = pick(&a.engine_major, &f.engine_major).unwrap_or(source_major);
+    let engine_major = pick(&a.engine_major, &f.engine_major).unwrap_or_else(|| {
+        if extended_support {
+            source_major
+        } else {
+            spec::default_engine_major(source_major, &today())
+        }
+    });
     if engine_major < source_major {
         return Err(Error::usage(format!(
             "--engine-major {engine_major} is below the source's PostgreSQL {source_major}"
@@ -116,15 +155,20 @@ pub async fn resolve(a: &AwsArgs) -> Result<Resolved> {
             "--worker-arch {arch:?}: use amd64 or arm64"
         )));
     }
-    let max_storage = pick(&a.storage_autoscaling_max_gb, &f.storage_autoscaling_max_gb);
     let storage_gb = spec::storage_for(size_gb);
-    if let Some(m) = max_storage {
-        if m <= storage_gb {
-            return Err(Error::usage(format!(
-                "--storage-autoscaling-max-gb {m} must exceed the allocated {storage_gb} GiB"
-            )));
+    let max_storage = match pick(&a.storage_autoscaling_max_gb, &f.storage_autoscaling_max_gb) {
+        Some(m) => {
+            spec::validate_autoscaling(m, storage_gb)?;
+            Some(m)
         }
-    }
+        // A cross-region replica exists from the start and holds a replication slot on the
+        // primary: while the bulk load writes WAL faster than the replica replays it across
+        // regions, the slot keeps it on the primary's disk. Autoscaling (up to 4x) keeps that
+        // from reaching storage-full; creating the replica after the copy instead would leave
+        // the new production database without its replica until a later run.
+        None if replica_region.is_some() => Some((storage_gb.saturating_mul(4)).min(65_536)),
+        None => None,
+    };
     let worker = if a.no_worker {
         None
     } else {
@@ -143,15 +187,19 @@ pub async fn resolve(a: &AwsArgs) -> Result<Resolved> {
         app_cidrs,
         open_to_internet: a.open_to_internet || f.open_to_internet.unwrap_or(false),
         ssh_public_key,
+        network,
+        replica_network,
         db: DbSpec {
             instance_class: pick(&a.db_instance_class, &f.db_instance_class)
                 .unwrap_or_else(|| spec::db_class_for(size_gb).to_string()),
             storage_gb,
             max_storage_gb: max_storage,
             engine_major,
-            db_name: f.db_name.clone().unwrap_or_else(|| "app".into()),
-            master_username: f.master_username.clone().unwrap_or_else(|| "app".into()),
-            backup_retention_days: f.backup_retention_days.unwrap_or(7),
+            db_name,
+            master_username,
+            backup_retention_days,
+            multi_az: a.multi_az || f.multi_az.unwrap_or(false),
+            extended_support,
         },
         worker,
     };
@@ -163,6 +211,12 @@ pub async fn resolve(a: &AwsArgs) -> Result<Resolved> {
         keyless: a.keyless.into(),
         reach: reach_settings(&a.reach),
     })
+}
+
+/// Today's date (UTC) as YYYY-MM-DD.
+fn today() -> String {
+    let d = time::OffsetDateTime::now_utc().date();
+    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
 }
 
 /// Resolves teardown's settings.

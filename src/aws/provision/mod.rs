@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, HttpTokensState, InstanceMetadataOptionsRequest,
-    InstanceType, IpPermission, IpRange, Ipv6Range, ResourceType, ShutdownBehavior, Tag,
-    TagSpecification, UserIdGroupPair, VolumeType,
+    InstanceNetworkInterfaceSpecification, InstanceType, IpPermission, IpRange, Ipv6Range,
+    ResourceType, ShutdownBehavior, Tag, TagSpecification, UserIdGroupPair, VolumeType,
 };
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
@@ -34,7 +34,7 @@ mod worker;
 
 use bucket::secure_bucket;
 use database::{ensure_param_group, wait_available};
-use network::ensure_group;
+use network::{ensure_group, ensure_subnet_group, Settle};
 use worker::launch_worker;
 
 /// What the worker runs and with which binary.
@@ -234,6 +234,7 @@ async fn steps(
             ensure_group(
                 &ec2,
                 &seen.worker_sg,
+                seen.placement.vpc_id.as_deref(),
                 &names.worker_sg,
                 name,
                 "heroku2rds worker: no inbound traffic",
@@ -249,6 +250,7 @@ async fn steps(
     let db_sg = ensure_group(
         &ec2,
         &seen.db_sg,
+        seen.placement.vpc_id.as_deref(),
         &names.db_sg,
         name,
         "heroku2rds database: 5432 from the worker and the operator",
@@ -309,7 +311,17 @@ async fn steps(
         }
     };
 
-    // The RDS primary.
+    // The RDS primary, in the migration's subnets.
+    ensure_subnet_group(
+        &rds,
+        &seen.subnet_group,
+        &seen.placement,
+        names,
+        name,
+        "DB subnet group",
+        out,
+    )
+    .await?;
     if seen.db.ours().is_none() {
         let mut req = rds
             .create_db_instance()
@@ -324,6 +336,13 @@ async fn steps(
             .master_user_password(&password)
             .db_name(&spec.db.db_name)
             .vpc_security_group_ids(&db_sg)
+            .db_subnet_group_name(&names.subnet_group)
+            .multi_az(spec.db.multi_az)
+            .engine_lifecycle_support(if spec.db.extended_support {
+                "open-source-rds-extended-support"
+            } else {
+                "open-source-rds-extended-support-disabled"
+            })
             .db_parameter_group_name(&names.param_group)
             .publicly_accessible(true)
             .backup_retention_period(spec.db.backup_retention_days)
@@ -349,6 +368,7 @@ async fn steps(
         let replica_sg = ensure_group(
             &ec2r,
             &seen.replica_sg,
+            seen.replica_placement.vpc_id.as_deref(),
             &names.replica_sg,
             name,
             "heroku2rds replica: 5432 from the operator",
@@ -359,6 +379,16 @@ async fn steps(
         .await?;
         // A cross-region replica cannot use the primary's parameter group: it gets its own.
         ensure_param_group(&rdsr, &seen.replica_param_group, spec, names, out).await?;
+        ensure_subnet_group(
+            &rdsr,
+            &seen.replica_subnet_group,
+            &seen.replica_placement,
+            names,
+            name,
+            "replica DB subnet group",
+            out,
+        )
+        .await?;
         if seen.replica.ours().is_none() {
             rdsr.create_db_instance_read_replica()
                 .db_parameter_group_name(&names.param_group)
@@ -367,6 +397,7 @@ async fn steps(
                 .db_instance_class(&spec.db.instance_class)
                 .kms_key_id("alias/aws/rds")
                 .vpc_security_group_ids(replica_sg)
+                .db_subnet_group_name(&names.subnet_group)
                 .publicly_accessible(true)
                 .set_tags(Some(rds_tags(name)))
                 .send()
@@ -436,12 +467,19 @@ async fn steps(
                 keyless: input.keyless,
                 verify_rate: None,
             };
+            let subnet = seen
+                .placement
+                .subnets
+                .first()
+                .map(|s| s.id.clone())
+                .ok_or_else(|| Error::other("no subnet for the worker"))?;
             let id = launch_worker(
                 aws,
                 spec,
                 names,
                 w,
                 &worker_sg.unwrap_or_default(),
+                &subnet,
                 &job,
                 &input.binary,
             )

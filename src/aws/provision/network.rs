@@ -8,6 +8,7 @@ use super::*;
 pub(super) async fn ensure_group(
     ec2: &aws_sdk_ec2::Client,
     found: &Found<observe::Group>,
+    vpc_id: Option<&str>,
     group_name: &str,
     migration: &str,
     description: &str,
@@ -22,6 +23,7 @@ pub(super) async fn ensure_group(
                 .create_security_group()
                 .group_name(group_name)
                 .description(description)
+                .set_vpc_id(vpc_id.map(str::to_string))
                 .tag_specifications(tag_spec(ResourceType::SecurityGroup, migration, group_name))
                 .send()
                 .await
@@ -32,6 +34,7 @@ pub(super) async fn ensure_group(
                 id.clone(),
                 observe::Group {
                     id,
+                    vpc_id: vpc_id.map(str::to_string),
                     ingress: vec![],
                 },
             )
@@ -39,16 +42,22 @@ pub(super) async fn ensure_group(
     };
     let (add, remove) = rule_diff(&current, want);
     if !add.is_empty() {
-        match ec2
-            .authorize_security_group_ingress()
-            .group_id(&id)
-            .set_ip_permissions(Some(add.iter().map(permission).collect()))
-            .send()
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if code(&e) == Some("InvalidPermission.Duplicate") => {}
-            Err(e) => return Err(sdk("ec2:AuthorizeSecurityGroupIngress", e)),
+        // EC2 is eventually consistent: a group just created (or the worker group a rule names)
+        // can be unknown to the next call for a few seconds.
+        let mut settle = Settle::new();
+        loop {
+            match ec2
+                .authorize_security_group_ingress()
+                .group_id(&id)
+                .set_ip_permissions(Some(add.iter().map(permission).collect()))
+                .send()
+                .await
+            {
+                Ok(_) => break,
+                Err(e) if code(&e) == Some("InvalidPermission.Duplicate") => break,
+                Err(e) if code(&e) == Some("InvalidGroup.NotFound") && settle.again().await => {}
+                Err(e) => return Err(sdk("ec2:AuthorizeSecurityGroupIngress", e)),
+            }
         }
     }
     if !remove.is_empty() {
@@ -81,4 +90,65 @@ pub(super) fn permission(r: &Rule) -> IpPermission {
             .user_id_group_pairs(UserIdGroupPair::builder().group_id(g).build())
             .build(),
     }
+}
+
+/// Bounded waiting for EC2's eventual consistency: a resource just created may be unknown to
+/// the next call for a few seconds (AWS's guidance: retry with backoff).
+pub(super) struct Settle {
+    start: Instant,
+    delay: Duration,
+}
+
+impl Settle {
+    pub(super) fn new() -> Settle {
+        Settle {
+            start: Instant::now(),
+            delay: Duration::from_millis(250),
+        }
+    }
+
+    /// Sleeps and returns true while the bound (60 s) is not reached.
+    pub(super) async fn again(&mut self) -> bool {
+        if self.start.elapsed() >= Duration::from_secs(60) {
+            return false;
+        }
+        tokio::time::sleep(self.delay).await;
+        self.delay = (self.delay * 2).min(Duration::from_secs(8));
+        true
+    }
+}
+
+/// The DB subnet group of one region: created from the placement's subnets when missing.
+pub(super) async fn ensure_subnet_group(
+    rds: &aws_sdk_rds::Client,
+    found: &Found<observe::SubnetGroup>,
+    placement: &observe::Placement,
+    names: &Names,
+    migration: &str,
+    resource: &'static str,
+    out: &mut Provisioned,
+) -> Result<()> {
+    if found.ours().is_some() {
+        return Ok(());
+    }
+    let subnets: Vec<String> = placement.subnets.iter().map(|s| s.id.clone()).collect();
+    let mut settle = Settle::new();
+    loop {
+        match rds
+            .create_db_subnet_group()
+            .db_subnet_group_name(&names.subnet_group)
+            .db_subnet_group_description(format!("heroku2rds {migration}"))
+            .set_subnet_ids(Some(subnets.clone()))
+            .set_tags(Some(rds_tags(migration)))
+            .send()
+            .await
+        {
+            Ok(_) => break,
+            Err(e) if code(&e) == Some("DBSubnetGroupAlreadyExists") => break,
+            Err(e) if code(&e) == Some("InvalidSubnet") && settle.again().await => {}
+            Err(e) => return Err(sdk("rds:CreateDBSubnetGroup", e)),
+        }
+    }
+    out.record(resource, &names.subnet_group, "created");
+    Ok(())
 }

@@ -29,6 +29,7 @@ pub(super) async fn launch_worker(
     names: &Names,
     w: &crate::aws::spec::WorkerSpec,
     worker_sg: &str,
+    subnet: &str,
     job: &Job,
     binary: &std::path::Path,
 ) -> Result<String> {
@@ -98,7 +99,18 @@ pub(super) async fn launch_worker(
         .min_count(1)
         .max_count(1)
         .user_data(encoded)
-        .security_group_ids(worker_sg)
+        // In the migration's first subnet with a public address: the worker reaches Heroku,
+        // S3 and apt over the internet (in a subnet without an internet gateway route it needs
+        // a NAT, and the address stays unused).
+        .network_interfaces(
+            InstanceNetworkInterfaceSpecification::builder()
+                .device_index(0)
+                .subnet_id(subnet)
+                .groups(worker_sg)
+                .associate_public_ip_address(true)
+                .delete_on_termination(true)
+                .build(),
+        )
         .instance_initiated_shutdown_behavior(ShutdownBehavior::Stop)
         .metadata_options(
             InstanceMetadataOptionsRequest::builder()
@@ -124,7 +136,18 @@ pub(super) async fn launch_worker(
     if spec.ssh_public_key.is_some() {
         req = req.key_name(&names.key_pair);
     }
-    let out = req.send().await.map_err(|e| sdk("ec2:RunInstances", e))?;
+    let mut settle = Settle::new();
+    let out = loop {
+        match req.clone().send().await {
+            Ok(out) => break out,
+            Err(e)
+                if matches!(
+                    code(&e),
+                    Some("InvalidGroup.NotFound" | "InvalidSubnetID.NotFound")
+                ) && settle.again().await => {}
+            Err(e) => return Err(sdk("ec2:RunInstances", e)),
+        }
+    };
     let id = out
         .instances()
         .first()

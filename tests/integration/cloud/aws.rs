@@ -140,7 +140,20 @@ async fn provision_twice_then_teardown_in_steps() {
     );
     plan.expect_code(0);
     let items = plan.json()["items"].as_array().unwrap().clone();
-    assert!(items.iter().all(|i| i["action"] == "create"), "{items:?}");
+    assert!(
+        items
+            .iter()
+            .all(|i| i["action"] == "create" || i["resource"] == "VPC and subnets"),
+        "{items:?}"
+    );
+    assert_eq!(
+        items
+            .iter()
+            .filter(|i| i["resource"] == "VPC and subnets" && i["action"] == "exists")
+            .count(),
+        2,
+        "the default VPC of each region: {items:?}"
+    );
     assert!(
         inventory(&env, &name).is_empty(),
         "plan must not create anything"
@@ -161,6 +174,7 @@ async fn provision_twice_then_teardown_in_steps() {
     assert_eq!(kinds(&inv1, "/instance/"), 1, "{inv1:#?}");
     assert_eq!(kinds(&inv1, "/secret/"), 1);
     assert_eq!(kinds(&inv1, "/paramgroup/"), 2, "one per region");
+    assert_eq!(kinds(&inv1, "/subnetgroup/"), 2, "one per region");
     assert_eq!(kinds(&inv1, "/keypair/"), 1);
     let bucket = inv1
         .iter()
@@ -179,7 +193,7 @@ async fn provision_twice_then_teardown_in_steps() {
     assert_eq!(primary["encrypted"], true);
     assert_eq!(primary["storage_type"], "gp3");
     assert_rules_closed(&inv1, &name);
-    assert!(count_outcomes(&first, "created") >= 11, "{}", first.stdout);
+    assert!(count_outcomes(&first, "created") >= 13, "{}", first.stdout);
 
     // The user-data the worker got: no secret in it.
     let secret_password = {
@@ -697,6 +711,229 @@ async fn exactly_the_operator_policy_under_iam_enforcement() {
     assert!(
         superfluous.is_empty(),
         "policy grants actions heroku2rds never needed: {superfluous:?}"
+    );
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
+/// An account without default VPCs (landing zones, Control Tower): `plan` names the problem and
+/// the flags; given VPCs and subnets, provision converges (twice, the same inventory) and
+/// teardown removes everything, under exactly policies/operator.json.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_default_vpc_then_given_subnets_under_exactly_the_policy() {
+    let m = Moto::private(&[]);
+    let root_env = aws_env(&m, "test", "test");
+    let scratch = scratch_dir("novpc");
+    let admin = iam_user(
+        &m,
+        &root_env,
+        "admin",
+        &ADMIN_POLICY.parse().unwrap(),
+        &scratch,
+    );
+    let policy: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_file("policies/operator.json")).unwrap(),
+    )
+    .unwrap();
+    let op = iam_user(&m, &admin, "operator", &policy, &scratch);
+    enforce_iam(&m);
+    for region in ["us-east-2", "us-east-1"] {
+        assert_eq!(tool(&admin, &["no-default-vpc", region])["default_vpcs"], 0);
+    }
+    let key = ssh_key();
+    let name = unique("novpc");
+    // The worker's job needs a source URL; nothing connects to it during provision.
+    let extra = [(
+        "HEROKU2RDS_SOURCE_URL",
+        "postgres://app:secret@127.0.0.1:1/app?sslmode=require",
+    )];
+    let base = |more: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "--name",
+            &name,
+            "--replica-region",
+            "us-east-1",
+            "--operator-cidr",
+            OPERATOR,
+            "--ssh-public-key",
+            key.to_str().unwrap(),
+            "--source-size-gb",
+            "1",
+            "--source-major",
+            "15",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(more.iter().map(|s| s.to_string()));
+        v
+    };
+    let go = |cmd: &str, more: &[&str]| {
+        let mut args = vec![cmd.to_string()];
+        args.extend(base(more));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&op, &extra, &args)
+    };
+    let nothing_created = |why: &str| {
+        let inv = inventory(&admin, &name);
+        assert!(inv.is_empty(), "{why}: created {inv:#?}");
+    };
+
+    // Plan names the problem in both regions and the flags that solve it.
+    let plan = go("plan", &[]);
+    plan.expect_code(0);
+    for want in [
+        "no default VPC in us-east-2",
+        "--vpc-id VPC --subnet-ids SUBNET,SUBNET",
+        "no default VPC in us-east-1",
+        "--replica-vpc-id VPC --replica-subnet-ids",
+    ] {
+        assert!(
+            plan.stdout.contains(want),
+            "{want:?} not in:\n{}",
+            plan.stdout
+        );
+    }
+    let refused = go("provision", &["--yes"]);
+    refused.expect_code(2);
+    assert!(
+        refused.stderr.contains("no default VPC in us-east-2"),
+        "{}",
+        refused.stderr
+    );
+    nothing_created("provision without a VPC");
+
+    let net = tool(&admin, &["network", "us-east-2", "10.20.0.0/16"]);
+    let rnet = tool(&admin, &["network", "us-east-1", "10.30.0.0/16"]);
+    let other = tool(&admin, &["network", "us-east-2", "10.40.0.0/16"]);
+    let ids = |n: &Value| -> Vec<String> {
+        n["subnets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
+    };
+    let (vpc, subnets) = (net["vpc"].as_str().unwrap(), ids(&net));
+    let (rvpc, rsubnets) = (rnet["vpc"].as_str().unwrap(), ids(&rnet));
+    let subnet_list = subnets.join(",");
+    let rsubnet_list = rsubnets.join(",");
+    let replica_flags = [
+        "--replica-vpc-id",
+        rvpc,
+        "--replica-subnet-ids",
+        &rsubnet_list,
+    ];
+
+    // Bad network input: each a clear message, nothing created.
+    let mixed = format!("{},{}", subnets[0], ids(&other)[1]);
+    let one_zone = subnets[0].clone();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "--vpc-id",
+                "vpc-0123456789abcdef0",
+                "--subnet-ids",
+                &subnet_list,
+            ],
+            "not in --vpc-id vpc-0123456789abcdef0",
+        ),
+        (
+            vec!["--subnet-ids", &rsubnet_list],
+            "not found in us-east-2",
+        ),
+        (vec!["--subnet-ids", &mixed], "several VPCs"),
+        (
+            vec!["--subnet-ids", &one_zone],
+            "at least two availability zones",
+        ),
+        (vec!["--vpc-id", vpc], "--vpc-id needs --subnet-ids"),
+        (vec!["--subnet-ids", "subnet-x"], "is not a subnet id"),
+    ];
+    for (flags, want) in cases {
+        let mut more = flags.clone();
+        more.extend_from_slice(&replica_flags);
+        more.push("--yes");
+        let r = go("provision", &more);
+        assert_eq!(r.code, 2, "{flags:?}: {}", r.stderr);
+        assert!(
+            r.stderr.contains(want),
+            "{flags:?}: {want:?} not in {}",
+            r.stderr
+        );
+        nothing_created(&format!("{flags:?}"));
+    }
+
+    // Given VPCs and subnets: provision converges, twice to the same inventory.
+    // An app range with host bits set: AWS stores it normalized, and so must we, or every
+    // other run would revoke it.
+    let mut more = vec!["--vpc-id", vpc, "--subnet-ids", &subnet_list];
+    more.extend_from_slice(&replica_flags);
+    more.extend_from_slice(&["--app-cidr", "198.51.100.77/28", "--yes", "--json"]);
+    go("provision", &more).expect_code(0);
+    let first = inventory(&admin, &name);
+    for (k, v) in first.iter().filter(|(k, _)| k.contains("/sg/")) {
+        let want = if k.starts_with("us-east-1/") {
+            rvpc
+        } else {
+            vpc
+        };
+        assert_eq!(v["vpc"], want, "{k}");
+    }
+    let group = &first[&format!("us-east-2/subnetgroup/heroku2rds-{name}")];
+    let mut sorted = subnets.clone();
+    sorted.sort();
+    assert_eq!(group["vpc"], vpc);
+    assert_eq!(group["subnets"], serde_json::json!(sorted));
+    let rgroup = &first[&format!("us-east-1/subnetgroup/heroku2rds-{name}")];
+    assert_eq!(rgroup["vpc"], rvpc);
+    let instance = first
+        .iter()
+        .find(|(k, _)| k.contains("/instance/"))
+        .map(|(_, v)| v)
+        .unwrap();
+    assert_eq!(instance["subnet"], subnets[0].as_str(), "{instance}");
+    assert_eq!(instance["vpc"], vpc);
+    let again = go("provision", &more);
+    again.expect_code(0);
+    assert_eq!(count_outcomes(&again, "created"), 0, "{}", again.stdout);
+    assert_eq!(
+        inventory(&admin, &name),
+        first,
+        "a second provision changed something"
+    );
+    let third = go("provision", &more);
+    third.expect_code(0);
+    assert_eq!(count_outcomes(&third, "changed"), 0, "{}", third.stdout);
+    let inv = inventory(&admin, &name);
+    assert_eq!(inv, first, "a third provision changed something");
+    let app_rules: Vec<&Value> = inv[&format!("us-east-2/sg/heroku2rds-{name}-db")]["ingress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r.as_str().unwrap().contains("198.51.100."))
+        .collect();
+    assert_eq!(app_rules, vec!["5432 198.51.100.64/28"], "{inv:#?}");
+
+    // Teardown removes everything (the final snapshot stays, as designed).
+    run(
+        &op,
+        &extra,
+        &[
+            "teardown",
+            "--name",
+            &name,
+            "--replica-region",
+            "us-east-1",
+            "--include-replica",
+            "--delete-target",
+            "--yes",
+        ],
+    )
+    .expect_code(0);
+    let left = inventory(&admin, &name);
+    assert!(
+        left.keys().all(|k| k.contains("/snapshot/")),
+        "left {left:#?}"
     );
     let _ = std::fs::remove_dir_all(&scratch);
 }

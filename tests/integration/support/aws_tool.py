@@ -4,6 +4,9 @@
                                   value), as JSON
   user NAME POLICY_JSON_FILE      an IAM user with exactly that inline policy; prints its keys
   untagged-sg NAME REGION         a security group named NAME without any tag
+  no-default-vpc REGION           deletes the region's default VPC (its subnets, gateway, groups)
+  network REGION CIDR             a VPC with an internet gateway and one subnet per zone (three
+                                  zones); prints {"vpc": ID, "subnets": [ID, ...]}
   get BUCKET KEY FILE             downloads an object into FILE; prints its size and metadata
   uploads BUCKET                  the bucket's unfinished multipart uploads (keys)
   secret ID                       the JSON a Secrets Manager secret holds
@@ -44,7 +47,11 @@ def inventory(name, regions):
         else:
             flt = [{"Name": f"tag:{TAG}", "Values": [name]}]
         for g in ec2.describe_security_groups(Filters=flt)["SecurityGroups"]:
-            inv[f"{region}/sg/{g['GroupName']}"] = {"id": g["GroupId"], "ingress": rules(g)}
+            inv[f"{region}/sg/{g['GroupName']}"] = {
+                "id": g["GroupId"],
+                "vpc": g.get("VpcId"),
+                "ingress": rules(g),
+            }
         for r in ec2.describe_instances(Filters=flt)["Reservations"]:
             for i in r["Instances"]:
                 if i["State"]["Name"] != "terminated":
@@ -53,6 +60,8 @@ def inventory(name, regions):
                         "image": i["ImageId"],
                         "groups": [g["GroupId"] for g in i.get("SecurityGroups", [])],
                         "key": i.get("KeyName"),
+                        "subnet": i.get("SubnetId"),
+                        "vpc": i.get("VpcId"),
                     }
         for k in ec2.describe_key_pairs()["KeyPairs"]:
             if tagged(k.get("Tags"), name):
@@ -71,6 +80,13 @@ def inventory(name, regions):
             prefix = "heroku2rds-" if name == ANY else f"heroku2rds-{name}-"
             if s["DBSnapshotIdentifier"].startswith(prefix):
                 inv[f"{region}/snapshot/{s['DBSnapshotIdentifier']}"] = {}
+        for g in rds.describe_db_subnet_groups()["DBSubnetGroups"]:
+            t = rds.list_tags_for_resource(ResourceName=g["DBSubnetGroupArn"])["TagList"]
+            if tagged(t, name):
+                inv[f"{region}/subnetgroup/{g['DBSubnetGroupName']}"] = {
+                    "vpc": g["VpcId"],
+                    "subnets": sorted(s["SubnetIdentifier"] for s in g["Subnets"]),
+                }
         for g in rds.describe_db_parameter_groups()["DBParameterGroups"]:
             t = rds.list_tags_for_resource(ResourceName=g["DBParameterGroupArn"])["TagList"]
             if tagged(t, name):
@@ -128,6 +144,41 @@ def untagged_sg(name, region):
     return {"id": ec2.create_security_group(GroupName=name, Description="not heroku2rds")["GroupId"]}
 
 
+def no_default_vpc(region):
+    ec2 = boto3.client("ec2", region_name=region)
+    for vpc in ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]:
+        vid = vpc["VpcId"]
+        for sn in ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vid]}])["Subnets"]:
+            ec2.delete_subnet(SubnetId=sn["SubnetId"])
+        igws = ec2.describe_internet_gateways(
+            Filters=[{"Name": "attachment.vpc-id", "Values": [vid]}]
+        )["InternetGateways"]
+        for igw in igws:
+            ec2.detach_internet_gateway(InternetGatewayId=igw["InternetGatewayId"], VpcId=vid)
+            ec2.delete_internet_gateway(InternetGatewayId=igw["InternetGatewayId"])
+        groups = ec2.describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [vid]}])
+        for g in groups["SecurityGroups"]:
+            if g["GroupName"] != "default":
+                ec2.delete_security_group(GroupId=g["GroupId"])
+        ec2.delete_vpc(VpcId=vid)
+    return {"default_vpcs": len(ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"])}
+
+
+def network(region, cidr):
+    ec2 = boto3.client("ec2", region_name=region)
+    vid = ec2.create_vpc(CidrBlock=cidr)["Vpc"]["VpcId"]
+    igw = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
+    ec2.attach_internet_gateway(InternetGatewayId=igw, VpcId=vid)
+    base = cidr.split("/")[0].rsplit(".", 2)[0]
+    subnets = []
+    for i, zone in enumerate("abc"):
+        sn = ec2.create_subnet(
+            VpcId=vid, CidrBlock=f"{base}.{i * 16}.0/20", AvailabilityZone=f"{region}{zone}"
+        )
+        subnets.append(sn["Subnet"]["SubnetId"])
+    return {"vpc": vid, "subnets": subnets}
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "inventory":
@@ -140,6 +191,10 @@ if __name__ == "__main__":
         print(json.dumps(uploads(sys.argv[2])))
     elif cmd == "secret":
         print(json.dumps(secret(sys.argv[2])))
+    elif cmd == "no-default-vpc":
+        print(json.dumps(no_default_vpc(sys.argv[2])))
+    elif cmd == "network":
+        print(json.dumps(network(sys.argv[2], sys.argv[3])))
     elif cmd == "untagged-sg":
         print(json.dumps(untagged_sg(sys.argv[2], sys.argv[3])))
     else:
