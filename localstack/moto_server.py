@@ -271,8 +271,67 @@ def fix_no_default_vpc() -> None:
     refuse_without_default_vpc("create_db_instance_read_replica")
 
 
+# A sample of RDS for PostgreSQL's catalogue: families and sizes heroku2rds's defaults and
+# fallbacks use, one minor per major. Not AWS's real catalogue (which differs by region).
+ORDERABLE_FAMILIES = ["m7g", "m6g", "m6i", "m5", "r7g", "r6g", "t4g"]
+ORDERABLE_SIZES = ["micro", "small", "medium", "large", "xlarge", "2xlarge", "4xlarge", "8xlarge"]
+ORDERABLE_MINORS = {"13": "13.20", "14": "14.17", "15": "15.12", "16": "16.8", "17": "17.4"}
+
+
+def fix_postgres_orderable_options() -> None:
+    """DescribeOrderableDBInstanceOptions answered nothing for PostgreSQL (moto 5.2.5).
+
+    moto implements it for aurora-postgresql and neptune only, so every PostgreSQL class looked
+    unavailable everywhere. For engine postgres, answer from the sample above, filtered by
+    DBInstanceClass and EngineVersion as AWS filters, 100 per page with a Marker.
+    """
+    original = _require(rds_responses.RDSResponse, "describe_orderable_db_instance_options")
+
+    def describe(self):  # type: ignore[no-untyped-def]
+        if self.params.get("Engine") != "postgres":
+            return original(self)
+        want_class = self.params.get("DBInstanceClass")
+        want_version = self.params.get("EngineVersion")
+        options = []
+        for family in ORDERABLE_FAMILIES:
+            for size in ORDERABLE_SIZES:
+                if family == "t4g" and size not in ("micro", "small", "medium", "large", "xlarge", "2xlarge"):
+                    continue
+                if family != "t4g" and size in ("micro", "small", "medium"):
+                    continue
+                cls = f"db.{family}.{size}"
+                if want_class and want_class != cls:
+                    continue
+                for minor in ORDERABLE_MINORS.values():
+                    if want_version and want_version != minor:
+                        continue
+                    options.append(
+                        {
+                            "Engine": "postgres",
+                            "EngineVersion": minor,
+                            "DBInstanceClass": cls,
+                            "LicenseModel": "postgresql-license",
+                            "StorageType": "gp3",
+                            "MultiAZCapable": True,
+                            "ReadReplicaCapable": True,
+                            "Vpc": True,
+                            "SupportsStorageEncryption": True,
+                            "SupportsStorageAutoscaling": True,
+                        }
+                    )
+        start = int(self.params.get("Marker") or 0)
+        page = options[start : start + 100]
+        result = {"OrderableDBInstanceOptions": page}
+        if start + 100 < len(options):
+            result["Marker"] = str(start + 100)
+        return rds_responses.ActionResult(result)
+
+    rds_responses.RDSResponse.describe_orderable_db_instance_options = describe
+
+
 FIXES = [
     fix_no_default_vpc,
+    fix_postgres_orderable_options,
     fix_cross_region_replica_removal,
     fix_query_body_signature_encoding,
     fix_presigned_urls_under_enforcement,

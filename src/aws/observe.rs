@@ -78,6 +78,23 @@ pub struct Placement {
     pub problem: Option<String>,
 }
 
+/// Whether RDS offers an instance class for the engine's major in a region (and, when it does
+/// not, a class of the same size it does offer).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Offer {
+    pub class: String,
+    pub offered: bool,
+    pub alternative: Option<String>,
+}
+
+/// The worker's instance type as EC2 describes it: the architectures it runs (`x86_64`,
+/// `arm64`); `None` when EC2 has no such type in the region.
+#[derive(Clone, Debug, Serialize)]
+pub struct WorkerType {
+    pub name: String,
+    pub architectures: Option<Vec<String>>,
+}
+
 /// A DB subnet group of ours.
 #[derive(Clone, Debug, Serialize)]
 pub struct SubnetGroup {
@@ -133,6 +150,10 @@ pub struct Observed {
     pub replica_placement: Placement,
     pub subnet_group: Found<SubnetGroup>,
     pub replica_subnet_group: Found<SubnetGroup>,
+    /// The class of a database still to be created (checked only then).
+    pub db_offer: Option<Offer>,
+    pub replica_offer: Option<Offer>,
+    pub worker_type: Option<WorkerType>,
     pub worker_sg: Found<Group>,
     pub db_sg: Found<Group>,
     pub replica_sg: Found<Group>,
@@ -157,15 +178,26 @@ fn foreign_tag(kind: &str, name: &str, migration: &str) -> String {
     )
 }
 
-/// Finds every resource of migration `migration` (read-only). `networks` are the VPC settings
-/// of the primary's and the replica's regions, resolved into placements (teardown passes none).
+/// What provision would create, to check before creating anything: the database's class and
+/// major, the worker's type and architecture.
+pub struct Wanted<'a> {
+    pub network: &'a Network,
+    pub replica_network: &'a Network,
+    pub db_class: &'a str,
+    pub engine_major: u32,
+    pub worker_type: Option<&'a str>,
+}
+
+/// Finds every resource of migration `migration` (read-only). `wanted` holds the settings to
+/// check against the regions (teardown passes none).
 pub async fn observe(
     aws: &Aws,
     migration: &str,
     names: &Names,
     account: &str,
-    networks: Option<(&Network, &Network)>,
+    wanted: Option<&Wanted<'_>>,
 ) -> Result<Observed> {
+    let networks = wanted.map(|w| (w.network, w.replica_network));
     let ec2 = aws.ec2();
     let (placement, replica_placement) = match networks {
         Some((network, replica_network)) => (
@@ -208,6 +240,18 @@ pub async fn observe(
         ),
         None => (Found::Missing, Found::Missing),
     };
+    let (mut db_offer, mut replica_offer, mut worker_type) = (None, None, None);
+    if let Some(w) = wanted {
+        if matches!(db, Found::Missing) {
+            db_offer = Some(offer(&rds, w.db_class, w.engine_major).await?);
+        }
+        if let (Some(c), Found::Missing) = (aws.rds_replica(), &replica) {
+            replica_offer = Some(offer(&c, w.db_class, w.engine_major).await?);
+        }
+        if let Some(t) = w.worker_type {
+            worker_type = Some(instance_type(&ec2, t).await?);
+        }
+    }
     let bucket = bucket(aws, &names.bucket, migration).await?;
     let secret = secret(aws, &names.secret, migration).await?;
     let workers = workers(&ec2, migration).await?;
@@ -219,6 +263,9 @@ pub async fn observe(
         replica_placement,
         subnet_group,
         replica_subnet_group,
+        db_offer,
+        replica_offer,
+        worker_type,
         worker_sg,
         db_sg,
         replica_sg,
@@ -505,6 +552,79 @@ async fn find_subnet_group(
             .filter_map(|s| s.subnet_identifier().map(str::to_string))
             .collect(),
     }))
+}
+
+/// Whether RDS offers `class` for PostgreSQL `major` here; when not, the first class of the
+/// same size from the usual families that it does offer.
+async fn offer(rds: &aws_sdk_rds::Client, class: &str, major: u32) -> Result<Offer> {
+    let offered = class_offered(rds, class, major).await?;
+    let mut alternative = None;
+    if !offered {
+        let size = class.rsplit('.').next().unwrap_or("large");
+        for family in ["m7g", "m6g", "m6i", "m5", "r7g", "r6g"] {
+            let candidate = format!("db.{family}.{size}");
+            if candidate != class && class_offered(rds, &candidate, major).await? {
+                alternative = Some(candidate);
+                break;
+            }
+        }
+    }
+    Ok(Offer {
+        class: class.to_string(),
+        offered,
+        alternative,
+    })
+}
+
+async fn class_offered(rds: &aws_sdk_rds::Client, class: &str, major: u32) -> Result<bool> {
+    let prefix = format!("{major}.");
+    let mut marker = None;
+    loop {
+        let out = rds
+            .describe_orderable_db_instance_options()
+            .engine("postgres")
+            .db_instance_class(class)
+            .set_marker(marker)
+            .send()
+            .await
+            .map_err(|e| sdk("rds:DescribeOrderableDBInstanceOptions", e))?;
+        if out.orderable_db_instance_options().iter().any(|o| {
+            o.engine_version().is_some_and(|v| v.starts_with(&prefix))
+                && o.db_instance_class() == Some(class)
+        }) {
+            return Ok(true);
+        }
+        match out.marker() {
+            Some(m) if !m.is_empty() => marker = Some(m.to_string()),
+            _ => return Ok(false),
+        }
+    }
+}
+
+async fn instance_type(ec2: &aws_sdk_ec2::Client, name: &str) -> Result<WorkerType> {
+    let architectures = match ec2
+        .describe_instance_types()
+        .instance_types(aws_sdk_ec2::types::InstanceType::from(name))
+        .send()
+        .await
+    {
+        Ok(out) => out.instance_types().first().map(|t| {
+            t.processor_info()
+                .map(|p| {
+                    p.supported_architectures()
+                        .iter()
+                        .map(|a| a.as_str().to_string())
+                        .collect()
+                })
+                .unwrap_or_default()
+        }),
+        Err(e) if code(&e) == Some("InvalidInstanceType") => None,
+        Err(e) => return Err(sdk("ec2:DescribeInstanceTypes", e)),
+    };
+    Ok(WorkerType {
+        name: name.to_string(),
+        architectures,
+    })
 }
 
 /// The parameter group `name`, in the primary region.

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::observe::{Found, Group, Observed, Peer, Placement, Rule, SubnetGroup};
+use super::observe::{Found, Group, Observed, Offer, Peer, Placement, Rule, SubnetGroup};
 use super::spec::{Names, Spec};
 
 /// What provision will do about one resource.
@@ -387,6 +387,9 @@ pub fn plan(spec: &Spec, names: &Names, seen: &Observed) -> Plan {
                     super::spec::default_engine_major(spec.db.engine_major, &seen.today)
                 ),
             },
+            (Found::Missing, _) => {
+                offer_action(seen.db_offer.as_ref(), spec, region).unwrap_or(Action::Create)
+            }
             (found, _) => simple(found),
         },
         detail: match &seen.db {
@@ -437,7 +440,12 @@ pub fn plan(spec: &Spec, names: &Names, seen: &Observed) -> Plan {
             resource: "RDS cross-region read replica",
             name: names.replica.clone(),
             region: rr.clone(),
-            action: simple(&seen.replica),
+            action: match &seen.replica {
+                Found::Missing => {
+                    offer_action(seen.replica_offer.as_ref(), spec, rr).unwrap_or(Action::Create)
+                }
+                other => simple(other),
+            },
             detail: format!("of {}, {}, encrypted", names.db, spec.db.instance_class),
         });
     }
@@ -462,7 +470,7 @@ pub fn plan(spec: &Spec, names: &Names, seen: &Observed) -> Plan {
             region: region.to_string(),
             action: match seen.workers.first() {
                 Some(_) => Action::Exists,
-                None => Action::Create,
+                None => worker_type_action(seen, w, region).unwrap_or(Action::Create),
             },
             detail: match seen.workers.first() {
                 Some(i) => format!("{} {} {}", i.id, i.instance_type, i.state),
@@ -478,6 +486,53 @@ pub fn plan(spec: &Spec, names: &Names, seen: &Observed) -> Plan {
         account: seen.account.clone(),
         items,
     }
+}
+
+/// A conflict when RDS does not offer the class for the major in `region`.
+fn offer_action(offer: Option<&Offer>, spec: &Spec, region: &str) -> Option<Action> {
+    let o = offer.filter(|o| !o.offered)?;
+    Some(Action::Conflict {
+        reason: format!(
+            "RDS offers no {} for PostgreSQL {} in {region}: {}",
+            o.class,
+            spec.db.engine_major,
+            match &o.alternative {
+                Some(a) => format!("pass --db-instance-class {a} (offered there)"),
+                None => "pass --db-instance-class with a class the RDS console offers for \
+                         that version and region, or another --engine-major"
+                    .to_string(),
+            }
+        ),
+    })
+}
+
+/// A conflict when EC2 has no such worker type, or it does not run the worker's architecture
+/// (RunInstances refuses an arm64 image on an x86 type and the reverse).
+fn worker_type_action(
+    seen: &Observed,
+    w: &super::spec::WorkerSpec,
+    region: &str,
+) -> Option<Action> {
+    let t = seen.worker_type.as_ref()?;
+    let want = if w.arch == "arm64" { "arm64" } else { "x86_64" };
+    let reason = match &t.architectures {
+        None => format!(
+            "EC2 has no instance type {} in {region}: pass --worker-instance-type with one it \
+             has (e.g. {})",
+            t.name,
+            super::spec::worker_type_for(0.0, &w.arch)
+        ),
+        Some(archs) if !archs.iter().any(|a| a == want) => format!(
+            "the worker type {} runs {}, not {}: pass --worker-instance-type {} or --worker-arch {}",
+            t.name,
+            archs.join("/"),
+            w.arch,
+            super::spec::worker_type_for(0.0, &w.arch),
+            if w.arch == "arm64" { "amd64" } else { "arm64" }
+        ),
+        Some(_) => return None,
+    };
+    Some(Action::Conflict { reason })
 }
 
 /// The major's support window as the plan shows it.
@@ -529,7 +584,7 @@ pub fn render(plan: &Plan) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aws::observe::Subnet;
+    use crate::aws::observe::{Subnet, WorkerType};
     use crate::aws::spec::{DbSpec, WorkerSpec};
 
     fn spec() -> Spec {
@@ -587,6 +642,9 @@ mod tests {
             replica_placement: placement,
             subnet_group: Found::Missing,
             replica_subnet_group: Found::Missing,
+            db_offer: None,
+            replica_offer: None,
+            worker_type: None,
             worker_sg: Found::Missing,
             db_sg: Found::Missing,
             replica_sg: Found::Missing,
@@ -740,6 +798,45 @@ mod tests {
         let p = plan(&s, &names, &empty());
         assert!(p.conflicts().is_empty());
         assert!(render(&p).contains("standard support of PostgreSQL 16 until 2029-02-28"));
+    }
+
+    #[test]
+    fn classes_and_types_the_region_does_not_offer_are_conflicts() {
+        let s = spec();
+        let names = Names::new("acme", "123456789012", "us-east-2", 16);
+        let mut seen = empty();
+        seen.db_offer = Some(Offer {
+            class: "db.m7g.large".into(),
+            offered: false,
+            alternative: Some("db.m6g.large".into()),
+        });
+        seen.replica_offer = Some(Offer {
+            class: "db.m7g.large".into(),
+            offered: true,
+            alternative: None,
+        });
+        seen.worker_type = Some(WorkerType {
+            name: "m7i.large".into(),
+            architectures: Some(vec!["x86_64".into()]),
+        });
+        let c = plan(&s, &names, &seen).conflicts();
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert!(c[0].contains("--db-instance-class db.m6g.large"), "{c:?}");
+        let mut arm = spec();
+        arm.worker.as_mut().unwrap().arch = "arm64".into();
+        seen.db_offer = None;
+        let c = plan(&arm, &names, &seen).conflicts();
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert!(
+            c[0].contains("runs x86_64, not arm64") && c[0].contains("m7g.large"),
+            "{c:?}"
+        );
+        seen.worker_type = Some(WorkerType {
+            name: "m7i.huge".into(),
+            architectures: None,
+        });
+        let c = plan(&s, &names, &seen).conflicts();
+        assert!(c[0].contains("no instance type m7i.huge"), "{c:?}");
     }
 
     #[test]

@@ -69,7 +69,13 @@ pub async fn make_plan(r: &Resolved) -> Result<Planned> {
         &r.spec.name,
         &names,
         &account,
-        Some((&r.spec.network, &r.spec.replica_network)),
+        Some(&observe::Wanted {
+            network: &r.spec.network,
+            replica_network: &r.spec.replica_network,
+            db_class: &r.spec.db.instance_class,
+            engine_major: r.spec.db.engine_major,
+            worker_type: r.spec.worker.as_ref().map(|w| w.instance_type.as_str()),
+        }),
     )
     .await?;
     let plan = plan::plan(&r.spec, &names, &seen);

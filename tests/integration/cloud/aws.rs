@@ -454,6 +454,102 @@ async fn bad_input_changes_nothing() {
             r.stderr
         );
     }
+    // Settings AWS would refuse only after creating the groups, parameter group and secret:
+    // checked first, each refused with what to pass, nothing created.
+    let dir = scratch_dir("bad-settings");
+    let config = |file: &str, body: &str| {
+        let p = dir.join(file);
+        std::fs::write(&p, body).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let no_backups = config("retention.toml", "[aws]\nbackup_retention_days = 0\n");
+    let bad_db = config("dbname.toml", "[aws]\ndb_name = \"my-app\"\n");
+    let settings: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--replica-region", "us-east-1", "--config", &no_backups, "--no-worker"],
+            "a read replica needs them",
+        ),
+        (vec!["--config", &bad_db, "--no-worker"], "db_name \"my-app\""),
+        (
+            vec!["--storage-autoscaling-max-gb", "21", "--no-worker"],
+            "at least 110% of the allocated 20 GiB",
+        ),
+        (
+            vec!["--worker-arch", "arm64", "--worker-instance-type", "m7i.large"],
+            "the worker type m7i.large runs x86_64, not arm64",
+        ),
+        (
+            vec!["--db-instance-class", "db.x2iedn.large", "--no-worker"],
+            "RDS offers no db.x2iedn.large for PostgreSQL 15 in us-east-2: pass --db-instance-class db.m7g.large",
+        ),
+        (
+            vec!["--source-major", "13", "--engine-major", "13", "--no-worker"],
+            "standard support of PostgreSQL 13 ended on 2026-02-28",
+        ),
+        (vec!["--multi-az", "--vpc-id", "vpc-0123456789abcdef0"], "--vpc-id needs --subnet-ids"),
+    ];
+    for (flags, msg) in settings {
+        let mut all = vec![
+            "provision",
+            "--name",
+            &name,
+            "--operator-cidr",
+            OPERATOR,
+            "--source-size-gb",
+            "1",
+            "--yes",
+        ];
+        if !flags.contains(&"--source-major") {
+            all.extend_from_slice(&["--source-major", "15"]);
+        }
+        all.extend_from_slice(&flags);
+        let r = run(&env, &[], &all);
+        r.expect_code(2);
+        assert!(
+            r.stderr.contains(msg),
+            "{flags:?}: {msg:?} not in {}",
+            r.stderr
+        );
+        assert!(
+            inventory(&env, &name).is_empty(),
+            "{flags:?} created something"
+        );
+    }
+    // arm64 without a type: a Graviton type, accepted.
+    let arm = run(
+        &env,
+        &[],
+        &[
+            "plan",
+            "--name",
+            &name,
+            "--operator-cidr",
+            OPERATOR,
+            "--source-size-gb",
+            "1",
+            "--source-major",
+            "15",
+            "--worker-arch",
+            "arm64",
+            "--json",
+        ],
+    );
+    arm.expect_code(0);
+    let items = arm.json()["items"].as_array().unwrap().clone();
+    let worker = items
+        .iter()
+        .find(|i| i["resource"] == "EC2 worker")
+        .unwrap();
+    assert_eq!(worker["action"], "create", "{worker}");
+    assert!(
+        worker["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("m7g.large (arm64)"),
+        "{worker}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+
     // Without a terminal and without --yes, provision refuses instead of waiting.
     let db_only = ["provision", "--name", &name, "--operator-cidr", OPERATOR];
     let r = run(&env, &[], &[&db_only[..], &base[..base.len() - 1]].concat());
