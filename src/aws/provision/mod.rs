@@ -16,6 +16,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use serde::Serialize;
 use sha2::Digest;
 
+use super::bootstrap;
 use super::errors::{code, sdk};
 use super::observe::{self, Found, Observed, Peer, Rule};
 use super::plan::{db_rules, replica_rules, rule_diff, worker_rules};
