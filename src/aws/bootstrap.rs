@@ -28,7 +28,7 @@ pub const URL_LIFETIME: Duration = Duration::from_secs(3600);
 pub const SILENT_WORKER_GRACE: Duration = Duration::from_secs(30 * 60);
 
 /// What the worker reported last.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq)]
 pub struct State {
     pub state: String,
     /// Unix seconds on the worker's clock.

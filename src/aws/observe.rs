@@ -114,6 +114,8 @@ pub struct Instance {
     pub state: String,
     pub instance_type: String,
     pub public_ip: Option<String>,
+    /// Launch time, Unix seconds.
+    pub launched_at: Option<i64>,
 }
 
 /// The Ubuntu image the worker boots.
@@ -144,6 +146,23 @@ pub struct Observed {
     pub bucket: Found<Bucket>,
     pub secret: Found<String>,
     pub workers: Vec<Instance>,
+    /// What the worker's bootstrap reported last (read when a worker exists).
+    pub worker_bootstrap: Option<super::bootstrap::State>,
+}
+
+impl Observed {
+    /// What a re-run does with the existing worker (`None`: there is none).
+    pub fn worker_verdict(&self, now: std::time::SystemTime) -> Option<super::bootstrap::Verdict> {
+        let w = self.workers.first()?;
+        let age = w.launched_at.and_then(|t| {
+            let launched = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64);
+            now.duration_since(launched).ok()
+        });
+        Some(super::bootstrap::verdict(
+            self.worker_bootstrap.as_ref(),
+            age,
+        ))
+    }
 }
 
 fn filter(name: &str, value: &str) -> Filter {
@@ -212,6 +231,10 @@ pub async fn observe(
     let secret = secret(aws, &names.secret, migration).await?;
     let workers = workers(&ec2, migration).await?;
     let d = time::OffsetDateTime::now_utc().date();
+    let worker_bootstrap = match (&bucket, workers.is_empty()) {
+        (Found::Ours(_), false) => super::bootstrap::read(aws, &names.bucket).await?,
+        _ => None,
+    };
     Ok(Observed {
         account: account.to_string(),
         today: format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day()),
@@ -230,6 +253,7 @@ pub async fn observe(
         bucket,
         secret,
         workers,
+        worker_bootstrap,
     })
 }
 
@@ -340,6 +364,7 @@ async fn workers(ec2: &aws_sdk_ec2::Client, migration: &str) -> Result<Vec<Insta
                     .map(|t| t.as_str().to_string())
                     .unwrap_or_default(),
                 public_ip: i.public_ip_address().map(str::to_string),
+                launched_at: i.launch_time().map(|t| t.secs()),
             });
         }
     }

@@ -460,8 +460,11 @@ pub fn plan(spec: &Spec, names: &Names, seen: &Observed) -> Plan {
             resource: "EC2 worker",
             name: names.worker.clone(),
             region: region.to_string(),
-            action: match seen.workers.first() {
-                Some(_) => Action::Exists,
+            action: match seen.worker_verdict(std::time::SystemTime::now()) {
+                Some(crate::aws::bootstrap::Verdict::Keep) => Action::Exists,
+                Some(crate::aws::bootstrap::Verdict::Replace(why)) => Action::Change {
+                    changes: vec![format!("terminate it and launch a new one: {why}")],
+                },
                 None => Action::Create,
             },
             detail: match seen.workers.first() {
@@ -598,6 +601,7 @@ mod tests {
             bucket: Found::Missing,
             secret: Found::Missing,
             workers: vec![],
+            worker_bootstrap: None,
         }
     }
 

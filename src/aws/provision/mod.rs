@@ -439,7 +439,22 @@ async fn steps(
 
     // The worker.
     if let (Some(w), Some(input)) = (&spec.worker, worker) {
-        if let Some(existing) = seen.workers.first() {
+        let verdict = seen.worker_verdict(std::time::SystemTime::now());
+        if let (Some(existing), Some(bootstrap::Verdict::Replace(why))) =
+            (seen.workers.first(), &verdict)
+        {
+            ec2.terminate_instances()
+                .instance_ids(&existing.id)
+                .send()
+                .await
+                .map_err(|e| sdk("ec2:TerminateInstances", e))?;
+            out.record(
+                "EC2 worker",
+                &format!("{} ({why}; a new one is launched)", existing.id),
+                "terminated",
+            );
+        }
+        if let (Some(existing), Some(bootstrap::Verdict::Keep)) = (seen.workers.first(), &verdict) {
             out.worker = Some(existing.id.clone());
         } else {
             let (host, port) = db
