@@ -438,7 +438,7 @@ async fn steps(
     }
 
     // The worker.
-    if let (Some(w), Some(input)) = (&spec.worker, worker) {
+    if let (Some(_), Some(input)) = (&spec.worker, worker) {
         let verdict = seen.worker_verdict(std::time::SystemTime::now());
         if let (Some(existing), Some(bootstrap::Verdict::Replace(why))) =
             (seen.workers.first(), &verdict)
@@ -493,7 +493,6 @@ async fn steps(
                 aws,
                 spec,
                 names,
-                w,
                 &worker_sg.unwrap_or_default(),
                 &subnet,
                 &job,

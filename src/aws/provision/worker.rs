@@ -30,12 +30,15 @@ pub(super) async fn launch_worker(
     aws: &Aws,
     spec: &Spec,
     names: &Names,
-    w: &crate::aws::spec::WorkerSpec,
     worker_sg: &str,
     subnet: &str,
     job: &Job,
     binary: &std::path::Path,
 ) -> Result<String> {
+    let w = spec
+        .worker
+        .as_ref()
+        .ok_or_else(|| Error::other("launching a worker for a spec without one"))?;
     let ami = observe::ubuntu_ami(aws, &w.arch).await?.ok_or_else(|| {
         Error::other(format!(
             "no Ubuntu 24.04 LTS image for {} from Canonical in {}",
