@@ -7,9 +7,12 @@ tagged heroku2rds:migration=NAME, what the user-data and its systemd unit do on 
 (see src/aws/userdata.rs):
 
 - bootstrap (once per instance, like cloud-init): read the user-data, take the BINARY_URL,
-  BINARY_SHA256 and JOB_URL lines, download the binary and the job through the presigned URLs
-  (retried like `curl --retry 10 --retry-delay 5`), refuse a binary whose SHA-256 differs, and
-  keep the job in a private directory (0700, file `job` 0600), as systemd's LoadCredential=;
+  BINARY_SHA256, JOB_URL and STATE_URL lines, download the job then the binary through the
+  presigned URLs (first, as the script does; retried like `curl --retry 10 --retry-delay 5`),
+  refuse a binary whose SHA-256 differs, and keep the job in a private directory (0700, file
+  `job` 0600), as systemd's LoadCredential=; report each stage as the script does (fetching,
+  binary-checksum-wrong or fetch-failed, installing-postgresql-client, starting-service,
+  started) by PUTting {"state", "at", "detail"} to STATE_URL;
 - run `BINARY worker --job DIR/job` with CREDENTIALS_DIRECTORY=DIR, stdin /dev/null, output
   appended to STATE_DIR/INSTANCE-ID.log, in its own process group (the unit's control group);
 - Restart=on-failure with RestartSec=2 (10 on a real worker, shortened here) and
@@ -22,7 +25,8 @@ tagged heroku2rds:migration=NAME, what the user-data and its systemd unit do on 
   removes their binaries and jobs (logs stay) and exits 0.
 
 Not emulated: DynamicUser= (the worker runs as this program's user), the sandboxing options,
-the PostgreSQL client install, the RDS CA bundle download, systemd's start rate limit.
+the PostgreSQL client install and apt (reported, not done), the RDS CA bundle download,
+systemd's start rate limit. tests/container/ runs the real script under systemd instead.
 The worker inherits this program's environment (so settings meant for it can be given here).
 Never printed: the job's contents and the presigned URLs (their signatures open the objects).
 """
@@ -35,6 +39,7 @@ import binascii
 import contextlib
 import ctypes
 import hashlib
+import json
 import os
 import re
 import shlex
@@ -66,7 +71,9 @@ FETCH_TIMEOUT_SECONDS = 60
 RUNNING_STATES = {"pending", "running"}
 POWERED_OFF_STATES = {"stopping", "stopped"}
 GONE_STATES = {"shutting-down", "terminated"}
-USER_DATA_LINE = re.compile(r"^readonly (BINARY_URL|BINARY_SHA256|JOB_URL)=(.*)$", re.MULTILINE)
+USER_DATA_LINE = re.compile(
+    r"^readonly (BINARY_URL|BINARY_SHA256|JOB_URL|STATE_URL)=(.*)$", re.MULTILINE
+)
 
 
 def say(message: str) -> None:
@@ -77,9 +84,10 @@ def say(message: str) -> None:
 class BootstrapError(Exception):
     """The bootstrap failed; `final` when trying again cannot help (as the real script exits)."""
 
-    def __init__(self, message: str, final: bool = False) -> None:
+    def __init__(self, message: str, final: bool = False, reported: bool = False) -> None:
         super().__init__(message)
         self.final = final
+        self.reported = reported  # its state was already reported
 
 
 @dataclass(frozen=True)
@@ -89,6 +97,7 @@ class WorkerSource:
     binary_url: str
     binary_sha256: str
     job_url: str
+    state_url: str  # "" when the user-data reports nowhere
 
 
 def bash_word(text: str) -> str:
@@ -117,7 +126,26 @@ def parse_user_data(script: str) -> WorkerSource:
     sha = found["BINARY_SHA256"].lower()
     if not re.fullmatch(r"[0-9a-f]{64}", sha):
         raise BootstrapError("the user-data's BINARY_SHA256 is not a SHA-256", True)
-    return WorkerSource(found["BINARY_URL"], sha, found["JOB_URL"])
+    return WorkerSource(found["BINARY_URL"], sha, found["JOB_URL"], found.get("STATE_URL", ""))
+
+
+def report(source: WorkerSource | None, state: str, detail: str) -> None:
+    """PUTs the bootstrap state where the laptop reads it, as the script's `report` does; a
+    failure is only said (never with the URL)."""
+    if source is None or not source.state_url:
+        return
+    body = json.dumps({"state": state, "at": int(time.time()), "detail": detail}).encode()
+    request = urllib.request.Request(
+        source.state_url,
+        data=body,
+        method="PUT",
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_SECONDS):
+            pass
+    except (urllib.error.URLError, OSError) as error:
+        say(f"could not report the bootstrap state {state} ({type(error).__name__})")
 
 
 def fetch(url: str, what: str, dest: Path, mode: int) -> str:
@@ -199,6 +227,8 @@ class Worker:
                 # Only the type: the message of an unexpected error might quote a URL.
                 error = BootstrapError(type(error).__name__)
             if error.final or self.attempts >= FETCH_ATTEMPTS:
+                if not error.reported:
+                    report(self.source, "fetch-failed", str(error))
                 self.finished = True
                 self.remove_files()
                 self.event(f"bootstrap failed: {error}; not running anything")
@@ -208,21 +238,32 @@ class Worker:
             return
         self.installed = True
         self.event("bootstrap done (binary checked against its SHA-256, job in place)")
+        report(self.source, "installing-postgresql-client", "not emulated by the stand-in")
+        report(self.source, "starting-service", "heroku2rds-worker.service")
         self.start()
+        if self.process is not None:
+            report(self.source, "started", "heroku2rds-worker.service runs")
 
     def install(self, source: WorkerSource) -> None:
         """Downloads the binary (checked) and the job into the instance's private directory."""
+        if self.attempts == 1:
+            report(source, "fetching", "the job and heroku2rds")
         self.home.mkdir(mode=0o700, exist_ok=True)
         os.chmod(self.home, 0o700)
+        self.credentials.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(self.credentials, 0o700)
+        fetch(source.job_url, "job", self.credentials / "job", 0o600)
         download = self.home / ".heroku2rds.download"
         sha = fetch(source.binary_url, "binary", download, 0o700)
         if sha != source.binary_sha256:
             download.unlink()
-            raise BootstrapError("the downloaded binary does not match its SHA-256", True)
+            report(
+                source,
+                "binary-checksum-wrong",
+                "the downloaded heroku2rds binary does not match its SHA-256; nothing was installed",
+            )
+            raise BootstrapError("the downloaded binary does not match its SHA-256", True, True)
         os.replace(download, self.binary)
-        self.credentials.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(self.credentials, 0o700)
-        fetch(source.job_url, "job", self.credentials / "job", 0o600)
 
     def remove_files(self) -> None:
         """Removes the binary and the job (the log stays)."""

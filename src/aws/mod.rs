@@ -9,6 +9,7 @@
 //! The flow is: [`observe`] (read-only calls) -> [`plan::plan`] (a pure function of the desired
 //! spec and what was observed) -> [`provision::apply`] or [`teardown::run`].
 
+pub mod bootstrap;
 pub mod errors;
 pub mod job;
 pub mod observe;
@@ -98,6 +99,21 @@ impl Aws {
     /// STS in the primary region.
     pub fn sts(&self) -> aws_sdk_sts::Client {
         aws_sdk_sts::Client::new(&self.primary)
+    }
+
+    /// When the credentials expire (`None`: long-term keys, or no expiry given). Temporary
+    /// credentials (SSO, assumed roles) bound every presigned URL made with them.
+    pub async fn credentials_expiry(&self) -> Result<Option<std::time::SystemTime>> {
+        use aws_sdk_s3::config::ProvideCredentials;
+        let Some(provider) = self.primary.credentials_provider() else {
+            return Ok(None);
+        };
+        let creds = provider.provide_credentials().await.map_err(|e| {
+            crate::error::Error::usage("cannot load your AWS credentials")
+                .with_fix("check your AWS profile or environment (aws sts get-caller-identity), then re-run")
+                .with_source(e)
+        })?;
+        Ok(creds.expiry())
     }
 
     /// The account the credentials belong to (STS GetCallerIdentity, which needs no permission

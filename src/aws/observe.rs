@@ -131,6 +131,8 @@ pub struct Instance {
     pub state: String,
     pub instance_type: String,
     pub public_ip: Option<String>,
+    /// Launch time, Unix seconds.
+    pub launched_at: Option<i64>,
 }
 
 /// The Ubuntu image the worker boots.
@@ -146,6 +148,9 @@ pub struct Observed {
     pub account: String,
     /// Today (UTC, YYYY-MM-DD): the day support windows are compared with.
     pub today: String,
+    /// When it was observed: what a worker's silence is measured against.
+    #[serde(skip)]
+    pub at: std::time::SystemTime,
     pub placement: Placement,
     pub replica_placement: Placement,
     pub subnet_group: Found<SubnetGroup>,
@@ -165,6 +170,23 @@ pub struct Observed {
     pub bucket: Found<Bucket>,
     pub secret: Found<String>,
     pub workers: Vec<Instance>,
+    /// What the worker's bootstrap reported last (read when a worker exists).
+    pub worker_bootstrap: Option<super::bootstrap::State>,
+}
+
+impl Observed {
+    /// What a re-run does with the existing worker (`None`: there is none).
+    pub fn worker_verdict(&self, now: std::time::SystemTime) -> Option<super::bootstrap::Verdict> {
+        let w = self.workers.first()?;
+        let age = w.launched_at.and_then(|t| {
+            let launched = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64);
+            now.duration_since(launched).ok()
+        });
+        Some(super::bootstrap::verdict(
+            self.worker_bootstrap.as_ref(),
+            age,
+        ))
+    }
 }
 
 fn filter(name: &str, value: &str) -> Filter {
@@ -256,9 +278,14 @@ pub async fn observe(
     let secret = secret(aws, &names.secret, migration).await?;
     let workers = workers(&ec2, migration).await?;
     let d = time::OffsetDateTime::now_utc().date();
+    let worker_bootstrap = match (&bucket, workers.is_empty()) {
+        (Found::Ours(_), false) => super::bootstrap::read(aws, &names.bucket).await?,
+        _ => None,
+    };
     Ok(Observed {
         account: account.to_string(),
         today: format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day()),
+        at: std::time::SystemTime::now(),
         placement,
         replica_placement,
         subnet_group,
@@ -277,6 +304,7 @@ pub async fn observe(
         bucket,
         secret,
         workers,
+        worker_bootstrap,
     })
 }
 
@@ -387,6 +415,7 @@ async fn workers(ec2: &aws_sdk_ec2::Client, migration: &str) -> Result<Vec<Insta
                     .map(|t| t.as_str().to_string())
                     .unwrap_or_default(),
                 public_ip: i.public_ip_address().map(str::to_string),
+                launched_at: i.launch_time().map(|t| t.secs()),
             });
         }
     }

@@ -468,8 +468,11 @@ pub fn plan(spec: &Spec, names: &Names, seen: &Observed) -> Plan {
             resource: "EC2 worker",
             name: names.worker.clone(),
             region: region.to_string(),
-            action: match seen.workers.first() {
-                Some(_) => Action::Exists,
+            action: match seen.worker_verdict(seen.at) {
+                Some(crate::aws::bootstrap::Verdict::Keep) => Action::Exists,
+                Some(crate::aws::bootstrap::Verdict::Replace(why)) => Action::Change {
+                    changes: vec![format!("terminate it and launch a new one: {why}")],
+                },
                 None => worker_type_action(seen, w, region).unwrap_or(Action::Create),
             },
             detail: match seen.workers.first() {
@@ -638,6 +641,7 @@ mod tests {
         Observed {
             account: "123456789012".into(),
             today: "2026-12-03".into(),
+            at: std::time::SystemTime::UNIX_EPOCH,
             placement: placement.clone(),
             replica_placement: placement,
             subnet_group: Found::Missing,
@@ -656,6 +660,7 @@ mod tests {
             bucket: Found::Missing,
             secret: Found::Missing,
             workers: vec![],
+            worker_bootstrap: None,
         }
     }
 

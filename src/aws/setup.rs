@@ -130,7 +130,19 @@ pub async fn provision(r: &Resolved, p: Planned, wait: Duration) -> Result<Provi
         .with_fix("do what each conflict says (pass the settings it names, choose another --name, or move the resource that is in the way), then re-run; `heroku2rds plan` shows them all"));
     }
     let worker = match &r.spec.worker {
-        Some(w) if p.seen.workers.is_empty() => {
+        Some(w)
+            if !matches!(
+                p.seen.worker_verdict(std::time::SystemTime::now()),
+                Some(crate::aws::bootstrap::Verdict::Keep)
+            ) =>
+        {
+            // A worker is launched: its presigned URLs must outlive the credentials' check
+            // (again right before the launch), refused here before anything is created.
+            crate::aws::bootstrap::check_url_lifetime(
+                std::time::SystemTime::now(),
+                p.aws.credentials_expiry().await?,
+                crate::aws::bootstrap::URL_LIFETIME,
+            )?;
             let source_url = r.source_url.clone().ok_or_else(|| {
                 Error::usage("the worker needs the source database URL for its job")
                     .with_fix("set HEROKU2RDS_SOURCE_URL (or --source), or pass --no-worker")

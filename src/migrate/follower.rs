@@ -51,11 +51,19 @@ fn ready(s: &Status) -> bool {
         && s.stopped_reason.is_none()
 }
 
-/// Shows progress until the target is ready for the cutover.
+/// Where the EC2 worker reports its bootstrap: the AWS configuration and the bucket.
+pub(super) struct BootstrapProbe<'a> {
+    pub(super) aws: &'a Aws,
+    pub(super) bucket: &'a str,
+}
+
+/// Shows progress until the target is ready for the cutover. Until the EC2 worker's first
+/// progress, shows its bootstrap state, and stops early when its bootstrap failed.
 pub(super) async fn wait_until_caught_up(
     o: &Options,
     target: &ConnSpec,
     follower: &mut Option<Follower>,
+    probe: Option<BootstrapProbe<'_>>,
     cancel: &Cancel,
     say: &dyn Sink,
 ) -> Result<Status> {
@@ -102,6 +110,21 @@ pub(super) async fn wait_until_caught_up(
                 say.emit(Event::Snapshot(Box::new(s)));
             }
             None => {
+                let boot = match (&probe, o.runner) {
+                    (Some(p), Runner::Ec2) => {
+                        match crate::aws::bootstrap::read(p.aws, p.bucket).await {
+                            Ok(b) => b,
+                            Err(e) => {
+                                tracing::debug!("reading the worker's bootstrap state: {e}");
+                                None
+                            }
+                        }
+                    }
+                    _ => None,
+                };
+                if let Some(b) = boot.as_ref().filter(|b| b.failed()) {
+                    return Err(b.error("the EC2 worker"));
+                }
                 if o.runner == Runner::Ec2 && started.elapsed() > o.worker_start_timeout {
                     return Err(Error::other(format!(
                         "the EC2 worker has not started replicating after {}",
@@ -109,9 +132,10 @@ pub(super) async fn wait_until_caught_up(
                     ))
                     .with_fix("read the worker's console output (aws ec2 get-console-output) or its journal (journalctl -u heroku2rds-worker over SSH), then run migrate again"));
                 }
-                say.waiting(match o.runner {
-                    Runner::Ec2 => "waiting for the EC2 worker to start replicating (it installs the PostgreSQL client first)",
-                    Runner::Local => "starting replication",
+                say.waiting(&match (o.runner, &boot) {
+                    (Runner::Ec2, Some(b)) => format!("worker bootstrap: {}", b.describe()),
+                    (Runner::Ec2, None) => "waiting for the EC2 worker to start replicating (it installs the PostgreSQL client first)".to_string(),
+                    (Runner::Local, _) => "starting replication".to_string(),
                 });
             }
         }

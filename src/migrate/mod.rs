@@ -319,7 +319,12 @@ pub async fn run(
         if o.runner == Runner::Local {
             follower = Some(Follower::start(&source, &target, &o.replicate));
         }
-        let s = wait_until_caught_up(o, &target, &mut follower, &signals.cancel, say).await?;
+        let probe = follower::BootstrapProbe {
+            aws: &aws,
+            bucket: &names.bucket,
+        };
+        let s = wait_until_caught_up(o, &target, &mut follower, Some(probe), &signals.cancel, say)
+            .await?;
         store::finish_migrate_phase(
             &tgt,
             "replicate",

@@ -27,6 +27,11 @@ mod flows {
     mod writers;
 }
 
+/// The worker's user-data run for real under systemd in a Debian container (systemd-nspawn).
+mod container {
+    mod user_data;
+}
+
 /// The command-line contract on bad input: clear errors, exit codes, nothing changed.
 mod contract {
     mod bad_input;

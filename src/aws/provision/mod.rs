@@ -16,6 +16,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use serde::Serialize;
 use sha2::Digest;
 
+use super::bootstrap;
 use super::errors::{code, sdk};
 use super::observe::{self, Found, Observed, Peer, Rule};
 use super::plan::{db_rules, replica_rules, rule_diff, worker_rules};
@@ -437,8 +438,23 @@ async fn steps(
     }
 
     // The worker.
-    if let (Some(w), Some(input)) = (&spec.worker, worker) {
-        if let Some(existing) = seen.workers.first() {
+    if let (Some(_), Some(input)) = (&spec.worker, worker) {
+        let verdict = seen.worker_verdict(std::time::SystemTime::now());
+        if let (Some(existing), Some(bootstrap::Verdict::Replace(why))) =
+            (seen.workers.first(), &verdict)
+        {
+            ec2.terminate_instances()
+                .instance_ids(&existing.id)
+                .send()
+                .await
+                .map_err(|e| sdk("ec2:TerminateInstances", e))?;
+            out.record(
+                "EC2 worker",
+                &format!("{} ({why}; a new one is launched)", existing.id),
+                "terminated",
+            );
+        }
+        if let (Some(existing), Some(bootstrap::Verdict::Keep)) = (seen.workers.first(), &verdict) {
             out.worker = Some(existing.id.clone());
         } else {
             let (host, port) = db
@@ -477,7 +493,6 @@ async fn steps(
                 aws,
                 spec,
                 names,
-                w,
                 &worker_sg.unwrap_or_default(),
                 &subnet,
                 &job,

@@ -1,5 +1,7 @@
 //! The EC2 worker: its binary and job uploaded to the private bucket, the instance started
-//! with user-data that fetches both through presigned URLs.
+//! with user-data that fetches both through presigned URLs and reports its bootstrap state
+//! through a third (see [`crate::aws::bootstrap`]). The URLs are minted right before
+//! RunInstances, once the credentials are known to outlive them.
 
 use super::*;
 
@@ -22,17 +24,21 @@ pub(super) fn sha256_file(path: &std::path::Path) -> Result<String> {
 }
 
 /// Uploads the binary and the job, and starts the instance with user-data pointing at both by
-/// presigned URLs valid for one hour.
+/// presigned URLs valid for [`bootstrap::URL_LIFETIME`] (refused when the credentials expire
+/// sooner). The previous worker's bootstrap state is removed first.
 pub(super) async fn launch_worker(
     aws: &Aws,
     spec: &Spec,
     names: &Names,
-    w: &crate::aws::spec::WorkerSpec,
     worker_sg: &str,
     subnet: &str,
     job: &Job,
     binary: &std::path::Path,
 ) -> Result<String> {
+    let w = spec
+        .worker
+        .as_ref()
+        .ok_or_else(|| Error::other("launching a worker for a spec without one"))?;
     let ami = observe::ubuntu_ami(aws, &w.arch).await?.ok_or_else(|| {
         Error::other(format!(
             "no Ubuntu 24.04 LTS image for {} from Canonical in {}",
@@ -40,6 +46,11 @@ pub(super) async fn launch_worker(
         ))
         .with_fix("check the region, or choose --worker-arch amd64")
     })?;
+    bootstrap::check_url_lifetime(
+        std::time::SystemTime::now(),
+        aws.credentials_expiry().await?,
+        bootstrap::URL_LIFETIME,
+    )?;
     let s3 = aws.s3();
     let sha = sha256_file(binary)?;
     let binary_key = format!("jobs/heroku2rds-{}-{}", env!("CARGO_PKG_VERSION"), w.arch);
@@ -64,30 +75,42 @@ pub(super) async fn launch_worker(
             .await
             .map_err(|e| sdk("s3:PutObject", e))?;
     }
-    let presign = |key: String| {
-        let s3 = s3.clone();
-        let bucket = names.bucket.clone();
-        async move {
-            let conf = PresigningConfig::expires_in(Duration::from_secs(3600))
-                .map_err(|e| Error::other("presigning").with_source(e))?;
-            s3.get_object()
-                .bucket(bucket)
-                .key(key)
-                .presigned(conf)
-                .await
-                .map(|p| p.uri().to_string())
-                .map_err(|e| sdk("s3:GetObject", e))
-        }
+    bootstrap::clear(aws, &names.bucket).await?;
+    // Minted last, right before RunInstances: their clock starts now.
+    let conf = || {
+        PresigningConfig::expires_in(bootstrap::URL_LIFETIME)
+            .map_err(|e| Error::other("presigning").with_source(e))
     };
-    let binary_url = presign(binary_key).await?;
-    let job_url = presign(job_key).await?;
+    let mut urls = Vec::new();
+    for key in [&binary_key, &job_key] {
+        let url = s3
+            .get_object()
+            .bucket(&names.bucket)
+            .key(key)
+            .presigned(conf()?)
+            .await
+            .map_err(|e| sdk("s3:GetObject", e))?;
+        urls.push(url.uri().to_string());
+    }
+    let state_url = s3
+        .put_object()
+        .bucket(&names.bucket)
+        .key(bootstrap::STATE_KEY)
+        .content_type("application/json")
+        .presigned(conf()?)
+        .await
+        .map_err(|e| sdk("s3:PutObject", e))?
+        .uri()
+        .to_string();
     let script = userdata::render(&UserData {
         migration: &spec.name,
         version: env!("CARGO_PKG_VERSION"),
         pg_major: w.pg_client_major,
-        binary_url: &binary_url,
+        binary_url: &urls[0],
         binary_sha256: &sha,
-        job_url: &job_url,
+        job_url: &urls[1],
+        rds_ca_url: userdata::RDS_CA_URL,
+        state_url: Some(&state_url),
     });
     use base64::Engine as _;
     let encoded = base64::engine::general_purpose::STANDARD.encode(script);

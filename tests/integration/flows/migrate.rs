@@ -548,26 +548,7 @@ async fn migrate_on_the_worker_while_status_shows_progress() {
     // systemd unit do (fetch binary and job by their presigned URLs, check the SHA-256, run
     // `heroku2rds worker --job $CREDENTIALS_DIRECTORY/job`, restart on failure).
     let state = scratch_dir(&format!("{}-standin", s.name));
-    let aws_only: Vec<(String, String)> = s
-        .env
-        .iter()
-        .filter(|(k, _)| k.starts_with("AWS_"))
-        .cloned()
-        .collect();
-    let standin = Command::new(repo_file("localstack/ec2-worker-standin"))
-        .args(["--migration", &s.name, "--state-dir"])
-        .arg(&state)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", std::env::var("HOME").unwrap_or_default())
-        .envs(aws_only.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stderr(std::fs::File::create(state.join("standin.err")).expect("log"))
-        .spawn()
-        .expect("start the EC2 worker stand-in");
-    // Stopped however the test ends (a failed assertion must not leave it running).
-    let standin = StopOnDrop(standin);
-
+    let standin = start_standin(&s, &state);
     let (mut migrate, out) = s.spawn(&s.args("ec2"), "ec2");
     // `status` from another process, reading the target only.
     let status_url = s.pair.target.url("postgres", "app");
@@ -654,6 +635,122 @@ async fn migrate_on_the_worker_while_status_shows_progress() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    drop(standin);
+}
+
+/// Starts the EC2 worker stand-in for the stage's migration (logs and files in `state`);
+/// stopped however the test ends (a failed assertion must not leave it running).
+fn start_standin(s: &Stage, state: &std::path::Path) -> StopOnDrop {
+    let aws_only: Vec<(String, String)> = s
+        .env
+        .iter()
+        .filter(|(k, _)| k.starts_with("AWS_"))
+        .cloned()
+        .collect();
+    let child = Command::new(repo_file("localstack/ec2-worker-standin"))
+        .args(["--migration", &s.name, "--state-dir"])
+        .arg(state)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", std::env::var("HOME").unwrap_or_default())
+        .envs(aws_only.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(state.join("standin.err")).expect("log"))
+        .spawn()
+        .expect("start the EC2 worker stand-in");
+    StopOnDrop(child)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_binary_with_a_wrong_checksum_stops_migrate_early_and_a_rerun_replaces_the_worker()
+{
+    let s = stage("sha", "").await;
+    // migrate provisions and launches the worker; nothing plays it yet.
+    let (mut migrate, out) = s.spawn(&s.args("ec2"), "sha");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (bucket, binary_key) = loop {
+        assert!(
+            matches!(migrate.try_wait(), Ok(None)),
+            "migrate ended before launching the worker: {}",
+            std::fs::read_to_string(&out).unwrap_or_default()
+        );
+        assert!(Instant::now() < deadline, "no worker was launched");
+        let inv = s.inventory();
+        let bucket = inv.iter().find(|(k, _)| k.starts_with("s3/"));
+        let launched = inv.keys().any(|k| k.contains("/instance/"));
+        if let (Some((k, v)), true) = (bucket, launched) {
+            let key = v["objects"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|o| o.as_str())
+                .find(|o| o.starts_with("jobs/heroku2rds-"))
+                .map(str::to_string);
+            if let Some(key) = key {
+                break (k.trim_start_matches("s3/").to_string(), key);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    // The object the worker downloads is not the binary the laptop hashed.
+    tool(
+        &s.env,
+        &[
+            "put",
+            &bucket,
+            &binary_key,
+            "#!/bin/sh
+echo tampered
+",
+        ],
+    );
+    let state = scratch_dir(&format!("{}-standin", s.name));
+    let standin = start_standin(&s, &state);
+    let started = Instant::now();
+    let code = loop {
+        if let Some(st) = migrate.try_wait().expect("wait") {
+            break st.code();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "migrate kept waiting after a failed bootstrap (its worker-start timeout is 20 minutes)"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let stdout = std::fs::read_to_string(&out).unwrap_or_default();
+    let stderr = std::fs::read_to_string(out.with_extension("err")).unwrap_or_default();
+    assert_eq!(code, Some(5), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("worker bootstrap failed") && stderr.contains("SHA-256 is wrong"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("migrate` again"), "{stderr}");
+    assert!(!stderr.contains("X-Amz-Signature"), "{stderr}");
+    let standin_log = std::fs::read_to_string(state.join("standin.err")).unwrap_or_default();
+    assert!(
+        standin_log.contains("does not match its SHA-256"),
+        "{standin_log}"
+    );
+
+    // A re-run terminates that worker, launches a new one (with the binary uploaded again) and
+    // migrates.
+    let again = s.run(&s.args("ec2"));
+    assert_eq!(again.code, 0, "{again:?}");
+    assert!(
+        again.stderr.contains("terminated") && again.stderr.contains("its bootstrap failed"),
+        "{}",
+        again.stderr
+    );
+    let standin_log = std::fs::read_to_string(state.join("standin.err")).unwrap_or_default();
+    assert!(standin_log.contains("instance terminated"), "{standin_log}");
+    assert!(standin_log.contains("bootstrap done"), "{standin_log}");
+    let inv = s.inventory();
+    assert_eq!(
+        inv.keys().filter(|k| k.contains("/instance/")).count(),
+        1,
+        "{inv:?}"
+    );
+    check_migrated(&s, &summary_of(&again)).await;
     drop(standin);
 }
 

@@ -129,6 +129,12 @@ def get(bucket, key, path):
     return {"size": head["ContentLength"], "metadata": head.get("Metadata", {})}
 
 
+def put(bucket, key, text):
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=bucket, Key=key, Body=text.encode())
+    return {"key": key}
+
+
 def uploads(bucket):
     s3 = boto3.client("s3")
     return sorted(u["Key"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []))
@@ -187,6 +193,8 @@ if __name__ == "__main__":
         print(json.dumps(user(sys.argv[2], sys.argv[3])))
     elif cmd == "get":
         print(json.dumps(get(sys.argv[2], sys.argv[3], sys.argv[4])))
+    elif cmd == "put":
+        print(json.dumps(put(sys.argv[2], sys.argv[3], sys.argv[4])))
     elif cmd == "uploads":
         print(json.dumps(uploads(sys.argv[2])))
     elif cmd == "secret":
