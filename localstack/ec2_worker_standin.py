@@ -7,9 +7,10 @@ tagged heroku2rds:migration=NAME, what the user-data and its systemd unit do on 
 (see src/aws/userdata.rs):
 
 - bootstrap (once per instance, like cloud-init): read the user-data, take the BINARY_URL,
-  BINARY_SHA256 and JOB_URL lines, download the binary and the job through the presigned URLs
-  (retried like `curl --retry 10 --retry-delay 5`), refuse a binary whose SHA-256 differs, and
-  keep the job in a private directory (0700, file `job` 0600), as systemd's LoadCredential=;
+  BINARY_SHA256 and JOB_URL lines, download the binary and the job through their URLs (presigned
+  by provision, or the operator's own binary URL from `--worker-binary-url`; retried like
+  `curl --retry 10 --retry-delay 5`), refuse a binary whose SHA-256 differs, and keep the job in
+  a private directory (0700, file `job` 0600), as systemd's LoadCredential=;
 - run `BINARY worker --job DIR/job` with CREDENTIALS_DIRECTORY=DIR, stdin /dev/null, output
   appended to STATE_DIR/INSTANCE-ID.log, in its own process group (the unit's control group);
 - Restart=on-failure with RestartSec=2 (10 on a real worker, shortened here) and
@@ -24,6 +25,9 @@ tagged heroku2rds:migration=NAME, what the user-data and its systemd unit do on 
 Not emulated: DynamicUser= (the worker runs as this program's user), the sandboxing options,
 the PostgreSQL client install, the RDS CA bundle download, systemd's start rate limit.
 The worker inherits this program's environment (so settings meant for it can be given here).
+A changed source URL reaches the worker as on a real one: through the target database (see
+src/aws/job.rs); the worker exits 5 while its source refuses it and is restarted here as systemd
+would, each start looking for a newer URL first.
 Never printed: the job's contents and the presigned URLs (their signatures open the objects).
 """
 

@@ -9,6 +9,7 @@
 //! The flow is: [`observe`] (read-only calls) -> [`plan::plan`] (a pure function of the desired
 //! spec and what was observed) -> [`provision::apply`] or [`teardown::run`].
 
+pub mod elf;
 pub mod errors;
 pub mod job;
 pub mod observe;
