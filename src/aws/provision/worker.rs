@@ -22,8 +22,10 @@ pub(super) fn sha256_file(path: &std::path::Path) -> Result<String> {
     }
 }
 
-/// Uploads the binary and the job, and starts the instance with user-data pointing at both by
-/// presigned URLs valid for one hour.
+/// Uploads the job and the binary (unless the operator gave a URL for it), and starts the
+/// instance with user-data pointing at both: presigned URLs valid for one hour, or the
+/// operator's binary URL as given.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn launch_worker(
     aws: &Aws,
     spec: &Spec,
