@@ -7,10 +7,11 @@ tagged heroku2rds:migration=NAME, what the user-data and its systemd unit do on 
 (see src/aws/userdata.rs):
 
 - bootstrap (once per instance, like cloud-init): read the user-data, take the BINARY_URL,
-  BINARY_SHA256, JOB_URL and STATE_URL lines, download the job then the binary through the
-  presigned URLs (first, as the script does; retried like `curl --retry 10 --retry-delay 5`),
-  refuse a binary whose SHA-256 differs, and keep the job in a private directory (0700, file
-  `job` 0600), as systemd's LoadCredential=; report each stage as the script does (fetching,
+  BINARY_SHA256, JOB_URL and STATE_URL lines, download the job then the binary through their
+  URLs (presigned by provision, or the operator's own binary URL from `--worker-binary-url`;
+  first, as the script does; retried like `curl --retry 10 --retry-delay 5`), refuse a binary
+  whose SHA-256 differs, and keep the job in a private directory (0700, file `job` 0600), as
+  systemd's LoadCredential=; report each stage as the script does (fetching,
   binary-checksum-wrong or fetch-failed, installing-postgresql-client, starting-service,
   started) by PUTting {"state", "at", "detail"} to STATE_URL;
 - run `BINARY worker --job DIR/job` with CREDENTIALS_DIRECTORY=DIR, stdin /dev/null, output
@@ -28,6 +29,9 @@ Not emulated: DynamicUser= (the worker runs as this program's user), the sandbox
 the PostgreSQL client install and apt (reported, not done), the RDS CA bundle download,
 systemd's start rate limit. tests/container/ runs the real script under systemd instead.
 The worker inherits this program's environment (so settings meant for it can be given here).
+A changed source URL reaches the worker as on a real one: through the target database (see
+src/aws/job.rs); the worker exits 5 while its source refuses it and is restarted here as systemd
+would, each start looking for a newer URL first.
 Never printed: the job's contents and the presigned URLs (their signatures open the objects).
 """
 

@@ -10,6 +10,7 @@
 //! spec and what was observed) -> [`provision::apply`] or [`teardown::run`].
 
 pub mod bootstrap;
+pub mod elf;
 pub mod errors;
 pub mod job;
 pub mod observe;

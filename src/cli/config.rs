@@ -37,6 +37,9 @@ pub struct AwsFile {
     pub db_instance_class: Option<String>,
     pub worker_instance_type: Option<String>,
     pub worker_arch: Option<String>,
+    pub worker_binary: Option<PathBuf>,
+    pub worker_binary_url: Option<String>,
+    pub worker_binary_sha256: Option<String>,
     pub engine_major: Option<u32>,
     pub storage_autoscaling_max_gb: Option<i32>,
     pub ssh_public_key: Option<PathBuf>,
@@ -146,6 +149,12 @@ region = "{region}"
 # Worker instance type (default sized from the source, m7i.large below 100 GB) and architecture.
 # worker_instance_type = "m7i.large"
 # worker_arch = "amd64"
+# The Linux heroku2rds binary the worker runs (default: this one, when it is a Linux build for
+# the worker's architecture); a binary needing a newer glibc than Ubuntu 24.04's 2.39 is refused.
+# worker_binary = "target/x86_64-unknown-linux-musl/release/heroku2rds"
+# Or (macOS, other architectures): an https URL the worker downloads it from, and its SHA-256.
+# worker_binary_url = "https://example.com/heroku2rds-x86_64-linux"
+# worker_binary_sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
 # An OpenSSH public key to install on the worker (SSH stays closed without one).
 # ssh_public_key = "~/.ssh/id_ed25519.pub"
 "#

@@ -340,9 +340,17 @@ pub struct AwsArgs {
     /// Worker CPU architecture: amd64 or arm64 [default: amd64].
     #[arg(long)]
     pub worker_arch: Option<String>,
-    /// The Linux heroku2rds binary for the worker [default: this binary, when it is one].
+    /// The Linux heroku2rds binary for the worker, uploaded [default: this binary, when it is one];
+    /// checked before anything is created (the worker's CPU, glibc 2.39 or older).
     #[arg(long)]
     pub worker_binary: Option<std::path::PathBuf>,
+    /// Instead of uploading a binary: an https URL the worker downloads a Linux heroku2rds
+    /// binary from (e.g. a release download; for operators on macOS or another architecture).
+    #[arg(long)]
+    pub worker_binary_url: Option<String>,
+    /// SHA-256 (64 hex digits) of the binary at --worker-binary-url; the worker refuses any other.
+    #[arg(long)]
+    pub worker_binary_sha256: Option<String>,
     /// Provision the database side only, without the worker.
     #[arg(long)]
     pub no_worker: bool,

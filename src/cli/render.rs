@@ -457,6 +457,7 @@ mod tests {
             source: "postgresql://app@h:5432/db".into(),
             phase: "copying".into(),
             runner: None,
+            worker_source_outdated: false,
             verification: None,
             chunks_done: tables.iter().map(|t| t.chunks_done).sum(),
             chunks_total: tables.iter().map(|t| t.chunks_total).sum(),

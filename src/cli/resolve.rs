@@ -169,6 +169,23 @@ pub async fn resolve(a: &AwsArgs) -> Result<Resolved> {
         None if replica_region.is_some() => Some((storage_gb.saturating_mul(4)).min(65_536)),
         None => None,
     };
+    // Flags over file; a binary or URL given by flag replaces the file's binary, URL and
+    // SHA-256 together (a SHA-256 belongs to its URL).
+    let by_flag = a.worker_binary.is_some() || a.worker_binary_url.is_some();
+    fn from_file<T: Clone>(by_flag: bool, v: &Option<T>) -> Option<T> {
+        v.clone().filter(|_| !by_flag)
+    }
+    let worker_binary = crate::aws::setup::binary_setting(
+        a.worker_binary
+            .clone()
+            .or_else(|| from_file(by_flag, &f.worker_binary)),
+        a.worker_binary_url
+            .clone()
+            .or_else(|| from_file(by_flag, &f.worker_binary_url)),
+        a.worker_binary_sha256
+            .clone()
+            .or_else(|| from_file(by_flag, &f.worker_binary_sha256)),
+    )?;
     let worker = if a.no_worker {
         None
     } else {
@@ -206,7 +223,7 @@ pub async fn resolve(a: &AwsArgs) -> Result<Resolved> {
     Ok(Resolved {
         spec,
         source_url: a.source.clone(),
-        worker_binary: a.worker_binary.clone(),
+        worker_binary,
         jobs: a.jobs,
         keyless: a.keyless.into(),
         reach: reach_settings(&a.reach),

@@ -10,7 +10,8 @@ use crate::error::Result;
 
 pub async fn plan(a: PlanArgs) -> Result<u8> {
     let r = resolve::resolve(&a.aws).await?;
-    let p = setup::make_plan(&r).await?;
+    let mut p = setup::make_plan(&r).await?;
+    setup::check_worker_binary(&r, &mut p)?;
     if a.json {
         print_json(&p.plan)?;
     } else {
@@ -21,7 +22,8 @@ pub async fn plan(a: PlanArgs) -> Result<u8> {
 
 pub async fn provision(a: ProvisionArgs) -> Result<u8> {
     let r = resolve::resolve(&a.aws).await?;
-    let p = setup::make_plan(&r).await?;
+    let mut p = setup::make_plan(&r).await?;
+    setup::check_worker_binary(&r, &mut p)?;
     if !a.json {
         print!("{}", aws_plan::render(&p.plan));
     }

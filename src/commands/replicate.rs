@@ -37,7 +37,7 @@ pub async fn run(a: ReplicateArgs) -> Result<u8> {
         batch: a.batch.max(1),
         verify_rate: verify_rate(a.verify_rate_mb)?,
     };
-    replicate(source, target, opts).await
+    replicate(source, target, opts, signals::cancellation()).await
 }
 
 /// `--verify-rate-mb` in bytes per second.
@@ -49,9 +49,13 @@ pub fn verify_rate(mb: f64) -> Result<u64> {
     Ok((mb * 1e6) as u64)
 }
 
+/// The EC2 worker's service: the job's replication, following changes until the cutover. When
+/// a run fails, a newer source URL handed over through the target (see `aws::job`) is taken
+/// and the run resumes with it in this process; when there is none and the source refuses
+/// this URL (rotated password) or cannot be reached (moved host), the worker exits 5 so that
+/// systemd starts it again in 10 s, and each start looks for a newer URL first.
 pub async fn worker(a: WorkerArgs) -> Result<u8> {
     let job = Job::load(&a.job)?;
-    let source = ConnSpec::parse(&job.source_url, "source")?;
     let target = ConnSpec::parse(&job.target_url, "target")?;
     tracing::info!("running the job of migration {}", job.migration);
     let opts = replicate::Options {
@@ -66,7 +70,77 @@ pub async fn worker(a: WorkerArgs) -> Result<u8> {
             .verify_rate
             .unwrap_or(crate::pg::verify::ranges::DEFAULT_RATE),
     };
-    replicate(source, target, opts).await
+    let cancel = signals::cancellation();
+    let mut source_url = job.source_url.clone();
+    let mut generation = 0;
+    if let Some((g, url)) = newer_source(&job, &target, generation).await {
+        tracing::info!("the job's source URL is outdated: using the one handed over through the target (generation {g})");
+        (source_url, generation) = (url, g);
+    }
+    used_source(&job, &target, generation).await;
+    loop {
+        let source = ConnSpec::parse(&source_url, "source")?;
+        let ran = replicate(source.clone(), target.clone(), opts.clone(), cancel.clone()).await;
+        let Err(e) = ran else { return ran };
+        if cancel.is_cancelled() {
+            return Err(e);
+        }
+        if let Some((g, url)) = newer_source(&job, &target, generation).await {
+            tracing::warn!("{e:#}; a new source URL was handed over (generation {g}): resuming with it (completed work is kept)");
+            (source_url, generation) = (url, g);
+            used_source(&job, &target, generation).await;
+            continue;
+        }
+        return match source.connect().await {
+            Err(refused) if refused.kind() == Kind::Refused || refused.is_transient() => {
+                Err(Error::other(format!(
+                    "the source database does not accept the worker's URL: {refused}"
+                ))
+                .with_fix("Heroku rotated the credentials or moved the database: run `heroku2rds migrate` (or `provision`) again on your machine; it hands the app's current DATABASE_URL to this worker through the target database, and the worker (restarted by systemd every 10 s) resumes with it"))
+            }
+            _ => Err(e),
+        };
+    }
+}
+
+/// A source URL newer than `generation`, sealed for this job's key, from the target; `None`
+/// when there is none or the target cannot be read (the caller goes on as it would without).
+async fn newer_source(job: &Job, target: &ConnSpec, generation: i32) -> Option<(i32, String)> {
+    let key_id = job.source_key_id()?;
+    let read = async {
+        let c = target.connect().await?;
+        crate::pg::store::worker_source(&c).await
+    };
+    match read.await {
+        Ok(Some(rec)) if rec.key_id == key_id && rec.generation > generation => {
+            match job.open_source(&rec.sealed) {
+                Some(url) => Some((rec.generation, url)),
+                None => {
+                    tracing::warn!("the source record on the target does not open with this job's key; ignoring it");
+                    None
+                }
+            }
+        }
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!("cannot read the source record on the target: {e:#}");
+            None
+        }
+    }
+}
+
+/// Records on the target which source this worker runs on (for `status`); best effort.
+async fn used_source(job: &Job, target: &ConnSpec, generation: i32) {
+    let Some(key_id) = job.source_key_id() else {
+        return;
+    };
+    let write = async {
+        let c = target.connect().await?;
+        crate::pg::store::record_worker_source_used(&c, &key_id, generation).await
+    };
+    if let Err(e) = write.await {
+        tracing::warn!("cannot record the worker's source on the target: {e:#}");
+    }
 }
 
 /// Reads progress off the target every [`PROGRESS_EVERY`] and shows it, until `stop`.
@@ -89,7 +163,12 @@ async fn watch_progress(target: ConnSpec, sink: Arc<dyn Sink>, mut stop: oneshot
     }
 }
 
-async fn replicate(source: ConnSpec, target: ConnSpec, opts: replicate::Options) -> Result<u8> {
+async fn replicate(
+    source: ConnSpec,
+    target: ConnSpec,
+    opts: replicate::Options,
+    cancel: crate::cancel::Cancel,
+) -> Result<u8> {
     let until = opts.until;
     let source = source.with_application_name(replicate::SOURCE_APPLICATION_NAME);
     // Bars on a terminal only. Elsewhere (pipes, systemd's journal, tests) the logs say what
@@ -102,7 +181,7 @@ async fn replicate(source: ConnSpec, target: ConnSpec, opts: replicate::Options)
         let task = tokio::spawn(watch_progress(target.clone(), sink, stopped));
         (stop, task)
     });
-    let ran = replicate::run(&source, &target, &opts, signals::cancellation()).await;
+    let ran = replicate::run(&source, &target, &opts, cancel).await;
     if let Some((stop, task)) = watcher {
         let _ = stop.send(());
         let _ = task.await;

@@ -153,6 +153,7 @@ mod tests {
             source: "h:5432/d".into(),
             phase: phase.into(),
             runner: Some("heroku2rds replicate on w pid 1".into()),
+            worker_source_outdated: false,
             chunks_done: 1,
             chunks_total: 1,
             rows: 10,

@@ -239,7 +239,7 @@ pub async fn run(
             spec.name, spec.region
         ),
     );
-    let planned = setup::make_plan(&o.resolved).await?;
+    let mut planned = setup::make_plan(&o.resolved).await?;
     let (aws, names) = (planned.aws.clone(), planned.names.clone());
     // Once the cutover is done, AWS is left as it is (a torn-down worker is not re-created).
     let mut phases = Vec::new();
@@ -261,6 +261,8 @@ pub async fn run(
             t
         }
         _ => {
+            // A worker to be launched gets a binary it can run, or nothing is created.
+            setup::check_worker_binary(&o.resolved, &mut planned)?;
             say.emit(Event::Text(crate::aws::plan::render(&planned.plan)));
             if !planned.plan.converged() && !o.yes {
                 (prompts.plan)()?;

@@ -35,6 +35,9 @@ pub struct Status {
     pub phase: String,
     /// Process running replicate right now, if any.
     pub runner: Option<String>,
+    /// True when a newer source URL was handed to the EC2 worker (a re-run of `migrate` or
+    /// `provision` after Heroku changed `DATABASE_URL`) and the worker still runs on the old one.
+    pub worker_source_outdated: bool,
     /// Chunks copied.
     pub chunks_done: i64,
     /// Chunks planned.
@@ -81,6 +84,7 @@ pub async fn read(target: &ConnSpec) -> Result<Status> {
             .with_fix("check the --target URL, or start one with `heroku2rds replicate`")
     })?;
     let runner = store::runner(&tgt).await?;
+    let worker_source_outdated = store::worker_source_outdated(&tgt).await?;
     let head = tgt
         .query_one(
             "SELECT extract(epoch FROM coalesce(m.copied_at, now()) - m.copy_started_at)::float8,
@@ -139,6 +143,7 @@ pub async fn read(target: &ConnSpec) -> Result<Status> {
         source: migration.source,
         phase: migration.phase.as_str().into(),
         runner,
+        worker_source_outdated,
         chunks_done: sum(|t| t.chunks_done),
         chunks_total: sum(|t| t.chunks_total),
         rows: rows_done,
@@ -171,6 +176,12 @@ pub fn render(s: &Status) -> String {
         "runner:   {}",
         s.runner.as_deref().unwrap_or("none running")
     );
+    if s.worker_source_outdated {
+        let _ = writeln!(
+            o,
+            "worker:   runs on an outdated source URL; it takes the new one at its next reconnect or restart"
+        );
+    }
     let follow = match (s.stopped_reason.as_deref(), s.backlog) {
         (Some("switched"), _) => "stopped for good at the switch: the app uses the target, nothing from the old database is applied any more".to_string(),
         (Some(why), _) => format!("stopped: {why}"),

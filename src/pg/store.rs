@@ -733,3 +733,134 @@ async fn holder(client: &Client, key: i64) -> Result<Option<String>> {
         .map_err(|e| query_error(e, "looking for a running replicate"))?;
     Ok(row.map(|r| r.get(0)))
 }
+
+/// DDL of the worker's source record: a newer source URL handed to the worker through the
+/// target, sealed with a key only the worker's job holds (see `aws::job`). Idempotent.
+pub const WORKER_SOURCE_DDL: &str = r#"
+CREATE SCHEMA IF NOT EXISTS heroku2rds;
+CREATE TABLE IF NOT EXISTS heroku2rds.worker_source (
+    id           int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    key_id       text NOT NULL,
+    generation   int NOT NULL,
+    sealed       bytea NOT NULL,
+    updated_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    used_key_id  text,
+    used_generation int,
+    used_at      timestamptz
+);
+"#;
+
+/// The sealed source record, as stored (nothing here is readable without the job's key).
+#[derive(Debug, Clone)]
+pub struct WorkerSource {
+    /// Which job's key sealed it.
+    pub key_id: String,
+    /// 1 for the first hand-over, one more on each.
+    pub generation: i32,
+    pub sealed: Vec<u8>,
+}
+
+/// Stores a newer sealed source URL for the worker whose job key is `key_id`, and records
+/// `identity` (host:port/db, no credentials) as the migration's source when the migration
+/// exists: a Heroku database that moved host is still the database the copy came from (its
+/// capture triggers are checked on the next run). One transaction. Returns the generation.
+pub async fn put_worker_source(
+    client: &mut Client,
+    key_id: &str,
+    sealed: &[u8],
+    identity: &str,
+) -> Result<i32> {
+    let fail = |e| query_error(e, "handing the new source URL to the worker");
+    client
+        .batch_execute(WORKER_SOURCE_DDL)
+        .await
+        .map_err(fail)?;
+    let tx = client.transaction().await.map_err(fail)?;
+    let generation: i32 = tx
+        .query_one(
+            "INSERT INTO heroku2rds.worker_source AS w (key_id, generation, sealed) VALUES ($1, 1, $2)
+             ON CONFLICT (id) DO UPDATE SET key_id = EXCLUDED.key_id, sealed = EXCLUDED.sealed,
+                    generation = w.generation + 1, updated_at = clock_timestamp()
+             RETURNING generation",
+            &[&key_id, &sealed],
+        )
+        .await
+        .map_err(fail)?
+        .get(0);
+    let has_migration: bool = tx
+        .query_one(
+            "SELECT to_regclass('heroku2rds.migration') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(fail)?
+        .get(0);
+    if has_migration {
+        tx.execute(
+            "UPDATE heroku2rds.migration SET source = $1 WHERE source IS DISTINCT FROM $1",
+            &[&identity],
+        )
+        .await
+        .map_err(fail)?;
+    }
+    tx.commit().await.map_err(fail)?;
+    Ok(generation)
+}
+
+/// The sealed source record, when one was stored.
+pub async fn worker_source(client: &Client) -> Result<Option<WorkerSource>> {
+    let row = client
+        .query_opt(
+            "SELECT key_id, generation, sealed FROM heroku2rds.worker_source
+              WHERE to_regclass('heroku2rds.worker_source') IS NOT NULL",
+            &[],
+        )
+        .await;
+    let row = match row {
+        Ok(r) => r,
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => None,
+        Err(e) => return Err(query_error(e, "reading the worker's source record")),
+    };
+    Ok(row.map(|r| WorkerSource {
+        key_id: r.get(0),
+        generation: r.get(1),
+        sealed: r.get(2),
+    }))
+}
+
+/// Records which source the worker runs on: its job's key and the generation it took (0: the
+/// job's own URL). `status` compares it with the newest record.
+pub async fn record_worker_source_used(
+    client: &Client,
+    key_id: &str,
+    generation: i32,
+) -> Result<()> {
+    client
+        .batch_execute(WORKER_SOURCE_DDL)
+        .await
+        .map_err(|e| query_error(e, "recording the worker's source"))?;
+    client
+        .execute(
+            "UPDATE heroku2rds.worker_source SET used_key_id = $1, used_generation = $2, used_at = clock_timestamp()",
+            &[&key_id, &generation],
+        )
+        .await
+        .map_err(|e| query_error(e, "recording the worker's source"))?;
+    Ok(())
+}
+
+/// True when a newer source URL was handed to the worker and the worker has not taken it yet.
+pub async fn worker_source_outdated(client: &Client) -> Result<bool> {
+    let row = client
+        .query_opt(
+            "SELECT (used_key_id IS NULL OR used_key_id = key_id) AND coalesce(used_generation, 0) < generation
+               FROM heroku2rds.worker_source",
+            &[],
+        )
+        .await;
+    match row {
+        Ok(r) => Ok(r.is_some_and(|r| r.get(0))),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => Ok(false),
+        Err(e) => Err(query_error(e, "reading the worker's source record")),
+    }
+}

@@ -215,6 +215,36 @@ def dump_app(a):
     }
 
 
+@route("POST", "/__fake/apps/(?P<app>[^/]+)/database-url", "admin")
+def admin_database_url(c, app):
+    """Heroku changes a database's URL (credential rotation, maintenance, failover): body
+    {"url": NEW, "attachment": "DATABASE"}. The add-on behind that attachment of the app gets
+    the new URL; every attachment of it with the default credential follows (its NAME_URL
+    changes on each app), and each app gets a release, without its release phase, as add-on
+    config changes do; the dynos restart on it. Answers the apps released, never the URL."""
+    a = admin_app(app)
+    b = c.json_body()
+    if not isinstance(b.get("url"), str) or not b["url"]:
+        raise invalid("url is required")
+    name = b.get("attachment") or "DATABASE"
+    att = next((x for x in a.attachments() if x.name == name), None)
+    if att is None or not att.addon.is_postgres:
+        raise invalid(f"app {app} has no Postgres attachment {name}")
+    addon = att.addon
+    addon.database_url = b["url"]
+    addon.updated_at = time.time()
+    released = []
+    for other in addon.attachments():
+        if other.namespace or not other.config_var:
+            continue
+        other.app.config[other.config_var] = other.url
+        other.updated_at = time.time()
+        create_release(other.app, f"Update {other.name} by {addon.name}", other.app.owner,
+                       release_phase=False)
+        released.append(other.app.name)
+    return Response(200, {"addon": addon.name, "released": sorted(set(released))})
+
+
 @route("GET", "/__fake/apps/(?P<app>[^/]+)/state", "admin")
 def admin_state(c, app):
     return Response(200, dump_app(admin_app(app)))

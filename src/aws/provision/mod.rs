@@ -36,15 +36,15 @@ mod worker;
 use bucket::secure_bucket;
 use database::{ensure_param_group, wait_available};
 use network::{ensure_group, ensure_subnet_group, Settle};
-use worker::launch_worker;
+use worker::{launch_worker, refresh_worker_source};
 
 /// What the worker runs and with which binary.
 pub struct WorkerInput {
     /// The source database URL (goes into the job, never into user-data).
     pub source_url: String,
-    /// The Linux heroku2rds binary for the worker's architecture (streamed from the file, never
-    /// held in memory whole).
-    pub binary: std::path::PathBuf,
+    /// The worker's binary, checked: a file uploaded (streamed, never held in memory whole) or a
+    /// URL the worker downloads. `None` when the worker exists already.
+    pub binary: Option<crate::aws::setup::WorkerBinary>,
     /// Parallel copy workers.
     pub jobs: Option<usize>,
     /// Keyless table handling.
@@ -54,6 +54,9 @@ pub struct WorkerInput {
     /// machine uses. `None` on AWS: the worker connects to the endpoint and checks it against the
     /// RDS bundle its bootstrap installs.
     pub local_reach: Option<Reach>,
+    /// How this machine reaches the database (to hand a changed source URL to a running
+    /// worker through it).
+    pub reach: crate::aws::setup::ReachSettings,
 }
 
 /// How a machine reaches the RDS database: an optional tunnel (`HOST:PORT`) and the CA bundle
@@ -439,7 +442,7 @@ async fn steps(
 
     // The worker.
     if let (Some(_), Some(input)) = (&spec.worker, worker) {
-        let verdict = seen.worker_verdict(std::time::SystemTime::now());
+        let verdict = seen.worker_verdict(seen.at);
         if let (Some(existing), Some(bootstrap::Verdict::Replace(why))) =
             (seen.workers.first(), &verdict)
         {
@@ -456,6 +459,18 @@ async fn steps(
         }
         if let (Some(existing), Some(bootstrap::Verdict::Keep)) = (seen.workers.first(), &verdict) {
             out.worker = Some(existing.id.clone());
+            let endpoint = db.endpoint.clone();
+            refresh_worker_source(
+                aws,
+                spec,
+                names,
+                &existing.id,
+                &input,
+                endpoint,
+                &password,
+                out,
+            )
+            .await?;
         } else {
             let (host, port) = db
                 .endpoint
@@ -482,6 +497,7 @@ async fn steps(
                 jobs: input.jobs,
                 keyless: input.keyless,
                 verify_rate: None,
+                source_key: Some(Job::new_source_key()?),
             };
             let subnet = seen
                 .placement
@@ -489,6 +505,10 @@ async fn steps(
                 .first()
                 .map(|s| s.id.clone())
                 .ok_or_else(|| Error::other("no subnet for the worker"))?;
+            let binary = input
+                .binary
+                .as_ref()
+                .ok_or_else(|| Error::other("no worker binary was resolved for a new worker"))?;
             let id = launch_worker(
                 aws,
                 spec,
@@ -496,7 +516,7 @@ async fn steps(
                 &worker_sg.unwrap_or_default(),
                 &subnet,
                 &job,
-                &input.binary,
+                binary,
             )
             .await?;
             out.record("EC2 worker", &id, "created");

@@ -1,7 +1,8 @@
-//! The EC2 worker: its binary and job uploaded to the private bucket, the instance started
-//! with user-data that fetches both through presigned URLs and reports its bootstrap state
-//! through a third (see [`crate::aws::bootstrap`]). The URLs are minted right before
-//! RunInstances, once the credentials are known to outlive them.
+//! The EC2 worker: its binary and job uploaded to the private bucket (or the binary left at the
+//! operator's URL), the instance started with user-data that fetches both and reports its
+//! bootstrap state through a presigned URL (see [`crate::aws::bootstrap`]); the URLs are minted
+//! right before RunInstances, once the credentials are known to outlive them. On re-runs, a
+//! changed source URL is handed to the running worker (see `aws::job`).
 
 use super::*;
 
@@ -23,9 +24,10 @@ pub(super) fn sha256_file(path: &std::path::Path) -> Result<String> {
     }
 }
 
-/// Uploads the binary and the job, and starts the instance with user-data pointing at both by
-/// presigned URLs valid for [`bootstrap::URL_LIFETIME`] (refused when the credentials expire
-/// sooner). The previous worker's bootstrap state is removed first.
+/// Uploads the job and the binary (unless the operator gave a URL for it), and starts the
+/// instance with user-data pointing at both: presigned URLs valid for
+/// [`bootstrap::URL_LIFETIME`] (refused when the credentials expire sooner), or the operator's
+/// binary URL as given. The previous worker's bootstrap state is removed first.
 pub(super) async fn launch_worker(
     aws: &Aws,
     spec: &Spec,
@@ -33,7 +35,7 @@ pub(super) async fn launch_worker(
     worker_sg: &str,
     subnet: &str,
     job: &Job,
-    binary: &std::path::Path,
+    binary: &crate::aws::setup::WorkerBinary,
 ) -> Result<String> {
     let w = spec
         .worker
@@ -52,28 +54,30 @@ pub(super) async fn launch_worker(
         bootstrap::URL_LIFETIME,
     )?;
     let s3 = aws.s3();
-    let sha = sha256_file(binary)?;
-    let binary_key = format!("jobs/heroku2rds-{}-{}", env!("CARGO_PKG_VERSION"), w.arch);
-    let job_key = "jobs/job.json".to_string();
-    let binary_body = ByteStream::from_path(binary).await.map_err(|e| {
-        Error::usage(format!(
-            "cannot read the worker binary {}",
-            binary.display()
-        ))
-        .with_source(e)
-    })?;
-    for (key, body) in [
-        (&binary_key, binary_body),
-        (&job_key, ByteStream::from(job.to_bytes())),
-    ] {
-        s3.put_object()
-            .bucket(&names.bucket)
-            .key(key)
-            .body(body)
-            .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::Aes256)
-            .send()
-            .await
-            .map_err(|e| sdk("s3:PutObject", e))?;
+    let job_key = JOB_KEY.to_string();
+    let mut uploads = vec![(job_key.clone(), ByteStream::from(job.to_bytes()))];
+    // An uploaded binary is presigned below; a URL given by the operator goes as it is.
+    let (binary_key, given) = match binary {
+        crate::aws::setup::WorkerBinary::Upload(path) => {
+            let key = format!("jobs/heroku2rds-{}-{}", env!("CARGO_PKG_VERSION"), w.arch);
+            let body = ByteStream::from_path(path).await.map_err(|e| {
+                Error::usage(format!("cannot read the worker binary {}", path.display()))
+                    .with_source(e)
+            })?;
+            uploads.push((key.clone(), body));
+            (Some(key), None)
+        }
+        crate::aws::setup::WorkerBinary::Url { url, sha256 } => {
+            (None, Some((url.clone(), sha256.clone())))
+        }
+    };
+    let sha = match (binary, &given) {
+        (crate::aws::setup::WorkerBinary::Upload(path), _) => sha256_file(path)?,
+        (_, Some((_, sha))) => sha.clone(),
+        _ => unreachable!("a binary is uploaded or given by URL"),
+    };
+    for (key, body) in uploads {
+        put_private(&s3, &names.bucket, &key, body).await?;
     }
     bootstrap::clear(aws, &names.bucket).await?;
     // Minted last, right before RunInstances: their clock starts now.
@@ -81,17 +85,25 @@ pub(super) async fn launch_worker(
         PresigningConfig::expires_in(bootstrap::URL_LIFETIME)
             .map_err(|e| Error::other("presigning").with_source(e))
     };
-    let mut urls = Vec::new();
-    for key in [&binary_key, &job_key] {
-        let url = s3
-            .get_object()
-            .bucket(&names.bucket)
-            .key(key)
-            .presigned(conf()?)
-            .await
-            .map_err(|e| sdk("s3:GetObject", e))?;
-        urls.push(url.uri().to_string());
-    }
+    let presign_get = |key: String| {
+        let s3 = s3.clone();
+        let bucket = names.bucket.clone();
+        async move {
+            s3.get_object()
+                .bucket(bucket)
+                .key(key)
+                .presigned(conf()?)
+                .await
+                .map(|p| p.uri().to_string())
+                .map_err(|e| sdk("s3:GetObject", e))
+        }
+    };
+    let binary_url = match (binary_key, given) {
+        (Some(key), _) => presign_get(key).await?,
+        (None, Some((url, _))) => url,
+        (None, None) => unreachable!("a binary is uploaded or given by URL"),
+    };
+    let job_url = presign_get(job_key).await?;
     let state_url = s3
         .put_object()
         .bucket(&names.bucket)
@@ -106,9 +118,9 @@ pub(super) async fn launch_worker(
         migration: &spec.name,
         version: env!("CARGO_PKG_VERSION"),
         pg_major: w.pg_client_major,
-        binary_url: &urls[0],
+        binary_url: &binary_url,
         binary_sha256: &sha,
-        job_url: &urls[1],
+        job_url: &job_url,
         rds_ca_url: userdata::RDS_CA_URL,
         state_url: Some(&state_url),
     });
@@ -178,4 +190,114 @@ pub(super) async fn launch_worker(
         .unwrap_or_default()
         .to_string();
     Ok(id)
+}
+
+/// Where the worker's job lives in the private bucket.
+const JOB_KEY: &str = "jobs/job.json";
+
+async fn put_private(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    body: ByteStream,
+) -> Result<()> {
+    s3.put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(body)
+        .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::Aes256)
+        .send()
+        .await
+        .map_err(|e| sdk("s3:PutObject", e))?;
+    Ok(())
+}
+
+/// The running worker's job, read back from the bucket (`None` when it is not there).
+async fn read_job(aws: &Aws, names: &Names) -> Result<Option<Job>> {
+    let got = aws
+        .s3()
+        .get_object()
+        .bucket(&names.bucket)
+        .key(JOB_KEY)
+        .send()
+        .await;
+    let object = match got {
+        Ok(o) => o,
+        Err(e) if code(&e) == Some("NoSuchKey") => return Ok(None),
+        Err(e) => return Err(sdk("s3:GetObject", e)),
+    };
+    let bytes = object
+        .body
+        .collect()
+        .await
+        .map_err(|e| Error::other("reading the worker's job from the bucket").with_source(e))?
+        .into_bytes();
+    Job::from_bytes(&bytes).map(Some)
+}
+
+/// On a re-run with a worker in place: compares the source URL resolved now (the app's current
+/// `DATABASE_URL`) with the one in the worker's job, without printing either. When they differ,
+/// hands the new one to the worker through the target (sealed with the job's key, see
+/// `aws::job`), then rewrites the job in the bucket. The instance stays; the worker takes the
+/// new URL at its next start or failed run and resumes from the target's records.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn refresh_worker_source(
+    aws: &Aws,
+    spec: &Spec,
+    names: &Names,
+    instance: &str,
+    input: &WorkerInput,
+    endpoint: Option<(String, i32)>,
+    password: &str,
+    out: &mut Provisioned,
+) -> Result<()> {
+    let Some(mut job) = read_job(aws, names).await? else {
+        tracing::warn!(
+            "the job of worker {instance} is missing from s3://{}/{JOB_KEY}; its source URL cannot be compared",
+            names.bucket
+        );
+        return Ok(());
+    };
+    if job.source_url == input.source_url {
+        return Ok(());
+    }
+    let (Some(key_id), Some(sealed)) = (job.source_key_id(), job.seal_source(&input.source_url)?)
+    else {
+        return Err(Error::usage(format!(
+            "the source URL changed, and worker {instance} was started by a heroku2rds that cannot receive a new one"
+        ))
+        .with_fix("`heroku2rds teardown` (the database and the copy stay) then run this again: the new worker resumes from the target's records"));
+    };
+    let (host, port) = endpoint
+        .ok_or_else(|| Error::other(format!("RDS reports no endpoint for {}", names.db)))?;
+    let reach = crate::aws::setup::reach(&input.reach).await?;
+    let target = reach.target(
+        &host,
+        port,
+        &spec.db.master_username,
+        password,
+        &spec.db.db_name,
+    )?;
+    let source = ConnSpec::parse(&input.source_url, "source")?;
+    let mut c = target.connect().await?;
+    let generation = crate::pg::store::put_worker_source(
+        &mut c,
+        &key_id,
+        &sealed,
+        &crate::pg::replicate::source_identity(&source),
+    )
+    .await?;
+    job.source_url = input.source_url.clone();
+    put_private(
+        &aws.s3(),
+        &names.bucket,
+        JOB_KEY,
+        ByteStream::from(job.to_bytes()),
+    )
+    .await?;
+    tracing::info!(
+        "the source URL changed: handed to worker {instance} through the target (generation {generation}); it resumes with it without being replaced"
+    );
+    out.record("EC2 worker source URL", instance, "changed");
+    Ok(())
 }

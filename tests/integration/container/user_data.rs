@@ -270,6 +270,7 @@ async fn user_data_boots_the_worker_under_systemd_in_a_debian_container() {
         jobs: Some(2),
         keyless: KeylessMode::Recopy,
         verify_rate: None,
+        source_key: Some(Job::new_source_key().expect("key")),
     };
     std::fs::write(dir.join("job.json"), job.to_bytes()).expect("job");
     let port = free_port();

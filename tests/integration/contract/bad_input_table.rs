@@ -210,6 +210,13 @@ fn cases() -> Vec<Case> {
         case("replica region = primary region", "provision --replica-region us-east-2", 2, "is the primary's region"),
         case("61 rules: the security group quota", "provision", 4, "an AWS quota stopped ec2:AuthorizeSecurityGroupIngress").file("heroku2rds.toml", sixty_app_cidrs).leaves("us-east-2/sg/heroku2rds-{name}-db"),
 
+        case("worker binary needing a newer glibc", "plan !--no-worker --worker-binary {newer_glibc}", 2, "needs glibc 2.99 (symbol version GLIBC_2.99), newer than the worker's Ubuntu 24.04 glibc 2.39"),
+        case("worker binary needing a newer glibc", "provision !--no-worker --worker-binary {newer_glibc}", 2, "needs glibc 2.99"),
+        case("worker binary that is not a Linux executable", "provision !--no-worker --worker-binary heroku2rds-macos", 2, "is not a Linux executable (not an ELF file)").file("heroku2rds-macos", "#!/bin/sh\necho built for macOS\n"),
+        case("worker binary URL without its SHA-256", "provision !--no-worker --worker-binary-url https://example.com/heroku2rds", 2, "--worker-binary-url needs --worker-binary-sha256"),
+        case("worker binary URL over plain http", "plan !--no-worker --worker-binary-url http://example.com/heroku2rds --worker-binary-sha256 {sha}", 2, "--worker-binary-url must be https, not http"),
+        case("worker binary URL and file together", "provision !--no-worker --worker-binary {newer_glibc} --worker-binary-url https://example.com/heroku2rds --worker-binary-sha256 {sha}", 2, "--worker-binary and --worker-binary-url both given"),
+
         case("--include-replica without --replica-region", "teardown --include-replica", 2, "needs the replica's region"),
         case("no terminal and no --yes", "teardown !--yes", 2, "no terminal"),
         case("unknown region", "teardown --region eu-nowhere-1", 2, "unknown AWS region"),
@@ -232,6 +239,7 @@ fn cases() -> Vec<Case> {
         case("no --app and no heroku2rds.toml", "migrate !--app", 2, "no Heroku app"),
         case("--runner ec2 with --no-worker", "migrate --runner ec2 --no-worker", 2, "--no-worker leaves nothing to run replication on"),
         case("--jobs 0", "migrate --jobs 0", 2, "--jobs must be at least 1"),
+        case("worker binary needing a newer glibc", "migrate --yes --runner ec2 --worker-binary {newer_glibc}", 2, "needs glibc 2.99"),
         case("no terminal and no --yes", "migrate", 2, "no terminal"),
         case("unknown Heroku app", "migrate --app no-such-app-bt1", 2, "check the app name"),
         case("invalid Heroku token", "migrate", 4, "Heroku refused the token in HEROKU_API_KEY").env(token, BAD_TOKEN),
@@ -254,7 +262,49 @@ struct Ctx {
     names: String,
     closed_port: u16,
     fake_port: u16,
+    /// A copy of the binary whose newest glibc requirement says 2.99.
+    newer_glibc: std::path::PathBuf,
     secrets: Vec<String>,
+}
+
+/// Copies `bin` to `to`, its newest `GLIBC_2.xx` version name (in the string table its
+/// `.gnu.version_r` entries point at) renamed `GLIBC_2.99`: a binary as if built against a
+/// newer glibc than the worker's. Made at test time, never committed.
+fn newer_glibc_copy(bin: &Path, to: &Path) {
+    let mut bytes = std::fs::read(bin).unwrap();
+    let mut newest: Option<(u32, Vec<u8>)> = None;
+    for (i, _) in bytes
+        .windows(8)
+        .enumerate()
+        .filter(|(_, w)| *w == b"GLIBC_2.")
+    {
+        let digits: Vec<u8> = bytes[i + 8..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .copied()
+            .collect();
+        if digits.len() == 2 && bytes.get(i + 10) == Some(&0) {
+            let v: u32 = std::str::from_utf8(&digits).unwrap().parse().unwrap();
+            if newest.as_ref().is_none_or(|(n, _)| v > *n) {
+                newest = Some((v, [b"GLIBC_2.".as_slice(), &digits, b"\0"].concat()));
+            }
+        }
+    }
+    let (_, name) = newest.expect("the binary names a GLIBC_2.xx version");
+    let mut n = 0;
+    let mut i = 0;
+    while i + name.len() <= bytes.len() {
+        if bytes[i..i + name.len()] == name[..] {
+            bytes[i + 8..i + 10].copy_from_slice(b"99");
+            n += 1;
+        }
+        i += 1;
+    }
+    assert!(n > 0);
+    std::fs::write(to, bytes).unwrap();
+    let mut perm = std::fs::metadata(to).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(to, perm).unwrap();
 }
 
 fn url(port: u16, user: &str, password: &str, db: &str, query: &str) -> String {
@@ -317,6 +367,8 @@ impl Ctx {
             ("{operator}", OPERATOR.to_string()),
             ("{noperm_key}", self.noperm.0.clone()),
             ("{noperm_secret}", self.noperm.1.clone()),
+            ("{newer_glibc}", self.newer_glibc.display().to_string()),
+            ("{sha}", "0123456789abcdef".repeat(4)),
         ])
     }
 
@@ -693,6 +745,8 @@ async fn bad_input_table_every_command() {
     )
     .await;
     let fake_port: u16 = f.url.rsplit(':').next().unwrap().parse().unwrap();
+    let newer_glibc = scratch.join("heroku2rds-newer-glibc");
+    newer_glibc_copy(Path::new(BIN), &newer_glibc);
 
     let (admin, noperm) = moto.await.unwrap();
     let get =
@@ -738,6 +792,7 @@ async fn bad_input_table_every_command() {
         names: unique("bt"),
         closed_port: free_port(),
         fake_port,
+        newer_glibc,
         secrets,
     };
 

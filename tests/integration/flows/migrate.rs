@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::support::binary::{self, h2r_env, Run};
-use crate::support::clusters::{restore_list, root, rows, scratch_dir, Pair};
+use crate::support::clusters::{self, restore_list, root, rows, scratch_dir, Pair};
 use crate::support::fake_heroku::{app_name, fake, quick, TOKEN};
 use crate::support::moto::{aws_env, inventory, tool, unique, Moto, OPERATOR};
 use crate::support::repo_file;
@@ -547,8 +547,8 @@ async fn migrate_on_the_worker_while_status_shows_progress() {
     // The emulator's instances do not run: the stand-in does what the worker's user-data and
     // systemd unit do (fetch binary and job by their presigned URLs, check the SHA-256, run
     // `heroku2rds worker --job $CREDENTIALS_DIRECTORY/job`, restart on failure).
-    let state = scratch_dir(&format!("{}-standin", s.name));
-    let standin = start_standin(&s, &state);
+    let (standin, state) = start_standin(&s);
+
     let (mut migrate, out) = s.spawn(&s.args("ec2"), "ec2");
     // `status` from another process, reading the target only.
     let status_url = s.pair.target.url("postgres", "app");
@@ -605,12 +605,7 @@ async fn migrate_on_the_worker_while_status_shows_progress() {
     );
 
     // The worker ran from the job the laptop wrote, and teardown stops it.
-    let logs: String = std::fs::read_dir(&state)
-        .expect("state")
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
-        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-        .collect();
+    let logs = worker_logs(&state);
     assert!(logs.contains("running the job of migration"), "{logs}");
     assert!(
         !logs.contains(&root().password),
@@ -638,18 +633,420 @@ async fn migrate_on_the_worker_while_status_shows_progress() {
     drop(standin);
 }
 
-/// Starts the EC2 worker stand-in for the stage's migration (logs and files in `state`);
-/// stopped however the test ends (a failed assertion must not leave it running).
-fn start_standin(s: &Stage, state: &std::path::Path) -> StopOnDrop {
+/// Heroku rotates the source's credentials while the worker follows under a live write load:
+/// the app's DATABASE_URL changes and the worker's job still holds the old password, so its
+/// follower is refused. A re-run of `migrate` hands the new URL to the same worker through the
+/// target; it resumes from its records (nothing copied again) and the migration completes with
+/// every acknowledged write on the target and both sides equal. The worker's binary comes from
+/// a download URL (`--worker-binary-url`), as for an operator on macOS: nothing is uploaded.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotated_source_password_reaches_the_running_worker() {
+    let s = stage("rot", &bulk(20_000)).await;
+    let (standin, state) = start_standin(&s);
+    let (binary_url, downloads) = serve_file(std::path::Path::new(binary::BIN));
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(
+            std::fs::read(binary::BIN).expect("read the binary"),
+        ))
+    };
+    let mut env = s.env.clone();
+    env.push(("HEROKU2RDS_SOURCE_URL".into(), s.pair.source_url()));
+    let provision: Vec<String> = [
+        "provision",
+        "--name",
+        &s.name,
+        "--yes",
+        "--operator-cidr",
+        OPERATOR,
+        "--keyless",
+        "recopy",
+        "--worker-binary-url",
+        &binary_url,
+        "--worker-binary-sha256",
+        &sha,
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let run = Run::from_output(
+        binary::command(&provision, &env)
+            .stdin(Stdio::null())
+            .output()
+            .expect("provision"),
+    );
+    run.expect_code(0);
+
+    // The worker copies, then follows the dynos' writes.
+    let status_url = s.pair.target.url("postgres", "app");
+    let status = || {
+        let st = h2r_env(
+            &["status", "--json"],
+            &[("HEROKU2RDS_TARGET_URL", status_url.as_str())],
+        );
+        (st.code == 0).then(|| st.json())
+    };
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        if status()
+            .is_some_and(|v| v["phase"] == "copied" && v["applied_changes"].as_i64() > Some(0))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker never followed: {}",
+            worker_logs(&state)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let instances = |inv: &serde_json::Map<String, Value>| -> Vec<String> {
+        inv.keys()
+            .filter(|k| k.contains("/instance/"))
+            .cloned()
+            .collect()
+    };
+    let before = instances(&s.inventory());
+    assert_eq!(before.len(), 1, "{before:?}");
+    let tgt = s.target().await;
+    let copied_sql = "SELECT count(done_at), max(done_at)::text FROM heroku2rds.chunks";
+    let copied: (i64, Option<String>) = {
+        let r = tgt.query_one(copied_sql, &[]).await.expect("chunks");
+        (r.get(0), r.get(1))
+    };
+    assert!(copied.0 > 0);
+
+    // The rotation, as Heroku does it: a new password, every session of the role ended, the
+    // add-on's URL changed (the dynos restart on a release with the new DATABASE_URL).
+    let rotated = "rotated-Pw-9f3c1e";
+    let new_url = s.pair.source_url().replacen(
+        &format!(":{}@", root().password),
+        &format!(":{rotated}@"),
+        1,
+    );
+    assert_ne!(new_url, s.pair.source_url());
+    let su = s.pair.source.admin(&s.pair.name).await;
+    su.batch_execute(&format!(
+        "ALTER ROLE app_owner PASSWORD '{rotated}';
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'app_owner';"
+    ))
+    .await
+    .expect("rotate");
+    fake()
+        .post(
+            &format!("/apps/{}/database-url", s.app),
+            json!({ "url": new_url }),
+        )
+        .await;
+    let acks_at_rotation = acks(&s.ack).len();
+    // The worker is refused and says so (and systemd, here the stand-in, restarts it).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !worker_logs(&state).contains("does not accept the worker's URL") {
+        assert!(
+            Instant::now() < deadline,
+            "the worker never noticed the rotation: {}",
+            worker_logs(&state)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // The dynos write again, with the new password.
+    wait_for_acks(
+        &s.ack,
+        acks_at_rotation + 20,
+        Duration::from_secs(60),
+        "the dynos did not write after the rotation",
+    )
+    .await;
+
+    // The re-run: migrate reads the new DATABASE_URL, hands it to the worker, waits until it
+    // caught up, cuts over.
+    let (mut migrate, out) = s.spawn(&s.args("ec2"), "rot");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let code = loop {
+        if let Some(st) = migrate.try_wait().expect("wait") {
+            break st.code();
+        }
+        assert!(Instant::now() < deadline, "migrate did not finish");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let stdout = std::fs::read_to_string(&out).unwrap_or_default();
+    let stderr = std::fs::read_to_string(out.with_extension("err")).unwrap_or_default();
+    assert_eq!(code, Some(0), "migrate failed:\n{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("the source URL changed: handed to worker"),
+        "{stderr}"
+    );
+    // The harness's own connections below use the original password.
+    su.batch_execute(&format!(
+        "ALTER ROLE app_owner PASSWORD '{}'",
+        root().password
+    ))
+    .await
+    .expect("restore the password");
+    check_migrated(
+        &s,
+        &summary_of(&Run {
+            code: 0,
+            stdout: stdout.clone(),
+            stderr: String::new(),
+        }),
+    )
+    .await;
+    assert!(
+        acks(&s.ack).len() > acks_at_rotation,
+        "no write acknowledged after the rotation"
+    );
+
+    // The same instance resumed: nothing copied again, the new URL taken in place.
+    assert_eq!(instances(&s.inventory()), before);
+    let after: (i64, Option<String>) = {
+        let r = tgt.query_one(copied_sql, &[]).await.expect("chunks");
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(after, copied, "chunks were copied again");
+    let logs = worker_logs(&state);
+    assert!(
+        logs.contains("using the one handed over through the target")
+            || logs.contains("a new source URL was handed over"),
+        "{logs}"
+    );
+    // Downloaded from the URL once, never uploaded to the bucket.
+    assert_eq!(downloads.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let objects = s
+        .inventory()
+        .iter()
+        .find(|(k, _)| k.starts_with("s3/"))
+        .map(|(_, v)| v["objects"].to_string())
+        .expect("bucket");
+    assert!(!objects.contains("jobs/heroku2rds-"), "{objects}");
+    // No secret anywhere: not the new password, not the old one.
+    let standin_err = std::fs::read_to_string(state.join("standin.err")).unwrap_or_default();
+    for (what, text) in [
+        ("migrate's output", format!("{stdout}{stderr}")),
+        (
+            "provision's output",
+            format!("{}{}", run.stdout, run.stderr),
+        ),
+        ("the worker's log", logs),
+        ("the stand-in's log", standin_err),
+    ] {
+        assert!(!text.contains(rotated), "the new password in {what}");
+        assert!(
+            !text.contains(&root().password),
+            "the old password in {what}"
+        );
+    }
+    drop(standin);
+}
+
+/// The worker's half of a source URL hand-over, directly: `worker --job` follows a source; the
+/// laptop's half (the library's sealing and record, as `provision` does it) stores a new URL on
+/// the target before the password changes, and `status` says the worker runs on an outdated
+/// URL. Then the password is rotated and the sessions ended: the same worker process takes the
+/// new URL, resumes without copying again, `status` no longer says outdated, and both sides end
+/// equal with every acknowledged write on the target.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_worker_takes_a_handed_over_source_url_in_place() {
+    use heroku2rds::aws::job::{Job, JOB_VERSION};
+    use heroku2rds::pg::conn::ConnSpec;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let pair = Pair::private("hand").await;
+    pair.source_owner()
+        .await
+        .batch_execute(
+            "CREATE TABLE public.w (id bigserial PRIMARY KEY, v text NOT NULL);
+             INSERT INTO public.w (v) SELECT md5(i::text) FROM generate_series(1, 5000) i;",
+        )
+        .await
+        .expect("schema");
+    let dir = scratch_dir("hand-worker");
+    let job = Job {
+        version: JOB_VERSION,
+        migration: "hand".into(),
+        source_url: pair.source_url(),
+        target_url: pair.target_url(),
+        jobs: Some(2),
+        keyless: heroku2rds::pg::preflight::KeylessMode::Error,
+        verify_rate: None,
+        source_key: Some(Job::new_source_key().expect("key")),
+    };
+    let job_file = dir.join("job.json");
+    std::fs::write(&job_file, job.to_bytes()).expect("job");
+    let log = dir.join("worker.log");
+    let worker = binary::spawn_h2r_logged::<&str, &str>(
+        &["worker", "--job", &job_file.display().to_string()],
+        &[],
+        &log,
+    );
+    let mut worker = StopOnDrop(worker);
+
+    // Writes through a session the rotation does not touch (the superuser's); each logged
+    // once the database acknowledged it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, su) = (stop.clone(), pair.source.admin(&pair.name).await);
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let v = format!("w{}", acked.len());
+                if let Ok(r) = su
+                    .query_one("INSERT INTO public.w (v) VALUES ($1) RETURNING id", &[&v])
+                    .await
+                {
+                    acked.push(r.get::<_, i64>(0));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            acked
+        })
+    };
+    let status_url = pair.target_url();
+    let status = || {
+        let st = h2r_env(
+            &["status", "--json"],
+            &[("HEROKU2RDS_TARGET_URL", status_url.as_str())],
+        );
+        (st.code == 0).then(|| st.json())
+    };
+    let wait_for = |what: &str, ok: &dyn Fn(&Value) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if status().is_some_and(|v| ok(&v)) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    wait_for("the worker never followed", &|v| {
+        v["phase"] == "copied" && v["applied_changes"].as_i64() > Some(0)
+    });
+    let tgt = pair.target.admin(&pair.name).await;
+    let copied_sql = "SELECT count(done_at), max(done_at)::text FROM heroku2rds.chunks";
+    let chunks = |r: tokio_postgres::Row| -> (i64, Option<String>) { (r.get(0), r.get(1)) };
+    let copied = chunks(tgt.query_one(copied_sql, &[]).await.expect("chunks"));
+
+    // The laptop's half, before the rotation: the new URL, sealed, on the target.
+    let rotated = "handed-Pw-41d2";
+    let new_url = pair.source_url().replacen(
+        &format!(":{}@", root().password),
+        &format!(":{rotated}@"),
+        1,
+    );
+    let sealed = job.seal_source(&new_url).expect("seal").expect("a key");
+    let mut laptop = pair.target_master().await;
+    let identity = heroku2rds::pg::replicate::source_identity(
+        &ConnSpec::parse(&new_url, "source").expect("url"),
+    );
+    let generation = heroku2rds::pg::store::put_worker_source(
+        &mut laptop,
+        &job.source_key_id().expect("key id"),
+        &sealed,
+        &identity,
+    )
+    .await
+    .expect("hand over");
+    assert_eq!(generation, 1);
+    let sealed_on_target: Vec<u8> = tgt
+        .query_one("SELECT sealed FROM heroku2rds.worker_source", &[])
+        .await
+        .expect("record")
+        .get(0);
+    assert!(!String::from_utf8_lossy(&sealed_on_target).contains(rotated));
+    let st = status().expect("status");
+    assert_eq!(st["worker_source_outdated"], true, "{st}");
+    let text = h2r_env(
+        &["status"],
+        &[("HEROKU2RDS_TARGET_URL", status_url.as_str())],
+    );
+    assert!(
+        text.stdout.contains("runs on an outdated source URL"),
+        "{}",
+        text.stdout
+    );
+
+    // The rotation: the worker's sessions end, the old password no longer works.
+    let su = pair.source.admin(&pair.name).await;
+    su.batch_execute(&format!(
+        "ALTER ROLE app_owner PASSWORD '{rotated}';
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'app_owner';"
+    ))
+    .await
+    .expect("rotate");
+    wait_for("the worker never took the new URL", &|v| {
+        v["worker_source_outdated"] == false
+    });
+    let applied = status().expect("status")["applied_changes"].as_i64();
+    wait_for("the worker did not resume applying", &|v| {
+        v["applied_changes"].as_i64() > applied
+    });
+    stop.store(true, Ordering::SeqCst);
+    let acked = writer.await.expect("writer");
+    assert!(!acked.is_empty());
+    // Caught up: both sides equal (an independent fingerprint), every acknowledged write there.
+    let src_admin = pair.source.admin(&pair.name).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (a, b) = (
+            clusters::fingerprint_tables(&src_admin).await,
+            clusters::fingerprint_tables(&tgt).await,
+        );
+        if a == b {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "source and target differ: {a:?} {b:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let on_target: std::collections::BTreeSet<i64> = tgt
+        .query("SELECT id FROM public.w", &[])
+        .await
+        .expect("ids")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(acked.iter().all(|id| on_target.contains(id)));
+    assert_eq!(
+        chunks(tgt.query_one(copied_sql, &[]).await.expect("chunks")),
+        copied,
+        "chunks were copied again"
+    );
+    // The same process: it resumed in place (no restart needed).
+    assert!(matches!(worker.0.try_wait(), Ok(None)), "the worker exited");
+    let logs = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        logs.contains("a new source URL was handed over (generation 1): resuming with it"),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains(rotated) && !logs.contains(&root().password),
+        "a password in the worker's log"
+    );
+    drop(worker);
+}
+
+/// Starts the EC2 worker stand-in for the stage's migration (AWS settings only in its
+/// environment); returns it (stopped however the test ends: a failed assertion must not leave
+/// it running) and its state directory (logs).
+fn start_standin(s: &Stage) -> (StopOnDrop, PathBuf) {
+    let state = scratch_dir(&format!("{}-standin", s.name));
     let aws_only: Vec<(String, String)> = s
         .env
         .iter()
         .filter(|(k, _)| k.starts_with("AWS_"))
         .cloned()
         .collect();
-    let child = Command::new(repo_file("localstack/ec2-worker-standin"))
+    let standin = Command::new(repo_file("localstack/ec2-worker-standin"))
         .args(["--migration", &s.name, "--state-dir"])
-        .arg(state)
+        .arg(&state)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", std::env::var("HOME").unwrap_or_default())
@@ -658,7 +1055,51 @@ fn start_standin(s: &Stage, state: &std::path::Path) -> StopOnDrop {
         .stderr(std::fs::File::create(state.join("standin.err")).expect("log"))
         .spawn()
         .expect("start the EC2 worker stand-in");
-    StopOnDrop(child)
+    (StopOnDrop(standin), state)
+}
+
+/// Every worker log in the stand-in's state directory, concatenated.
+fn worker_logs(state: &std::path::Path) -> String {
+    std::fs::read_dir(state)
+        .expect("state")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect()
+}
+
+/// Serves one file over HTTP on 127.0.0.1 (the operator's release download, for
+/// `--worker-binary-url`); counts the requests. The thread lives as long as the test process.
+fn serve_file(path: &std::path::Path) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!(
+        "http://127.0.0.1:{}/heroku2rds",
+        listener.local_addr().expect("addr").port()
+    );
+    let bytes = std::fs::read(path).expect("read the file to serve");
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = hits.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = std::io::BufReader::new(conn.try_clone().expect("clone"));
+            let mut line = String::new();
+            // The request line and headers, up to the blank line.
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                bytes.len()
+            );
+            let _ = conn
+                .write_all(head.as_bytes())
+                .and_then(|()| conn.write_all(&bytes));
+        }
+    });
+    (url, hits)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -704,8 +1145,7 @@ echo tampered
 ",
         ],
     );
-    let state = scratch_dir(&format!("{}-standin", s.name));
-    let standin = start_standin(&s, &state);
+    let (standin, state) = start_standin(&s);
     let started = Instant::now();
     let code = loop {
         if let Some(st) = migrate.try_wait().expect("wait") {
