@@ -458,6 +458,7 @@ mod tests {
             phase: "copying".into(),
             runner: None,
             worker_source_outdated: false,
+            worker_report: None,
             verification: None,
             chunks_done: tables.iter().map(|t| t.chunks_done).sum(),
             chunks_total: tables.iter().map(|t| t.chunks_total).sum(),

@@ -78,6 +78,15 @@ pub async fn worker(a: WorkerArgs) -> Result<u8> {
         (source_url, generation) = (url, g);
     }
     used_source(&job, &target, generation).await;
+    // The laptop cannot read this machine's journal: a source that refuses the URL is reported
+    // on the target too, where `migrate` and `status` read it.
+    match ConnSpec::parse(&source_url, "source")?.connect().await {
+        Err(refused) if refused.kind() == Kind::Refused || refused.is_transient() => {
+            report(&target, "source-unreachable", &refused.to_string()).await;
+            return Err(source_refused(refused));
+        }
+        _ => report(&target, "running", "").await,
+    }
     loop {
         let source = ConnSpec::parse(&source_url, "source")?;
         let ran = replicate(source.clone(), target.clone(), opts.clone(), cancel.clone()).await;
@@ -89,17 +98,34 @@ pub async fn worker(a: WorkerArgs) -> Result<u8> {
             tracing::warn!("{e:#}; a new source URL was handed over (generation {g}): resuming with it (completed work is kept)");
             (source_url, generation) = (url, g);
             used_source(&job, &target, generation).await;
+            report(&target, "running", "").await;
             continue;
         }
         return match source.connect().await {
             Err(refused) if refused.kind() == Kind::Refused || refused.is_transient() => {
-                Err(Error::other(format!(
-                    "the source database does not accept the worker's URL: {refused}"
-                ))
-                .with_fix("Heroku rotated the credentials or moved the database: run `heroku2rds migrate` (or `provision`) again on your machine; it hands the app's current DATABASE_URL to this worker through the target database, and the worker (restarted by systemd every 10 s) resumes with it"))
+                report(&target, "source-unreachable", &refused.to_string()).await;
+                Err(source_refused(refused))
             }
             _ => Err(e),
         };
+    }
+}
+
+fn source_refused(refused: Error) -> Error {
+    Error::other(format!(
+        "the source database does not accept the worker's URL: {refused}"
+    ))
+    .with_fix("Heroku rotated the credentials or moved the database: run `heroku2rds migrate` (or `provision`) again on your machine; it hands the app's current DATABASE_URL to this worker through the target database, and the worker (restarted by systemd every 10 s) resumes with it")
+}
+
+/// Records the worker's state on the target (best effort: the journal has it anyway).
+async fn report(target: &ConnSpec, state: &str, detail: &str) {
+    let write = async {
+        let c = target.connect().await?;
+        crate::pg::store::record_worker_report(&c, state, detail).await
+    };
+    if let Err(e) = write.await {
+        tracing::warn!("cannot record the worker's state on the target: {e:#}");
     }
 }
 

@@ -125,6 +125,14 @@ pub(super) async fn wait_until_caught_up(
                 if let Some(b) = boot.as_ref().filter(|b| b.failed()) {
                     return Err(b.error("the EC2 worker"));
                 }
+                // Started, but the worker reports that the source refuses it.
+                let report = match o.runner {
+                    Runner::Ec2 => worker_report(target).await,
+                    Runner::Local => None,
+                };
+                if let Some(e) = report.as_ref().and_then(stuck) {
+                    return Err(e);
+                }
                 if o.runner == Runner::Ec2 && started.elapsed() > o.worker_start_timeout {
                     return Err(Error::other(format!(
                         "the EC2 worker has not started replicating after {}",
@@ -133,6 +141,10 @@ pub(super) async fn wait_until_caught_up(
                     .with_fix("read the worker's console output (aws ec2 get-console-output) or its journal (journalctl -u heroku2rds-worker over SSH), then run migrate again"));
                 }
                 say.waiting(&match (o.runner, &boot) {
+                    _ if report.as_ref().is_some_and(|r| r.state != "running") => format!(
+                        "the EC2 worker {}",
+                        report.as_ref().map(status::describe_report).unwrap_or_default()
+                    ),
                     (Runner::Ec2, Some(b)) => format!("worker bootstrap: {}", b.describe()),
                     (Runner::Ec2, None) => "waiting for the EC2 worker to start replicating (it installs the PostgreSQL client first)".to_string(),
                     (Runner::Local, _) => "starting replication".to_string(),
@@ -142,6 +154,29 @@ pub(super) async fn wait_until_caught_up(
         // Cancelled: the next turn stops the follower and says so.
         let _ = cancel.sleep(o.poll).await;
     }
+}
+
+/// The worker's own report on the target; `None` when there is none or it cannot be read.
+async fn worker_report(target: &ConnSpec) -> Option<store::WorkerReport> {
+    let c = target.connect().await.ok()?;
+    store::worker_report(&c).await.ok().flatten()
+}
+
+/// How long a worker may report an unreachable source before `migrate` stops waiting: long
+/// enough for a restart or two (a Heroku maintenance blip), short against the 20 minutes a
+/// silent worker gets.
+const UNREACHABLE_GRACE_S: f64 = 60.0;
+
+/// The error that ends the wait when the worker has reported, recently and for longer than the
+/// grace, that the source refuses it.
+fn stuck(r: &store::WorkerReport) -> Option<Error> {
+    (r.state == "source-unreachable" && r.since_s >= UNREACHABLE_GRACE_S && r.age_s < 120.0).then(|| {
+        Error::other(format!(
+            "the EC2 worker cannot reach the source: {}",
+            status::describe_report(r)
+        ))
+        .with_fix("check that HEROKU2RDS_SOURCE_URL (the app's DATABASE_URL) is current and reachable from AWS, then run `heroku2rds migrate` again: it hands the current URL to the worker")
+    })
 }
 
 #[cfg(test)]
@@ -154,6 +189,7 @@ mod tests {
             phase: phase.into(),
             runner: Some("heroku2rds replicate on w pid 1".into()),
             worker_source_outdated: false,
+            worker_report: None,
             chunks_done: 1,
             chunks_total: 1,
             rows: 10,
@@ -173,6 +209,31 @@ mod tests {
             verification: None,
             tables: vec![],
         }
+    }
+
+    #[test]
+    fn a_worker_refused_by_the_source_ends_the_wait_after_a_grace() {
+        let report = |state: &str, since_s: f64, age_s: f64| store::WorkerReport {
+            state: state.into(),
+            detail: "password authentication failed for user \"app\"".into(),
+            since_s,
+            age_s,
+        };
+        assert!(stuck(&report("running", 600.0, 1.0)).is_none());
+        assert!(
+            stuck(&report("source-unreachable", 20.0, 1.0)).is_none(),
+            "grace"
+        );
+        assert!(
+            stuck(&report("source-unreachable", 600.0, 900.0)).is_none(),
+            "stale"
+        );
+        let e = stuck(&report("source-unreachable", 75.0, 5.0)).expect("stuck");
+        assert!(
+            e.to_string().contains("cannot reach the source")
+                && e.to_string().contains("password authentication failed"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub struct Status {
     /// True when a newer source URL was handed to the EC2 worker (a re-run of `migrate` or
     /// `provision` after Heroku changed `DATABASE_URL`) and the worker still runs on the old one.
     pub worker_source_outdated: bool,
+    /// The EC2 worker's last report about itself (e.g. the source refusing its URL).
+    pub worker_report: Option<store::WorkerReport>,
     /// Chunks copied.
     pub chunks_done: i64,
     /// Chunks planned.
@@ -79,10 +81,17 @@ pub struct Status {
 /// Reads the status from the target.
 pub async fn read(target: &ConnSpec) -> Result<Status> {
     let tgt = target.connect().await?;
-    let migration = store::load(&tgt).await?.ok_or_else(|| {
-        Error::usage(format!("{target} holds no heroku2rds migration"))
-            .with_fix("check the --target URL, or start one with `heroku2rds replicate`")
-    })?;
+    let worker_report = store::worker_report(&tgt).await?;
+    let Some(migration) = store::load(&tgt).await? else {
+        let worker = match worker_report.as_ref().filter(|r| r.state != "running") {
+            Some(r) => format!(" yet; the EC2 worker reports: {}", describe_report(r)),
+            None => String::new(),
+        };
+        return Err(
+            Error::usage(format!("{target} holds no heroku2rds migration{worker}"))
+                .with_fix("check the --target URL, or start one with `heroku2rds replicate`"),
+        );
+    };
     let runner = store::runner(&tgt).await?;
     let worker_source_outdated = store::worker_source_outdated(&tgt).await?;
     let head = tgt
@@ -144,6 +153,7 @@ pub async fn read(target: &ConnSpec) -> Result<Status> {
         phase: migration.phase.as_str().into(),
         runner,
         worker_source_outdated,
+        worker_report,
         chunks_done: sum(|t| t.chunks_done),
         chunks_total: sum(|t| t.chunks_total),
         rows: rows_done,
@@ -176,6 +186,9 @@ pub fn render(s: &Status) -> String {
         "runner:   {}",
         s.runner.as_deref().unwrap_or("none running")
     );
+    if let Some(r) = s.worker_report.as_ref().filter(|r| r.state != "running") {
+        let _ = writeln!(o, "worker:   {}", describe_report(r));
+    }
     if s.worker_source_outdated {
         let _ = writeln!(
             o,
@@ -267,6 +280,20 @@ pub fn format_duration(secs: f64) -> String {
         (0, m, sec) => format!("{m}m {sec:02}s"),
         (h, m, sec) => format!("{h}h {m:02}m {sec:02}s"),
     }
+}
+
+/// A worker's report as one line: "cannot reach the source for 3m (its last word 4s ago): ...".
+pub fn describe_report(r: &store::WorkerReport) -> String {
+    let what = match r.state.as_str() {
+        "source-unreachable" => "cannot reach the source".to_string(),
+        other => other.to_string(),
+    };
+    format!(
+        "{what} for {} (last reported {} ago): {}",
+        format_duration(r.since_s),
+        format_duration(r.age_s),
+        r.detail
+    )
 }
 
 #[cfg(test)]

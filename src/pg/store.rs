@@ -2,6 +2,7 @@
 //! transactions as the data it describes: a crash never records work that did not happen, and any
 //! machine with the target URL can read progress or resume.
 
+use serde::Serialize;
 use tokio_postgres::{Client, GenericClient};
 
 use crate::error::{Cause, Error, Kind, Result};
@@ -862,5 +863,71 @@ pub async fn worker_source_outdated(client: &Client) -> Result<bool> {
         Ok(r) => Ok(r.is_some_and(|r| r.get(0))),
         Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => Ok(false),
         Err(e) => Err(query_error(e, "reading the worker's source record")),
+    }
+}
+
+/// DDL of the worker's report: what the EC2 worker last said about itself, for `status` and
+/// `migrate` on the laptop (which cannot read its journal). Idempotent.
+pub const WORKER_REPORT_DDL: &str = r#"
+CREATE SCHEMA IF NOT EXISTS heroku2rds;
+CREATE TABLE IF NOT EXISTS heroku2rds.worker_report (
+    id     int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    state  text NOT NULL,
+    detail text NOT NULL,
+    since  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    at     timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+"#;
+
+/// What the worker last reported: its state, the detail (never a URL or password), seconds
+/// since it first reported this state, seconds since it last did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WorkerReport {
+    pub state: String,
+    pub detail: String,
+    pub since_s: f64,
+    pub age_s: f64,
+}
+
+/// Records the worker's state (`running`, `source-unreachable`); `since` moves only when the
+/// state changes.
+pub async fn record_worker_report(client: &Client, state: &str, detail: &str) -> Result<()> {
+    let fail = |e| query_error(e, "recording the worker's report");
+    client
+        .batch_execute(WORKER_REPORT_DDL)
+        .await
+        .map_err(fail)?;
+    client
+        .execute(
+            "INSERT INTO heroku2rds.worker_report AS r (state, detail) VALUES ($1, $2)
+             ON CONFLICT (id) DO UPDATE SET detail = EXCLUDED.detail, at = clock_timestamp(),
+                    since = CASE WHEN r.state = EXCLUDED.state THEN r.since ELSE clock_timestamp() END,
+                    state = EXCLUDED.state",
+            &[&state, &detail],
+        )
+        .await
+        .map_err(fail)?;
+    Ok(())
+}
+
+/// The worker's last report, when there is one.
+pub async fn worker_report(client: &Client) -> Result<Option<WorkerReport>> {
+    let row = client
+        .query_opt(
+            "SELECT state, detail, extract(epoch FROM clock_timestamp() - since)::float8,
+                    extract(epoch FROM clock_timestamp() - at)::float8
+               FROM heroku2rds.worker_report",
+            &[],
+        )
+        .await;
+    match row {
+        Ok(r) => Ok(r.map(|r| WorkerReport {
+            state: r.get(0),
+            detail: r.get(1),
+            since_s: r.get(2),
+            age_s: r.get(3),
+        })),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => Ok(None),
+        Err(e) => Err(query_error(e, "reading the worker's report")),
     }
 }

@@ -749,6 +749,31 @@ async fn a_rotated_source_password_reaches_the_running_worker() {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
+    // The laptop sees it too: the worker reports it on the target.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = h2r_env(
+            &["status"],
+            &[("HEROKU2RDS_TARGET_URL", status_url.as_str())],
+        );
+        if text
+            .stdout
+            .contains("worker:   cannot reach the source for")
+        {
+            assert!(
+                !text.stdout.contains(rotated) && !text.stdout.contains(&root().password),
+                "a password in status: {}",
+                text.stdout
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status never said the worker cannot reach the source: {}",
+            text.stdout
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     // The dynos write again, with the new password.
     wait_for_acks(
         &s.ack,
