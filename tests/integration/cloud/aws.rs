@@ -363,6 +363,11 @@ async fn provision_twice_then_teardown_in_steps() {
     .expect_code(0);
 }
 
+/// An arm64 build of heroku2rds as an operator would give it (never downloaded here: the
+/// plan and the refusals come before any launch).
+const ARM_BINARY_URL: &str = "https://releases.example.com/heroku2rds-linux-arm64";
+const ARM_BINARY_SHA: &str = "6f1ed002ab5595859014ebf0951522d9a4ed4f1f4bd5a6d0f5d56b1ec2bb1b3e";
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_changes_nothing() {
     let m = moto();
@@ -475,7 +480,16 @@ async fn bad_input_changes_nothing() {
             "at least 110% of the allocated 20 GiB",
         ),
         (
-            vec!["--worker-arch", "arm64", "--worker-instance-type", "m7i.large"],
+            vec![
+                "--worker-arch",
+                "arm64",
+                "--worker-instance-type",
+                "m7i.large",
+                "--worker-binary-url",
+                ARM_BINARY_URL,
+                "--worker-binary-sha256",
+                ARM_BINARY_SHA,
+            ],
             "the worker type m7i.large runs x86_64, not arm64",
         ),
         (
@@ -531,6 +545,10 @@ async fn bad_input_changes_nothing() {
             "15",
             "--worker-arch",
             "arm64",
+            "--worker-binary-url",
+            ARM_BINARY_URL,
+            "--worker-binary-sha256",
+            ARM_BINARY_SHA,
             "--json",
         ],
     );
