@@ -64,6 +64,19 @@ pub struct ServerFacts {
     pub free_connections: i64,
     /// Total database size in bytes.
     pub database_bytes: i64,
+    /// Connection slots the shared lock table is sized for: `max_connections` +
+    /// `max_prepared_transactions`.
+    pub lock_connections: i64,
+    /// `max_locks_per_transaction`.
+    pub max_locks_per_transaction: i64,
+}
+
+impl ServerFacts {
+    /// The shared lock table's size, as PostgreSQL documents it: `max_locks_per_transaction` x
+    /// (`max_connections` + `max_prepared_transactions`). One transaction may use all of it.
+    pub fn lock_slots(&self) -> i64 {
+        self.max_locks_per_transaction * self.lock_connections
+    }
 }
 
 /// Everything preflight reads, before judging it.
@@ -89,6 +102,9 @@ pub struct Facts {
     pub source_extensions: Vec<String>,
     /// Extensions the target cannot create (not available there).
     pub missing_extensions: Vec<String>,
+    /// Relations the schema restore creates in its one transaction, each holding a lock until
+    /// it commits: tables, sequences, views, their TOAST tables and TOAST indexes.
+    pub schema_locks: i64,
 }
 
 /// The preflight verdict.
@@ -116,7 +132,9 @@ async fn server_facts(spec: &ConnSpec, client: &Client) -> Result<ServerFacts> {
                     pg_encoding_to_char(d.encoding),
                     current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int
                       - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),
-                    pg_database_size(d.oid)
+                    pg_database_size(d.oid),
+                    current_setting('max_connections')::bigint + current_setting('max_prepared_transactions')::bigint,
+                    current_setting('max_locks_per_transaction')::bigint
                FROM pg_database d WHERE d.datname = current_database()",
             &[],
         )
@@ -130,6 +148,8 @@ async fn server_facts(spec: &ConnSpec, client: &Client) -> Result<ServerFacts> {
         encoding: row.get(2),
         free_connections: row.get(3),
         database_bytes: row.get(4),
+        lock_connections: row.get(5),
+        max_locks_per_transaction: row.get(6),
     })
 }
 
@@ -156,6 +176,7 @@ pub async fn gather(source: &ConnSpec, target: Option<&ConnSpec>) -> Result<Fact
         .iter()
         .map(|r| r.get(0))
         .collect();
+    let schema_locks = schema_locks(&src).await?;
     let large_objects: i64 = src
         .query_one("SELECT count(*) FROM pg_largeobject_metadata", &[])
         .await
@@ -202,7 +223,34 @@ pub async fn gather(source: &ConnSpec, target: Option<&ConnSpec>) -> Result<Fact
         large_objects,
         source_extensions,
         missing_extensions,
+        schema_locks,
     })
+}
+
+/// How many relation locks restoring the source's schema (pre-data) in one transaction takes:
+/// each table, sequence, view and foreign table, and each TOAST table with its index (user
+/// indexes come later, one transaction each).
+async fn schema_locks(src: &Client) -> Result<i64> {
+    Ok(src
+        .query_one(
+            "SELECT count(*) + 2 * count(*) FILTER (WHERE c.reltoastrelid <> 0)
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.relkind IN ('r','p','S','v','m','f','c')
+                AND n.nspname NOT IN ('pg_catalog','information_schema','heroku2rds')
+                AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'",
+            &[],
+        )
+        .await
+        .map_err(|e| query_error(e, "counting the source's relations"))?
+        .get(0))
+}
+
+/// The `max_locks_per_transaction` that fits `locks` in the shared lock table of a server
+/// with `connections` slots, with a quarter spare for the other sessions (rounded up to 64).
+pub fn locks_per_transaction_for(locks: i64, connections: i64) -> i64 {
+    let connections = connections.max(1);
+    let want = (locks * 5 / 4 + connections - 1) / connections;
+    (want.max(64) + 63) / 64 * 64
 }
 
 /// The SQL that gives a keyless table a key.
@@ -272,6 +320,30 @@ pub fn evaluate(f: &Facts, keyless: KeylessMode) -> Vec<Finding> {
                 Some(format!(
                     "create the target database with ENCODING '{}'",
                     f.source.encoding
+                )),
+            );
+        }
+        // The schema goes in as one transaction, so it is all there or none of it; its locks
+        // must fit the target's shared lock table ("out of shared memory" otherwise).
+        if f.schema_locks * 5 / 4 > t.lock_slots() {
+            let need = locks_per_transaction_for(f.schema_locks, t.lock_connections);
+            push(
+                Severity::Blocking,
+                "lock_budget",
+                format!(
+                    "restoring the source's schema takes about {} locks in one transaction, and \
+                     the target's lock table holds {} (max_locks_per_transaction {} x \
+                     (max_connections + max_prepared_transactions) {})",
+                    f.schema_locks,
+                    t.lock_slots(),
+                    t.max_locks_per_transaction,
+                    t.lock_connections
+                ),
+                Some(format!(
+                    "set max_locks_per_transaction = {need} on the target and restart it \
+                     (ALTER SYSTEM SET max_locks_per_transaction = {need}; on RDS in its DB \
+                     parameter group, then reboot; `heroku2rds provision` sizes it itself), then \
+                     re-run: nothing was changed"
                 )),
             );
         }
@@ -532,6 +604,8 @@ mod tests {
             encoding: "UTF8".into(),
             free_connections: 50,
             database_bytes: 1,
+            lock_connections: 100,
+            max_locks_per_transaction: 64,
         }
     }
 
@@ -574,6 +648,7 @@ mod tests {
             large_objects: 0,
             source_extensions: vec![],
             missing_extensions: vec![],
+            schema_locks: 40,
         }
     }
 
@@ -582,6 +657,37 @@ mod tests {
             .into_iter()
             .map(|x| (x.code, x.severity))
             .collect()
+    }
+
+    #[test]
+    fn a_schema_larger_than_the_targets_lock_table_is_blocking_with_the_setting_to_use() {
+        assert_eq!(locks_per_transaction_for(100, 100), 64);
+        assert_eq!(locks_per_transaction_for(12_000, 100), 192);
+        assert_eq!(locks_per_transaction_for(80_000, 200), 512);
+        let mut f = facts();
+        f.target = Some(server(15));
+        assert!(evaluate(&f, KeylessMode::Error)
+            .iter()
+            .all(|x| x.code != "lock_budget"));
+        f.schema_locks = 6_000;
+        let found = evaluate(&f, KeylessMode::Error);
+        let lb = found
+            .iter()
+            .find(|x| x.code == "lock_budget")
+            .expect("lock_budget");
+        assert_eq!(lb.severity, Severity::Blocking);
+        assert!(
+            lb.message.contains("about 6000 locks") && lb.message.contains("holds 6400"),
+            "{}",
+            lb.message
+        );
+        assert!(
+            lb.fix
+                .as_deref()
+                .unwrap()
+                .contains("max_locks_per_transaction = 128"),
+            "{lb:?}"
+        );
     }
 
     #[test]

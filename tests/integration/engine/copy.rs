@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::clusters::{fingerprint, sequence_values, Pair};
+use crate::support::clusters::{fingerprint, fingerprint_tables, sequence_values, Pair};
 
 /// Extra tables big enough to be split into several integer-key and ctid chunks.
 const BIG_TABLES: &str = r#"
@@ -245,4 +245,90 @@ async fn kill_during_copy_then_resume_copies_each_chunk_once() {
     let src = pair.source_owner().await;
     assert_eq!(fingerprint(&src).await, fingerprint(&tgt).await);
     pair.h2r(&["verify"]).expect_code(0);
+}
+
+/// Many tables against a target whose shared lock table is too small for the schema's one
+/// transaction: refused before anything changes on either side (no capture on the source), with
+/// the setting to use; with it, the copy completes and both sides are equal.
+#[tokio::test(flavor = "multi_thread")]
+async fn many_tables_beyond_the_targets_lock_budget_are_refused_then_fit_once_it_is_raised() {
+    let pair = Pair::private("lock_budget").await;
+    // 10 x (200 connections + 0 prepared) = 2,000 lock slots.
+    let set_locks = |n: i64| {
+        let target = pair.target;
+        async move {
+            target
+                .admin("postgres")
+                .await
+                .batch_execute(&format!("ALTER SYSTEM SET max_locks_per_transaction = {n}"))
+                .await
+                .expect("set max_locks_per_transaction");
+            target.restart();
+        }
+    };
+    set_locks(10).await;
+    // 700 tables, each with a TOAST table and its index: about 2,100 locks.
+    pair.source_owner()
+        .await
+        .batch_execute(
+            "DO $$ BEGIN FOR i IN 1..700 LOOP
+               EXECUTE format('CREATE TABLE t%s (id int PRIMARY KEY, note text); \
+                               INSERT INTO t%s SELECT g, md5(g::text) FROM generate_series(1, 3) g', i, i);
+             END LOOP; END $$;",
+        )
+        .await
+        .expect("tables");
+
+    let refused = pair.h2r(&["replicate", "--until", "copied"]);
+    assert_ne!(refused.code, 0, "{refused:?}");
+    assert!(
+        refused.stderr.contains("about 2100 locks") && refused.stderr.contains("holds 2000"),
+        "{}",
+        refused.stderr
+    );
+    let need: i64 = refused
+        .stderr
+        .split("max_locks_per_transaction = ")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no setting in {}", refused.stderr));
+    let src = pair.source.admin(&pair.name).await;
+    let captured: i64 = src
+        .query_one(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'heroku2rds'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(captured, 0, "capture was installed on the source");
+    let tgt = pair.target.admin(&pair.name).await;
+    let on_target: i64 = tgt
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(on_target, 0, "the target was changed");
+    drop(tgt);
+
+    set_locks(need).await;
+    pair.h2r(&["replicate", "--until", "copied"]).expect_code(0);
+    let tgt = pair.target.admin(&pair.name).await;
+    assert_eq!(
+        fingerprint_tables(&src).await,
+        fingerprint_tables(&tgt).await
+    );
+    let copied: i64 = tgt
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(copied, 700);
 }
