@@ -336,8 +336,15 @@ pub fn plan(spec: &Spec, names: &Names, seen: &Observed) -> Plan {
         region: region.to_string(),
         action: simple(&seen.param_group),
         detail: format!(
-            "postgres{}, rds.force_ssl=1 (TLS required)",
-            spec.db.engine_major
+            "postgres{}, rds.force_ssl=1 (TLS required){}",
+            spec.db.engine_major,
+            match spec.db.max_locks_per_transaction {
+                Some(n) => format!(
+                    ", max_locks_per_transaction={n} (the schema's restore locks every relation \
+                     in one transaction)"
+                ),
+                None => String::new(),
+            }
         ),
     });
     items.push(Item {
@@ -611,6 +618,7 @@ mod tests {
                 backup_retention_days: 7,
                 multi_az: false,
                 extended_support: false,
+                max_locks_per_transaction: None,
             },
             worker: Some(WorkerSpec {
                 instance_type: "m7i.large".into(),
@@ -842,6 +850,17 @@ mod tests {
         });
         let c = plan(&s, &names, &seen).conflicts();
         assert!(c[0].contains("no instance type m7i.huge"), "{c:?}");
+    }
+
+    #[test]
+    fn a_schema_of_many_relations_raises_the_lock_table_in_the_parameter_group() {
+        let mut s = spec();
+        let names = Names::new("acme", "123456789012", "us-east-2", 16);
+        s.db.max_locks_per_transaction =
+            Some(crate::aws::spec::locks_per_transaction_for(60_000)).filter(|n| *n > 64);
+        assert_eq!(s.db.max_locks_per_transaction, Some(768));
+        assert!(render(&plan(&s, &names, &empty())).contains("max_locks_per_transaction=768"));
+        assert_eq!(crate::aws::spec::locks_per_transaction_for(4_000), 64);
     }
 
     #[test]

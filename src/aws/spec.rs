@@ -101,6 +101,9 @@ pub struct DbSpec {
     pub multi_az: bool,
     /// RDS Extended Support (billed) once the major's standard support ends; off unless asked.
     pub extended_support: bool,
+    /// Set in the parameter group when the source's schema needs more than the default 64 (its
+    /// restore holds a lock per relation in one transaction).
+    pub max_locks_per_transaction: Option<i64>,
 }
 
 /// The EC2 worker.
@@ -436,6 +439,13 @@ pub fn default_engine_major(source_major: u32, today: &str) -> u32 {
     (source_major.max(11)..=source_major.max(11) + 10)
         .find(|m| standard_support_end(*m).is_none_or(|end| end >= today))
         .unwrap_or(source_major)
+}
+
+/// `max_locks_per_transaction` for a source whose schema restore takes `locks` locks, on an
+/// RDS instance assumed to allow only 100 connections (RDS sizes `max_connections` by memory:
+/// about 80 on the smallest classes, hundreds on the default ones), so it fits on any class.
+pub fn locks_per_transaction_for(locks: i64) -> i64 {
+    crate::pg::preflight::locks_per_transaction_for(locks, 100)
 }
 
 /// gp3 storage for a source of `source_gb`: about twice its size, at least 20 GiB.

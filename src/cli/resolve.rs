@@ -18,10 +18,11 @@ fn pick<T: Clone>(flag: &Option<T>, file: &Option<T>) -> Option<T> {
     flag.clone().or_else(|| file.clone())
 }
 
-/// Size (GB) and major version of the source, read from it or taken from flags.
-async fn source_facts(a: &AwsArgs) -> Result<(f64, u32)> {
+/// Size (GB), major version and the schema's lock count of the source, read from it or taken
+/// from flags (the lock count is unknown then).
+async fn source_facts(a: &AwsArgs) -> Result<(f64, u32, Option<i64>)> {
     if let (Some(size), Some(major)) = (a.source_size_gb, a.source_major) {
-        return Ok((size, major));
+        return Ok((size, major, None));
     }
     let Some(url) = &a.source else {
         return Err(Error::usage(
@@ -43,9 +44,11 @@ async fn source_facts(a: &AwsArgs) -> Result<(f64, u32)> {
         .map_err(|e| Error::other("reading the source's size").with_source(e))?;
     let size: f64 = row.get(0);
     let major: i32 = row.get(1);
+    let locks = crate::pg::preflight::schema_locks(&client).await?;
     Ok((
         a.source_size_gb.unwrap_or(size),
         a.source_major.unwrap_or(major as u32),
+        Some(locks),
     ))
 }
 
@@ -135,7 +138,7 @@ pub async fn resolve(a: &AwsArgs) -> Result<Resolved> {
     let backup_retention_days = f.backup_retention_days.unwrap_or(7);
     spec::validate_retention(backup_retention_days, replica_region.is_some())?;
     let extended_support = a.extended_support || f.extended_support.unwrap_or(false);
-    let (size_gb, source_major) = source_facts(a).await?;
+    let (size_gb, source_major, schema_locks) = source_facts(a).await?;
     let engine_major = pick(&a.engine_major, &f.engine_major).unwrap_or_else(|| {
         if extended_support {
             source_major
@@ -217,6 +220,9 @@ pub async fn resolve(a: &AwsArgs) -> Result<Resolved> {
             backup_retention_days,
             multi_az: a.multi_az || f.multi_az.unwrap_or(false),
             extended_support,
+            max_locks_per_transaction: schema_locks
+                .map(spec::locks_per_transaction_for)
+                .filter(|n| *n > 64),
         },
         worker,
     };

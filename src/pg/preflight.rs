@@ -230,7 +230,7 @@ pub async fn gather(source: &ConnSpec, target: Option<&ConnSpec>) -> Result<Fact
 /// How many relation locks restoring the source's schema (pre-data) in one transaction takes:
 /// each table, sequence, view and foreign table, and each TOAST table with its index (user
 /// indexes come later, one transaction each).
-async fn schema_locks(src: &Client) -> Result<i64> {
+pub async fn schema_locks(src: &Client) -> Result<i64> {
     Ok(src
         .query_one(
             "SELECT count(*) + 2 * count(*) FILTER (WHERE c.reltoastrelid <> 0)

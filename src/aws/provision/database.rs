@@ -21,7 +21,8 @@ pub(super) async fn ensure_param_group(
             .map_err(|e| sdk("rds:CreateDBParameterGroup", e))?;
         out.record("DB parameter group", &names.param_group, "created");
     }
-    rds.modify_db_parameter_group()
+    let mut req = rds
+        .modify_db_parameter_group()
         .db_parameter_group_name(&names.param_group)
         .parameters(
             aws_sdk_rds::types::Parameter::builder()
@@ -29,8 +30,18 @@ pub(super) async fn ensure_param_group(
                 .parameter_value("1")
                 .apply_method(aws_sdk_rds::types::ApplyMethod::PendingReboot)
                 .build(),
-        )
-        .send()
+        );
+    // Static: it takes effect when the instance starts with the group (at creation).
+    if let Some(n) = spec.db.max_locks_per_transaction {
+        req = req.parameters(
+            aws_sdk_rds::types::Parameter::builder()
+                .parameter_name("max_locks_per_transaction")
+                .parameter_value(n.to_string())
+                .apply_method(aws_sdk_rds::types::ApplyMethod::PendingReboot)
+                .build(),
+        );
+    }
+    req.send()
         .await
         .map_err(|e| sdk("rds:ModifyDBParameterGroup", e))?;
     Ok(())
