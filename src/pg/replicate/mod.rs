@@ -664,9 +664,13 @@ async fn start(
         .map_err(|e| query_error(e, "creating the state schema on the target"))?;
     tracing::info!("restoring the schema (pre-data) on the target");
     tx.batch_execute(&scripts.pre_data).await.map_err(|e| {
-        query_error(e, "restoring the source schema on the target").with_fix(
-            "the target refused part of the source schema (often an extension or a role it lacks); fix that on the target, then re-run: nothing was kept",
-        )
+        let fix = if e.code() == Some(&tokio_postgres::error::SqlState::OUT_OF_MEMORY) {
+            // 53200: the shared lock table is full (the whole schema goes in one transaction).
+            "the target ran out of lock table space for the schema's one transaction: raise max_locks_per_transaction on the target (`heroku2rds preflight --target ...` names the value) and restart it, then re-run: nothing was kept"
+        } else {
+            "the target refused part of the source schema (often an extension or a role it lacks); fix that on the target, then re-run: nothing was kept"
+        };
+        query_error(e, "restoring the source schema on the target").with_fix(fix)
     })?;
     tx.execute(
         "INSERT INTO heroku2rds.migration (source, phase, keyless, pre_data, post_data) VALUES ($1, 'copying', $2, $3, $4)",
